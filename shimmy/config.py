@@ -1,0 +1,160 @@
+"""Settings, from lowest to highest precedence: defaults < config file < SHIMMY_* env < flags.
+
+The config file is TOML at ``<user config dir>/config.toml`` (or the file named
+by ``SHIMMY_CONFIG``); its keys are the field names of :class:`Settings`.
+Folders come from platformdirs and can be moved with ``SHIMMY_HOME``, which
+tests use to keep every run in its own temporary folder.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+
+from shimmy.errors import ShimmyError
+
+APP_NAME = "shimmy"
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 11435
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Where shimmy keeps its own files."""
+
+    config_dir: Path
+    data_dir: Path
+    cache_dir: Path
+    log_dir: Path
+
+    @property
+    def models_dir(self) -> Path:
+        """Shimmy's own models folder, where downloads go (discovery source 3)."""
+        return self.data_dir / "models"
+
+    @property
+    def config_file(self) -> Path:
+        override = os.environ.get("SHIMMY_CONFIG")
+        return Path(override) if override else self.config_dir / "config.toml"
+
+    @classmethod
+    def from_env(cls) -> Paths:
+        home = os.environ.get("SHIMMY_HOME")
+        if home:
+            root = Path(home)
+            return cls(root / "config", root / "data", root / "cache", root / "log")
+        return cls(
+            Path(platformdirs.user_config_dir(APP_NAME)),
+            Path(platformdirs.user_data_dir(APP_NAME)),
+            Path(platformdirs.user_cache_dir(APP_NAME)),
+            Path(platformdirs.user_log_dir(APP_NAME)),
+        )
+
+
+def default_threads() -> int:
+    """All physical cores: llama-cpp-python's own default (half the logical cores)
+    halves generation speed on small machines."""
+    try:
+        import psutil
+
+        physical = psutil.cpu_count(logical=False)
+    except Exception:  # psutil can fail inside odd containers; fall back below
+        physical = None
+    available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    count = physical or available or os.cpu_count() or 1
+    if available:
+        count = min(count, available)
+    return max(1, count)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a shimmy process can be told."""
+
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    model: str | None = None  # default model: a registry name or a path
+    model_dirs: tuple[str, ...] = ()
+    keep_alive: float = 300.0  # seconds a model stays loaded after its last use
+    threads: int = field(default_factory=default_threads)
+    ctx_size: int = 4096  # context tokens per loaded model (capped at the trained length)
+    batch_size: int = 512
+    max_queue: int = 16  # generations waiting per model before server_busy
+    max_tokens_limit: int = 4096  # largest max_tokens a request may ask for
+    max_body_bytes: int = 1_000_000
+    preload: bool = True  # load the default model in the background at start
+    verbose: bool = False
+
+    def with_overrides(self, **values: Any) -> Settings:
+        """A copy with the given fields replaced; ``None`` values are ignored."""
+        return replace(self, **{k: v for k, v in values.items() if v is not None})
+
+
+_ENV_PREFIX = "SHIMMY_"
+
+
+def _coerce(name: str, raw: Any, default: Any) -> Any:
+    """Turn a config-file or environment value into the field's type."""
+    try:
+        if isinstance(default, bool):
+            if isinstance(raw, bool):
+                return raw
+            return str(raw).strip().lower() in {"1", "true", "yes", "on"}
+        if isinstance(default, tuple):
+            if isinstance(raw, str):
+                return tuple(p for p in raw.split(os.pathsep) if p)
+            return tuple(str(p) for p in raw)
+        if isinstance(default, int):
+            return int(raw)
+        if isinstance(default, float):
+            return float(raw)
+        return str(raw)
+    except (TypeError, ValueError) as exc:
+        raise ShimmyError(
+            "invalid_request", f"Bad value for setting '{name}'", f"{raw!r}: {exc}"
+        ) from exc
+
+
+def load_settings(paths: Paths | None = None, **flags: Any) -> Settings:
+    """Build the settings of this process from every source, in precedence order."""
+    paths = paths or Paths.from_env()
+    base = Settings()
+    values: dict[str, Any] = {}
+    defaults = {f.name: getattr(base, f.name) for f in fields(Settings)}
+
+    config_file = paths.config_file
+    if config_file.is_file():
+        try:
+            data = tomllib.loads(config_file.read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ShimmyError(
+                "invalid_request", f"Cannot read config file {config_file}", str(exc)
+            ) from exc
+        for key, raw in data.items():
+            name = key.replace("-", "_")
+            if name not in defaults:
+                raise ShimmyError(
+                    "invalid_request", f"Unknown setting '{key}' in {config_file}"
+                )
+            values[name] = _coerce(name, raw, defaults[name])
+
+    for name, default in defaults.items():
+        raw = os.environ.get(_ENV_PREFIX + name.upper())
+        if raw is not None and raw != "":
+            values[name] = _coerce(name, raw, default)
+    # SHIMMY_MODEL_PATHS (DESIGN.md) adds places to search, like --model-dirs.
+    extra = os.environ.get("SHIMMY_MODEL_PATHS")
+    if extra:
+        values["model_dirs"] = tuple(values.get("model_dirs", ())) + tuple(
+            p for p in extra.split(os.pathsep) if p
+        )
+
+    settings = replace(base, **values)
+    if flags.get("model_dirs"):
+        flags["model_dirs"] = tuple(settings.model_dirs) + tuple(flags["model_dirs"])
+    return settings.with_overrides(**flags)
