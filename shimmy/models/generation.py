@@ -1,0 +1,199 @@
+"""What a caller asks an engine for, and the handle it gets back.
+
+A :class:`Generation` is filled by the engine's scheduler thread and read by
+anyone: a plain iterator for threads (the CLI, Textual workers), an async
+iterator for the event loop (uvicorn), and ``cancel()`` from either side.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import dataclass, field
+
+from shimmy.errors import ShimmyError
+
+FINISH_STOP = "stop"
+FINISH_LENGTH = "length"
+FINISH_CANCELLED = "cancelled"
+FINISH_ERROR = "error"
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How the next token is chosen. ``temperature`` 0 means greedy."""
+
+    temperature: float = 0.7
+    top_p: float = 0.95
+    top_k: int = 40
+    min_p: float = 0.05
+    repeat_penalty: float = 1.1
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    seed: int | None = None
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One completion to run: the prompt as tokens, plus when to stop."""
+
+    prompt_tokens: Sequence[int]
+    max_tokens: int = 100
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    stop: tuple[str, ...] = ()
+    grammar: str | None = None  # GBNF, e.g. for JSON mode
+    label: str = ""  # who asked, for logs and the dashboard ("api", "chat", "cli")
+
+
+@dataclass(frozen=True)
+class Piece:
+    """One step of output: the text now safe to show and the token that made it."""
+
+    text: str
+    token_id: int | None
+
+
+_ids = itertools.count(1)
+
+
+class Generation:
+    """A running or finished completion; thread-safe to read from anywhere."""
+
+    def __init__(self, request: GenerationRequest, model: str) -> None:
+        self.id = next(_ids)
+        self.request = request
+        self.model = model
+        self.prompt_tokens = len(request.prompt_tokens)
+        self.cached_tokens = 0  # prompt tokens reused from the previous request's cache
+        self.completion_tokens = 0
+        self.finish_reason: str | None = None
+        self.error: ShimmyError | None = None
+        self.created_at = time.monotonic()
+        self.started_at: float | None = None
+        self.first_token_at: float | None = None
+        self.finished_at: float | None = None
+        self._pieces: list[Piece] = []
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._cancel = threading.Event()
+        self._async_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
+
+    # -- consumer side -------------------------------------------------------
+
+    def cancel(self) -> None:
+        """Ask the engine to stop; it frees the slot at its next step."""
+        self._cancel.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancel.is_set()
+
+    @property
+    def done(self) -> bool:
+        return self.finish_reason is not None
+
+    def __iter__(self) -> Iterator[Piece]:
+        """Pieces as they arrive; raises the generation's error, if any, at the end."""
+        index = 0
+        while True:
+            with self._changed:
+                while index >= len(self._pieces) and self.finish_reason is None:
+                    self._changed.wait()
+                batch = self._pieces[index:]
+                finished = self.finish_reason is not None
+            index += len(batch)
+            yield from batch
+            if finished and index >= len(self._pieces):
+                break
+        if self.error is not None:
+            raise self.error
+
+    async def stream(self) -> AsyncIterator[Piece]:
+        """The async view of :meth:`__iter__`, for the event loop."""
+        loop = asyncio.get_running_loop()
+        wake = asyncio.Event()
+        with self._lock:
+            self._async_waiters.append((loop, wake))
+        index = 0
+        try:
+            while True:
+                wake.clear()
+                with self._lock:
+                    batch = self._pieces[index:]
+                    finished = self.finish_reason is not None
+                index += len(batch)
+                for piece in batch:
+                    yield piece
+                if finished and not batch:
+                    break
+                if not batch:
+                    await wake.wait()
+        finally:
+            with self._lock:
+                self._async_waiters.remove((loop, wake))
+        if self.error is not None:
+            raise self.error
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until finished; true if it finished within ``timeout``."""
+        with self._changed:
+            return self._changed.wait_for(lambda: self.finish_reason is not None, timeout)
+
+    def text(self, timeout: float | None = None) -> str:
+        """The whole output, once finished; raises the generation's error."""
+        if not self.wait(timeout):
+            raise ShimmyError("generation_failed", "Generation timed out")
+        if self.error is not None:
+            raise self.error
+        return "".join(p.text for p in self._pieces)
+
+    @property
+    def tokens_per_second(self) -> float | None:
+        """Generation speed after the first token (prompt reading excluded)."""
+        if self.first_token_at is None or self.completion_tokens < 2:
+            return None
+        end = self.finished_at or time.monotonic()
+        elapsed = end - self.first_token_at
+        return (self.completion_tokens - 1) / elapsed if elapsed > 0 else None
+
+    @property
+    def time_to_first_token(self) -> float | None:
+        if self.first_token_at is None:
+            return None
+        return self.first_token_at - self.created_at
+
+    # -- producer side (the engine's scheduler thread) ------------------------
+
+    def _notify(self) -> None:
+        self._changed.notify_all()
+        for loop, wake in self._async_waiters:
+            try:
+                loop.call_soon_threadsafe(wake.set)
+            except RuntimeError:  # that event loop closed; its reader is gone
+                pass
+
+    def _start(self) -> None:
+        self.started_at = time.monotonic()
+
+    def _emit(self, text: str, token_id: int | None) -> None:
+        now = time.monotonic()
+        with self._lock:
+            if token_id is not None:
+                self.completion_tokens += 1
+                if self.first_token_at is None:
+                    self.first_token_at = now
+            if text or token_id is not None:
+                self._pieces.append(Piece(text, token_id))
+            self._notify()
+
+    def _finish(self, reason: str, error: ShimmyError | None = None) -> None:
+        with self._lock:
+            if self.finish_reason is not None:
+                return
+            self.error = error
+            self.finished_at = time.monotonic()
+            self.finish_reason = reason
+            self._notify()
