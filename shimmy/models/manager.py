@@ -1,0 +1,290 @@
+"""The one ModelManager of a shimmy process.
+
+It knows which models exist (through the registry), which are loaded, which
+is the default, and how much work they have done. The CLI, the API and the
+dashboard all share the same instance (DESIGN.md, "One manager, shared").
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from shimmy.config import Settings
+from shimmy.errors import ShimmyError, model_not_found
+from shimmy.models.chat import Message
+from shimmy.models.engine import Engine, EngineOptions, process_rss
+from shimmy.models.generation import FINISH_ERROR, Generation, GenerationRequest
+from shimmy.models.registry import ModelEntry, ModelRegistry
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ALIAS = "default"
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    name: str
+    memory_bytes: int
+    load_seconds: float
+    n_ctx: int
+    busy: bool
+    queued: int
+    idle_seconds: float
+
+
+@dataclass
+class UsageTotals:
+    """Counters over every finished generation of this process."""
+
+    requests: int = 0
+    failed: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    generation_seconds: float = 0.0
+    last_tokens_per_second: float | None = None
+
+    @property
+    def average_tokens_per_second(self) -> float | None:
+        if self.generation_seconds <= 0:
+            return None
+        return self.completion_tokens / self.generation_seconds
+
+
+@dataclass(frozen=True)
+class ManagerStats:
+    loaded: list[LoadedModel]
+    rss_bytes: int
+    totals: UsageTotals
+    active: int
+    queued: int
+    default_model: str | None = None
+    uptime_seconds: float = 0.0
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+class ModelManager:
+    """Loads models on first use, unloads them after ``keep_alive`` idle seconds."""
+
+    def __init__(self, settings: Settings, registry: ModelRegistry | None = None) -> None:
+        self.settings = settings
+        self.registry = registry or ModelRegistry(settings.model_dirs)
+        self._engines: dict[str, Engine] = {}
+        self._load_locks: dict[str, threading.Lock] = {}
+        self._lock = threading.Lock()
+        self._decode_lock = threading.Lock()
+        self._totals = UsageTotals()
+        self._started = time.monotonic()
+        self._default_override: str | None = None
+        self._closed = threading.Event()
+        self._reaper = threading.Thread(target=self._reap_idle, name="shimmy-reaper", daemon=True)
+        self._reaper.start()
+
+    # -- which model ---------------------------------------------------------
+
+    @property
+    def default_model_name(self) -> str | None:
+        """The model that "default" means: set at run time, else --model, else the
+        first usable model in discovery order."""
+        wanted = self._default_override or self.settings.model
+        if wanted:
+            try:
+                return self.registry.resolve(wanted).name
+            except ShimmyError:
+                return None
+        for entry in self._in_discovery_order():
+            if entry.usable:
+                return entry.name
+        return None
+
+    def set_default(self, name: str) -> ModelEntry:
+        entry = self.resolve(name)
+        self._default_override = entry.name
+        return entry
+
+    def resolve(self, name: str | None) -> ModelEntry:
+        """The registry entry for a request's model field ("default" or empty: the default)."""
+        if not name or name == DEFAULT_ALIAS:
+            default = self.default_model_name
+            if default is None:
+                wanted = self._default_override or self.settings.model
+                if wanted:
+                    raise model_not_found(wanted)
+                raise ShimmyError(
+                    "model_not_found",
+                    "The specified model was not found",
+                    "No usable model was discovered; add one with --model or --model-dirs",
+                )
+            return self.registry.resolve(default)
+        return self.registry.resolve(name)
+
+    def _in_discovery_order(self) -> list[ModelEntry]:
+        order = ["path", "local", "shimmy", "huggingface", "ollama", "lmstudio", "python"]
+        rank = {source: i for i, source in enumerate(order)}
+        return sorted(self.registry.entries(), key=lambda e: rank.get(e.source, len(order)))
+
+    # -- loading -------------------------------------------------------------
+
+    def engine(self, name: str | None) -> Engine:
+        """The loaded engine for ``name``, loading it first if needed."""
+        entry = self.resolve(name)
+        with self._lock:
+            engine = self._engines.get(entry.name)
+            if engine is not None:
+                engine.last_used = time.monotonic()
+                return engine
+            load_lock = self._load_locks.setdefault(entry.name, threading.Lock())
+        # Loads of one model are serialised; other models are not held up.
+        with load_lock:
+            with self._lock:
+                engine = self._engines.get(entry.name)
+            if engine is not None:
+                return engine
+            log.info("loading model %s from %s", entry.name, entry.path)
+            engine = Engine(
+                entry,
+                self._engine_options(),
+                decode_lock=self._decode_lock,
+                on_finish=self._count,
+            )
+            with self._lock:
+                self._engines[entry.name] = engine
+            log.info("loaded %s in %.2fs", entry.name, engine.load_seconds)
+            return engine
+
+    def load(self, name: str | None) -> Engine:
+        return self.engine(name)
+
+    def unload(self, name: str | None) -> bool:
+        """Unload a model; false if it was not loaded. Running generations are cancelled."""
+        entry = self.resolve(name)
+        with self._lock:
+            engine = self._engines.pop(entry.name, None)
+        if engine is None:
+            return False
+        engine.close()
+        log.info("unloaded %s", entry.name)
+        return True
+
+    def loaded_names(self) -> list[str]:
+        with self._lock:
+            return sorted(self._engines)
+
+    def is_loaded(self, name: str) -> bool:
+        with self._lock:
+            return name in self._engines
+
+    def preload_default(self) -> threading.Thread:
+        """Load the default model in the background (the server answers meanwhile)."""
+
+        def load() -> None:
+            try:
+                self.engine(None)
+            except ShimmyError as exc:
+                log.warning("default model not loaded: %s", exc.one_line())
+
+        thread = threading.Thread(target=load, name="shimmy-preload", daemon=True)
+        thread.start()
+        return thread
+
+    def _engine_options(self) -> EngineOptions:
+        s = self.settings
+        return EngineOptions(
+            ctx_size=s.ctx_size, threads=s.threads, batch_size=s.batch_size, max_queue=s.max_queue
+        )
+
+    # -- generating ----------------------------------------------------------
+
+    def submit(self, name: str | None, request: GenerationRequest) -> Generation:
+        return self.engine(name).submit(request)
+
+    def submit_chat(
+        self, name: str | None, messages: Sequence[Message], **fields: object
+    ) -> Generation:
+        """Render ``messages`` with the model's own template and submit them."""
+        engine = self.engine(name)
+        stop = tuple(fields.pop("stop", ()) or ()) + tuple(engine.template.stop_strings())  # type: ignore[call-overload]
+        request = GenerationRequest(
+            prompt_tokens=engine.chat_tokens(messages), stop=stop, **fields  # type: ignore[arg-type]
+        )
+        return engine.submit(request)
+
+    def _count(self, generation: Generation) -> None:
+        with self._lock:
+            totals = self._totals
+            totals.requests += 1
+            if generation.finish_reason == FINISH_ERROR:
+                totals.failed += 1
+            totals.prompt_tokens += generation.prompt_tokens
+            totals.completion_tokens += generation.completion_tokens
+            if generation.started_at is not None and generation.finished_at is not None:
+                totals.generation_seconds += generation.finished_at - generation.started_at
+            speed = generation.tokens_per_second
+            if speed is not None:
+                totals.last_tokens_per_second = speed
+
+    # -- figures -------------------------------------------------------------
+
+    def stats(self) -> ManagerStats:
+        now = time.monotonic()
+        with self._lock:
+            engines = list(self._engines.values())
+            totals = UsageTotals(**vars(self._totals))
+        loaded = [
+            LoadedModel(
+                name=e.name,
+                memory_bytes=e.memory_bytes(),
+                load_seconds=e.load_seconds,
+                n_ctx=e.n_ctx,
+                busy=e.busy,
+                queued=e.queued,
+                idle_seconds=now - e.last_used,
+            )
+            for e in engines
+        ]
+        return ManagerStats(
+            loaded=loaded,
+            rss_bytes=process_rss(),
+            totals=totals,
+            active=sum(1 for e in engines if e.busy),
+            queued=sum(e.queued for e in engines),
+            default_model=self.default_model_name,
+            uptime_seconds=now - self._started,
+        )
+
+    # -- lifetime ------------------------------------------------------------
+
+    def _reap_idle(self) -> None:
+        """Unload models idle for longer than keep_alive (negative: keep forever)."""
+        while not self._closed.wait(self._reap_interval()):
+            keep_alive = self.settings.keep_alive
+            if keep_alive < 0:
+                continue
+            now = time.monotonic()
+            with self._lock:
+                idle = [
+                    name
+                    for name, e in self._engines.items()
+                    if e.idle and now - e.last_used >= keep_alive
+                ]
+            for name in idle:
+                log.info("unloading %s after %.0fs idle", name, keep_alive)
+                try:
+                    self.unload(name)
+                except ShimmyError:
+                    pass
+
+    def _reap_interval(self) -> float:
+        return max(0.2, min(5.0, self.settings.keep_alive / 4 if self.settings.keep_alive > 0 else 1))
+
+    def close(self) -> None:
+        """Cancel all work and unload every model."""
+        self._closed.set()
+        with self._lock:
+            engines = list(self._engines.values())
+            self._engines.clear()
+        for engine in engines:
+            engine.close()
