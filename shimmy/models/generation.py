@@ -148,7 +148,13 @@ class Generation:
             raise ShimmyError("generation_failed", "Generation timed out")
         if self.error is not None:
             raise self.error
-        return "".join(p.text for p in self._pieces)
+        return self.output
+
+    @property
+    def output(self) -> str:
+        """The text produced so far."""
+        with self._lock:
+            return "".join(p.text for p in self._pieces)
 
     @property
     def tokens_per_second(self) -> float | None:

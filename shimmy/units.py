@@ -1,0 +1,33 @@
+"""Human-readable figures: bytes, parameter counts, rates."""
+
+from __future__ import annotations
+
+
+def format_bytes(n: int | float) -> str:
+    """Decimal units, as disk and download sizes are usually shown: "98.8 MB"."""
+    value = float(n)
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(value) < 1000 or unit == "TB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    raise AssertionError("unreachable")
+
+
+def format_gb(n: int | float) -> str:
+    """Memory as SEED-API.md's health check shows it: "2.1GB" (binary gigabytes);
+    below one gigabyte in megabytes, "312MB", so small figures stay readable."""
+    gib = n / 1024**3
+    if gib >= 1:
+        return f"{gib:.1f}GB"
+    return f"{n / 1024**2:.0f}MB"
+
+
+def format_params(n: int) -> str:
+    """A parameter count as models name it: "135M", "7.2B"."""
+    if n >= 1_000_000_000:
+        return f"{n / 1e9:.1f}B"
+    if n >= 1_000_000:
+        return f"{n / 1e6:.0f}M"
+    if n >= 1_000:
+        return f"{n / 1e3:.0f}K"
+    return str(n)
