@@ -40,10 +40,27 @@ def _common_model_flags(parser: argparse.ArgumentParser) -> None:
 
 def _engine_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("engine")
-    group.add_argument("--threads", type=int, metavar="N", help="generation threads (default: all physical cores)")
-    group.add_argument("--ctx-size", type=int, metavar="TOKENS", help="context size of each loaded model (default 4096)")
-    group.add_argument("--batch-size", type=int, metavar="TOKENS", help="prompt tokens decoded per step (default 512)")
-    group.add_argument("--keep-alive", type=float, metavar="SECONDS", help="unload a model after this long idle (default 300; negative: never)")
+    group.add_argument(
+        "--threads", type=int, metavar="N", help="generation threads (default: all physical cores)"
+    )
+    group.add_argument(
+        "--ctx-size",
+        type=int,
+        metavar="TOKENS",
+        help="context size of each loaded model (default 4096)",
+    )
+    group.add_argument(
+        "--batch-size",
+        type=int,
+        metavar="TOKENS",
+        help="prompt tokens decoded per step (default 512)",
+    )
+    group.add_argument(
+        "--keep-alive",
+        type=float,
+        metavar="SECONDS",
+        help="unload a model after this long idle (default 300; negative: never)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,7 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     serve = sub.add_parser("serve", help="start the API server")
-    serve.add_argument("--bind", metavar="HOST:PORT", help="address to listen on (default 127.0.0.1:11435)")
+    serve.add_argument(
+        "--bind", metavar="HOST:PORT", help="address to listen on (default 127.0.0.1:11435)"
+    )
     serve.add_argument("--port", type=int, help="port to listen on (overrides the port of --bind)")
     serve.add_argument(
         "--no-preload",
@@ -69,15 +88,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     gen = sub.add_parser("generate", help="generate text from a prompt, streamed to stdout")
     gen.add_argument("--prompt", "-p", help="the prompt ('-' or none: read standard input)")
-    gen.add_argument("--max-tokens", type=int, default=100, help="maximum tokens to generate (default 100)")
-    gen.add_argument("--temperature", type=float, default=0.7, help="sampling temperature (default 0.7; 0 = greedy)")
+    gen.add_argument(
+        "--max-tokens", type=int, default=100, help="maximum tokens to generate (default 100)"
+    )
+    gen.add_argument(
+        "--temperature",
+        type=float,
+        default=0.7,
+        help="sampling temperature (default 0.7; 0 = greedy)",
+    )
     gen.add_argument("--top-p", type=float, default=0.95)
     gen.add_argument("--top-k", type=int, default=40)
     gen.add_argument("--min-p", type=float, default=0.05)
     gen.add_argument("--repeat-penalty", type=float, default=1.1)
     gen.add_argument("--seed", type=int, help="seed for reproducible sampling")
-    gen.add_argument("--stop", action="append", default=[], metavar="TEXT", help="stop at this text (repeatable)")
-    gen.add_argument("--raw", action="store_true", help="send the prompt as is, without the chat template")
+    gen.add_argument(
+        "--stop", action="append", default=[], metavar="TEXT", help="stop at this text (repeatable)"
+    )
+    gen.add_argument(
+        "--raw", action="store_true", help="send the prompt as is, without the chat template"
+    )
     _common_model_flags(gen)
     _engine_flags(gen)
 
@@ -86,7 +116,12 @@ def build_parser() -> argparse.ArgumentParser:
     _common_model_flags(lst)
 
     probe = sub.add_parser("probe", help="check, load and test-generate a model")
-    probe.add_argument("model_name", nargs="?", metavar="model-name", help="model to probe (default: the default model)")
+    probe.add_argument(
+        "model_name",
+        nargs="?",
+        metavar="model-name",
+        help="model to probe (default: the default model)",
+    )
     probe.add_argument("--json", action="store_true", help="print JSON")
     _common_model_flags(probe)
     _engine_flags(probe)
@@ -102,7 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _setup_logging(verbose: bool) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S")
+    )
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose else logging.WARNING)
@@ -115,7 +152,7 @@ def _setup_logging(verbose: bool) -> None:
 def _settings(args: argparse.Namespace) -> Settings:
     return load_settings(
         model=getattr(args, "model", None),
-        model_dirs=tuple(getattr(args, "model_dirs", None) or ()),
+        model_dirs=tuple(getattr(args, "model_dirs", None) or ()) or None,
         threads=getattr(args, "threads", None),
         ctx_size=getattr(args, "ctx_size", None),
         batch_size=getattr(args, "batch_size", None),
@@ -223,7 +260,10 @@ def cmd_list(args: argparse.Namespace) -> int:
         print(json.dumps([_entry_json(e) for e in entries], indent=2))
         return ExitCode.OK
     if not entries:
-        print("No models found. Add a folder with --model-dirs, or see `shimmy diag`.", file=sys.stderr)
+        print(
+            "No models found. Add a folder with --model-dirs, or see `shimmy diag`.",
+            file=sys.stderr,
+        )
         return ExitCode.OK
     rows = [("NAME", "SOURCE", "SIZE", "QUANT", "ARCH", "PARAMS", "CTX", "STATE")]
     for e in entries:
@@ -241,7 +281,9 @@ def cmd_list(args: argparse.Namespace) -> int:
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     for row in rows:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)) + "  " + row[-1])
+        print(
+            "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)) + "  " + row[-1]
+        )
     return ExitCode.OK
 
 
@@ -287,7 +329,9 @@ def cmd_probe(args: argparse.Namespace) -> int:
         "load_seconds": round(report.load_seconds, 3),
         "memory_bytes": report.memory_bytes,
         "context_tokens": report.n_ctx,
-        "tokens_per_second": round(report.tokens_per_second, 1) if report.tokens_per_second else None,
+        "tokens_per_second": round(report.tokens_per_second, 1)
+        if report.tokens_per_second
+        else None,
         "time_to_first_token": round(report.time_to_first_token, 3)
         if report.time_to_first_token
         else None,
@@ -301,7 +345,10 @@ def cmd_probe(args: argparse.Namespace) -> int:
     lines = [
         ("model", report.entry.name),
         ("file", str(report.entry.path)),
-        ("source", report.entry.source + (f" ({report.entry.origin})" if report.entry.origin else "")),
+        (
+            "source",
+            report.entry.source + (f" ({report.entry.origin})" if report.entry.origin else ""),
+        ),
         ("size", format_bytes(report.entry.size)),
         ("format", f"GGUF v{info.version}, {info.tensor_count} tensors"),
         ("architecture", info.architecture or "-"),
@@ -310,7 +357,10 @@ def cmd_probe(args: argparse.Namespace) -> int:
         ("trained context", str(info.context_length or "-")),
         ("chat template", "yes" if info.chat_template else "none (ChatML fallback)"),
         ("load time", f"{report.load_seconds:.2f} s"),
-        ("memory", f"{format_bytes(report.memory_bytes)} (weights + context of {report.n_ctx} tokens)"),
+        (
+            "memory",
+            f"{format_bytes(report.memory_bytes)} (weights + context of {report.n_ctx} tokens)",
+        ),
         ("generation", f"{report.completion_tokens} tokens, {speed}"),
         ("sample", report.sample.strip().replace("\n", " ")[:200]),
     ]
@@ -331,28 +381,40 @@ def cmd_diag(args: argparse.Namespace) -> int:
         print(json.dumps(data, indent=2))
         return ExitCode.OK
     cpu, mem, llama = data["cpu"], data["memory"], data["llama_cpp"]
-    print(f"shimmy        {data['shimmy']}")
-    print(f"python        {data['python']['version']} ({data['python']['executable']})")
-    print(f"platform      {data['platform']}")
-    print(f"cpu           {cpu['model']}")
-    print(f"cores         {cpu['physical_cores']} physical, {cpu['logical_cores']} logical, {cpu['usable_cores']} usable")
-    print(f"cpu features  {' '.join(cpu['features']) or '-'}")
-    print(f"memory        {format_bytes(mem['total_bytes'])} total, {format_bytes(mem['available_bytes'])} available")
-    print(f"threads       {data['generation_threads']} for generation")
-    print(f"llama.cpp     llama-cpp-python {llama.get('version')}, gpu offload: {llama.get('gpu_offload')}")
-    if llama.get("system_info"):
-        print(f"              {llama['system_info']}")
-    if llama.get("error"):
-        print(f"              error: {llama['error']}")
-    print("packages      " + ", ".join(f"{k} {v or 'missing'}" for k, v in data["packages"].items()))
-    print(f"config file   {data['paths']['config_file']}")
-    print(f"models folder {data['paths']['models_dir']}")
+    models = data["models"]
+    cores = f"{cpu['physical_cores']} physical, {cpu['logical_cores']} logical"
+    rows = [
+        ("shimmy", data["shimmy"]),
+        ("python", f"{data['python']['version']} ({data['python']['executable']})"),
+        ("platform", data["platform"]),
+        ("cpu", cpu["model"]),
+        ("cores", f"{cores}, {cpu['usable_cores']} usable"),
+        ("cpu features", " ".join(cpu["features"]) or "-"),
+        (
+            "memory",
+            f"{format_bytes(mem['total_bytes'])} total, "
+            f"{format_bytes(mem['available_bytes'])} available",
+        ),
+        ("threads", f"{data['generation_threads']} for generation"),
+        (
+            "llama.cpp",
+            f"llama-cpp-python {llama.get('version')}, gpu offload: {llama.get('gpu_offload')}",
+        ),
+        ("", llama.get("system_info") or llama.get("error") or ""),
+        ("packages", ", ".join(f"{k} {v or 'missing'}" for k, v in data["packages"].items())),
+        ("config file", data["paths"]["config_file"]),
+        ("models folder", data["paths"]["models_dir"]),
+        (
+            "models",
+            f"{models['total']} found, {models['usable']} usable, {models['unusable']} unusable",
+        ),
+    ]
+    for key, value in rows:
+        print(f"{key:<14}{value}")
     print("model places:")
     for place in data["model_places"]:
         state = f"{place['models']} models" if place["exists"] else "missing"
         print(f"  {place['source']:<12} {place['path']}  ({state})")
-    models = data["models"]
-    print(f"models        {models['total']} found, {models['usable']} usable, {models['unusable']} unusable")
     return ExitCode.OK
 
 

@@ -138,9 +138,7 @@ def load_settings(paths: Paths | None = None, **flags: Any) -> Settings:
         for key, raw in data.items():
             name = key.replace("-", "_")
             if name not in defaults:
-                raise ShimmyError(
-                    "invalid_request", f"Unknown setting '{key}' in {config_file}"
-                )
+                raise ShimmyError("invalid_request", f"Unknown setting '{key}' in {config_file}")
             values[name] = _coerce(name, raw, defaults[name])
 
     for name, default in defaults.items():

@@ -84,9 +84,7 @@ def build_router(manager: ModelManager) -> APIRouter:
         text = generation.output
         return JSONResponse(
             {
-                "choices": [
-                    {"text": text, "index": 0, "finish_reason": generation.finish_reason}
-                ],
+                "choices": [{"text": text, "index": 0, "finish_reason": generation.finish_reason}],
                 "usage": usage(generation),
                 "model": generation.model,
             }

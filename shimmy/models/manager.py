@@ -323,7 +323,9 @@ class ModelManager:
                     pass
 
     def _reap_interval(self) -> float:
-        return max(0.2, min(5.0, self.settings.keep_alive / 4 if self.settings.keep_alive > 0 else 1))
+        return max(
+            0.2, min(5.0, self.settings.keep_alive / 4 if self.settings.keep_alive > 0 else 1)
+        )
 
     def close(self) -> None:
         """Cancel all work and unload every model."""

@@ -1,0 +1,110 @@
+"""Running the real `shimmy` command the way a user would, in an isolated home."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+SHIMMY = shutil.which("shimmy", path=str(Path(sys.executable).parent)) or "shimmy"
+
+
+def isolated_env(root: Path, **extra: str) -> dict[str, str]:
+    """The environment of a user whose home, caches and shimmy folders are empty."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SHIMMY_", "HF_", "OLLAMA"))}
+    home = root / "home"
+    home.mkdir(parents=True, exist_ok=True)
+    env.update(
+        HOME=str(home),
+        SHIMMY_HOME=str(root / "shimmy"),
+        HF_HOME=str(root / "hf"),
+        OLLAMA_MODELS=str(root / "ollama"),
+        PYTHONUNBUFFERED="1",
+    )
+    env.update(extra)
+    return env
+
+
+def run_shimmy(
+    args: list[str],
+    env: dict[str, str],
+    *,
+    cwd: Path,
+    timeout: float = 120,
+    input: str | None = None,
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [SHIMMY, *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        input=input,
+    )
+
+
+@dataclass
+class Server:
+    process: subprocess.Popen[str]
+    url: str
+    started_at: float
+    healthy_after: float
+    log_path: Path
+
+    @property
+    def ws_url(self) -> str:
+        return self.url.replace("http://", "ws://")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, timeout: float = 10) -> int:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+
+def start_server(args: list[str], env: dict[str, str], *, cwd: Path, timeout: float = 30) -> Server:
+    """`shimmy serve --port 0 ...`; returns once /api/health answers."""
+    log_path = cwd / f"serve-{time.monotonic_ns()}.log"
+    started = time.monotonic()
+    with log_path.open("w") as log_file:  # the child keeps its own copy of the descriptor
+        process = subprocess.Popen(
+            [SHIMMY, "serve", "--bind", "127.0.0.1:0", *args],
+            env=env,
+            cwd=cwd,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+    url = None
+    deadline = started + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"shimmy serve exited {process.returncode}:\n{log_path.read_text()}")
+        if url is None:
+            found = re.search(r"serving on (http://\S+)", log_path.read_text())
+            if found:
+                url = found.group(1)
+        if url is not None:
+            try:
+                if httpx.get(url + "/api/health", timeout=1).status_code == 200:
+                    return Server(process, url, started, time.monotonic() - started, log_path)
+            except httpx.TransportError:
+                pass
+        time.sleep(0.02)
+    process.kill()
+    raise RuntimeError(f"shimmy serve did not become healthy:\n{log_path.read_text()}")

@@ -1,0 +1,355 @@
+"""`shimmy serve` as a subprocess, driven over HTTP, SSE and WebSocket with the real model."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import httpx
+import pytest
+import websockets
+
+from tests.e2e.harness import Server, isolated_env, start_server
+
+pytestmark = [pytest.mark.e2e, pytest.mark.model]
+
+MODEL = "smollm2-135m-instruct-q4_1"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, smollm2_path) -> Server:
+    root = tmp_path_factory.mktemp("serve")
+    bad = root / "extra-models"
+    bad.mkdir()
+    (bad / "broken-model.gguf").write_bytes(b"GGUF\x03\x00\x00\x00" + b"\x00" * 7)
+    env = isolated_env(root)
+    srv = start_server(["--model-dirs", str(bad), "--ctx-size", "1024"], env, cwd=root)
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def client(server) -> httpx.Client:
+    with httpx.Client(base_url=server.url, timeout=60) as c:
+        yield c
+
+
+def sse_events(response: httpx.Response) -> list[str]:
+    return [line[len("data: ") :] for line in response.iter_lines() if line.startswith("data: ")]
+
+
+def assert_error(response: httpx.Response, status: int, code: str) -> dict:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error"}
+    error = body["error"]
+    assert error["code"] == code
+    assert isinstance(error["message"], str) and error["message"]
+    assert "details" in error
+    return error
+
+
+# -- health and models -------------------------------------------------------
+
+
+def test_health_answers_fast_and_reports_real_memory(server, client):
+    # DESIGN: health within 1.5 s of start; the model loads in the background.
+    assert server.healthy_after < 1.5, server.healthy_after
+    body = client.get("/api/health").json()
+    assert body["status"] == "healthy"
+    assert isinstance(body["models_loaded"], int)
+    number, unit = body["memory_usage"][:-2], body["memory_usage"][-2:]
+    assert unit in {"GB", "MB"} and float(number) > 0
+
+
+def test_models_lists_the_real_model_and_the_default_alias(client):
+    models = client.get("/api/models").json()["models"]
+    ids = [m["id"] for m in models]
+    assert ids[0] == "default"
+    assert MODEL in ids
+    assert "broken-model" not in ids  # unusable files are not offered to clients
+    entry = next(m for m in models if m["id"] == MODEL)
+    assert set(entry) >= {"id", "name", "description"}
+    assert "Q4_1" in entry["description"]
+    assert models[0]["alias_of"] == MODEL
+
+
+def test_model_loads_in_background_then_counts(client):
+    deadline = time.monotonic() + 30
+    while client.get("/api/health").json()["models_loaded"] < 1:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+
+
+# -- generate ----------------------------------------------------------------
+
+
+def test_generate_non_streaming_shape_and_real_usage(client):
+    r = client.post(
+        "/api/generate",
+        json={
+            "model": MODEL,
+            "prompt": "Write a story about a cat.",
+            "max_tokens": 5,
+            "temperature": 0,
+        },
+    )
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert set(body) >= {"choices", "usage"}
+    (choice,) = body["choices"]
+    assert set(choice) == {"text", "index", "finish_reason"}
+    assert choice["index"] == 0 and choice["finish_reason"] == "length"
+    assert choice["text"]
+    usage = body["usage"]
+    assert usage["completion_tokens"] == 5
+    assert usage["prompt_tokens"] > 5  # the chat template wraps the prompt
+    assert usage["total_tokens"] == usage["prompt_tokens"] + 5
+
+
+def test_defaults_are_the_seeds(client):
+    r = client.post(
+        "/api/generate", json={"model": "default", "prompt": "Tell me a long story about a dragon."}
+    )
+    body = r.json()
+    # max_tokens defaults to 100: either the model stopped, or it hit exactly 100.
+    usage, choice = body["usage"], body["choices"][0]
+    if choice["finish_reason"] == "length":
+        assert usage["completion_tokens"] == 100
+    else:
+        assert choice["finish_reason"] == "stop" and usage["completion_tokens"] < 100
+
+
+def test_temperature_zero_gives_the_same_text_twice(client):
+    body = {
+        "model": MODEL,
+        "prompt": "What is the capital of France?",
+        "max_tokens": 24,
+        "temperature": 0,
+    }
+    first = client.post("/api/generate", json=body).json()["choices"][0]["text"]
+    second = client.post("/api/generate", json=body).json()["choices"][0]["text"]
+    assert first == second and first.strip()
+
+
+def test_finish_reason_stop_when_the_model_ends_its_turn(client):
+    body = {"model": MODEL, "prompt": "Say only the word yes.", "max_tokens": 60, "temperature": 0}
+    choice = client.post("/api/generate", json=body).json()["choices"][0]
+    assert choice["finish_reason"] == "stop"
+    assert "<|im_end|>" not in choice["text"]
+
+
+def test_streaming_sse_exact_chunks_then_done(client):
+    body = {
+        "model": MODEL,
+        "prompt": "What is the capital of France?",
+        "max_tokens": 24,
+        "temperature": 0,
+    }
+    whole = client.post("/api/generate", json=body).json()["choices"][0]["text"]
+    with client.stream("POST", "/api/generate", json={**body, "stream": True}) as r:
+        assert r.status_code == 200
+        assert r.headers["content-type"].startswith("text/event-stream")
+        events = sse_events(r)
+    assert events[-1] == "[DONE]"
+    chunks = [json.loads(e) for e in events[:-1]]
+    text_chunks, final = chunks[:-1], chunks[-1]
+    assert len(text_chunks) >= 2
+    for chunk in text_chunks:
+        assert chunk == {"choices": [{"text": chunk["choices"][0]["text"], "index": 0}]}
+    assert final["choices"][0]["finish_reason"] in {"length", "stop"}
+    assert final["usage"]["completion_tokens"] <= 24
+    assert "".join(c["choices"][0]["text"] for c in text_chunks) == whole
+
+
+def test_raw_prompt_skips_the_template(client):
+    templated = client.post("/api/generate", json={"model": MODEL, "prompt": "Hi", "max_tokens": 1})
+    raw = client.post(
+        "/api/generate", json={"model": MODEL, "prompt": "Hi", "max_tokens": 1, "raw": True}
+    )
+    assert raw.json()["usage"]["prompt_tokens"] == 1
+    assert templated.json()["usage"]["prompt_tokens"] > 10
+
+
+def test_stop_strings_cut_the_output(client):
+    body = {
+        "model": MODEL,
+        "prompt": "List the numbers from 1 to 10, comma separated.",
+        "max_tokens": 60,
+        "temperature": 0,
+    }
+    free = client.post("/api/generate", json=body).json()["choices"][0]["text"]
+    assert "5" in free
+    cut = client.post("/api/generate", json={**body, "stop": ["5"]}).json()["choices"][0]
+    assert cut["finish_reason"] == "stop"
+    assert "5" not in cut["text"] and free.startswith(cut["text"])
+
+
+# -- errors --------------------------------------------------------------------
+
+
+def test_unknown_model_is_model_not_found(client):
+    error = assert_error(
+        client.post("/api/generate", json={"model": "invalid-model", "prompt": "x"}),
+        404,
+        "model_not_found",
+    )
+    assert error["message"] == "The specified model was not found"
+    assert error["details"] == "Model 'invalid-model' is not available"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"{not json",
+        b"[]",
+        b'"a string"',
+        b"",
+        json.dumps({"prompt": "no model"}).encode(),
+        json.dumps({"model": MODEL}).encode(),
+        json.dumps({"model": MODEL, "prompt": ""}).encode(),
+        json.dumps({"model": MODEL, "prompt": 42}).encode(),
+        json.dumps({"model": MODEL, "prompt": "x", "max_tokens": "100"}).encode(),
+        json.dumps({"model": MODEL, "prompt": "x", "max_tokens": 0}).encode(),
+        json.dumps({"model": MODEL, "prompt": "x", "temperature": "hot"}).encode(),
+        json.dumps({"model": MODEL, "prompt": "x", "temperature": -1}).encode(),
+        json.dumps({"model": MODEL, "prompt": "x", "stream": "yes"}).encode(),
+    ],
+)
+def test_bad_bodies_are_invalid_request_never_422(client, body):
+    r = client.post("/api/generate", content=body, headers={"content-type": "application/json"})
+    error = assert_error(r, 400, "invalid_request")
+    assert error["message"] == "Request format is invalid"
+    assert error["details"]
+
+
+def test_prompt_longer_than_the_context_is_rejected_with_numbers(client):
+    prompt = "word " * 3000
+    error = assert_error(
+        client.post("/api/generate", json={"model": MODEL, "prompt": prompt, "raw": True}),
+        400,
+        "invalid_request",
+    )
+    assert "1024" in error["message"] and "tokens" in error["message"]
+
+
+def test_unknown_route_and_method_use_the_error_shape(client):
+    assert_error(client.get("/api/nothing"), 404, "invalid_request")
+    assert_error(client.get("/api/generate"), 405, "invalid_request")
+
+
+def test_oversized_body_is_413(client):
+    r = client.post("/api/generate", json={"model": MODEL, "prompt": "x" * 1_100_000})
+    assert_error(r, 413, "request_too_large")
+
+
+def test_server_keeps_serving_after_errors(client):
+    client.post("/api/generate", content=b"{oops", headers={"content-type": "application/json"})
+    r = client.post("/api/generate", json={"model": MODEL, "prompt": "Hi", "max_tokens": 2})
+    assert r.status_code == 200
+
+
+# -- cancellation -----------------------------------------------------------
+
+
+def test_dropped_stream_frees_the_engine_for_the_next_request(client, server):
+    long = {
+        "model": MODEL,
+        "prompt": "Write a very long essay about oceans.",
+        "max_tokens": 900,
+        "temperature": 0.8,
+        "stream": True,
+        "raw": False,
+    }
+    with httpx.Client(base_url=server.url, timeout=60) as other:
+        with other.stream("POST", "/api/generate", json=long) as r:
+            seen = 0
+            for line in r.iter_lines():
+                if line.startswith("data: "):
+                    seen += 1
+                if seen >= 3:
+                    break
+    # 900 tokens would take >10 s at ~80 tok/s: if the cancel did not land, this waits for it.
+    started = time.monotonic()
+    r = client.post("/api/generate", json={"model": MODEL, "prompt": "Hi", "max_tokens": 3})
+    assert r.status_code == 200
+    assert time.monotonic() - started < 5
+    health = client.get("/api/health").json()
+    assert health["active_requests"] == 0 and health["queued_requests"] == 0
+
+
+# -- websocket ----------------------------------------------------------------
+
+
+def ws_exchange(url: str, frames: list[dict | str], *, until_done: int = 1) -> list[dict]:
+    async def run() -> list[dict]:
+        received: list[dict] = []
+        async with websockets.connect(url + "/ws/generate", open_timeout=10) as ws:
+            for frame in frames:
+                await ws.send(frame if isinstance(frame, str) else json.dumps(frame))
+            done = 0
+            while done < until_done:
+                message = json.loads(await asyncio.wait_for(ws.recv(), 60))
+                received.append(message)
+                if "done" in message or "error" in message:
+                    done += 1
+        return received
+
+    return asyncio.run(run())
+
+
+def test_websocket_streams_tokens_then_done(server, client):
+    frame = {
+        "model": "default",
+        "prompt": "What is the capital of France?",
+        "max_tokens": 24,
+        "temperature": 0,
+    }
+    whole = client.post("/api/generate", json={**frame, "model": MODEL}).json()["choices"][0][
+        "text"
+    ]
+    messages = ws_exchange(server.ws_url, [frame])
+    tokens, done = messages[:-1], messages[-1]
+    assert len(tokens) >= 2 and all(set(m) == {"token"} for m in tokens)
+    assert done["done"] is True
+    assert "".join(m["token"] for m in tokens) == whole
+
+
+def test_websocket_serves_several_requests_and_reports_errors_in_place(server):
+    frames: list[dict | str] = [
+        "{not json",
+        {"model": "invalid-model", "prompt": "x"},
+        {"model": MODEL, "prompt": "Hi", "max_tokens": 3},
+    ]
+    messages = ws_exchange(server.ws_url, frames, until_done=3)
+    errors = [m for m in messages if "error" in m]
+    assert [e["error"]["code"] for e in errors] == ["invalid_request", "model_not_found"]
+    assert messages[-1]["done"] is True and messages[-1]["usage"]["completion_tokens"] == 3
+
+
+def test_websocket_disconnect_cancels_generation(server, client):
+    async def run() -> None:
+        async with websockets.connect(server.ws_url + "/ws/generate") as ws:
+            await ws.send(
+                json.dumps({"model": MODEL, "prompt": "Write a long essay.", "max_tokens": 900})
+            )
+            await ws.recv()
+
+    asyncio.run(run())
+    started = time.monotonic()
+    r = client.post("/api/generate", json={"model": MODEL, "prompt": "Hi", "max_tokens": 3})
+    assert r.status_code == 200 and time.monotonic() - started < 5
+
+
+# -- bad files ------------------------------------------------------------------
+
+
+def test_corrupt_model_is_refused_cleanly_and_the_server_keeps_serving(client):
+    error = assert_error(
+        client.post("/api/generate", json={"model": "broken-model", "prompt": "x"}),
+        400,
+        "model_invalid",
+    )
+    assert "broken-model" in error["message"]
+    assert client.get("/api/health").json()["status"] == "healthy"

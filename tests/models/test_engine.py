@@ -1,0 +1,227 @@
+"""Engine and ModelManager with the real SmolLM2 model."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+
+from shimmy.config import Settings
+from shimmy.errors import ShimmyError
+from shimmy.models.generation import GenerationRequest, SamplingParams
+from shimmy.models.manager import ModelManager
+from shimmy.models.registry import ModelRegistry
+
+pytestmark = pytest.mark.model
+
+GREEDY = SamplingParams(temperature=0.0)
+
+
+@pytest.fixture(scope="module")
+def manager(tmp_path_factory, smollm2_path):
+    settings = Settings(model=str(smollm2_path), ctx_size=512, keep_alive=-1, max_queue=3)
+    manager = ModelManager(settings, ModelRegistry([smollm2_path]))
+    yield manager
+    manager.close()
+
+
+@pytest.fixture(scope="module")
+def engine(manager):
+    return manager.engine(None)
+
+
+def test_default_model_loads_with_all_cores_and_clamped_context(engine, manager):
+    assert engine.n_ctx == 512
+    assert engine._llama.context_params.n_threads == manager.settings.threads
+    assert manager.settings.threads >= 1
+    assert engine.memory_bytes() > 50_000_000
+
+
+def test_generation_iterates_pieces_and_counts_tokens(engine):
+    tokens = engine.chat_tokens([{"role": "user", "content": "Name three colours."}])
+    generation = engine.submit(GenerationRequest(tokens, max_tokens=8, sampling=GREEDY))
+    pieces = list(generation)
+    assert generation.finish_reason == "length"
+    assert generation.completion_tokens == 8
+    assert sum(1 for p in pieces if p.token_id is not None) == 8
+    assert "".join(p.text for p in pieces) == generation.output
+    assert generation.tokens_per_second and generation.tokens_per_second > 1
+
+
+def test_async_view_gives_the_same_pieces(engine):
+    tokens = engine.chat_tokens([{"role": "user", "content": "Name three colours."}])
+
+    async def collect() -> str:
+        generation = engine.submit(GenerationRequest(tokens, max_tokens=8, sampling=GREEDY))
+        return "".join([p.text async for p in generation.stream()])
+
+    sync_text = engine.submit(GenerationRequest(tokens, max_tokens=8, sampling=GREEDY)).text()
+    assert asyncio.run(collect()) == sync_text
+
+
+def test_seeded_sampling_repeats_and_other_seeds_differ(engine):
+    tokens = engine.chat_tokens([{"role": "user", "content": "Write a poem about cats."}])
+
+    def run(seed: int) -> str:
+        params = SamplingParams(temperature=1.2, seed=seed)
+        return engine.submit(GenerationRequest(tokens, max_tokens=24, sampling=params)).text()
+
+    assert run(7) == run(7)
+    assert len({run(7), run(8), run(9)}) > 1
+
+
+def test_end_of_turn_token_stops_and_never_appears(engine):
+    tokens = engine.chat_tokens([{"role": "user", "content": "Say only: yes"}])
+    generation = engine.submit(GenerationRequest(tokens, max_tokens=50, sampling=GREEDY))
+    text = generation.text()
+    assert generation.finish_reason == "stop"
+    assert "<|im_end|>" not in text and generation.completion_tokens < 50
+
+
+def test_cancel_stops_at_once_and_the_queue_moves_on(engine):
+    tokens = engine.chat_tokens([{"role": "user", "content": "Write a long essay."}])
+    long = engine.submit(GenerationRequest(tokens, max_tokens=400, sampling=GREEDY))
+    queued = engine.submit(GenerationRequest(tokens, max_tokens=2, sampling=GREEDY))
+    while long.completion_tokens < 2:
+        time.sleep(0.01)
+    long.cancel()
+    assert queued.wait(10)
+    assert long.finish_reason == "cancelled" and long.completion_tokens < 400
+    assert queued.finish_reason == "length"
+
+
+def test_generations_run_in_submission_order(engine):
+    tokens = engine.chat_tokens([{"role": "user", "content": "Hi"}])
+    gens = [
+        engine.submit(GenerationRequest(tokens, max_tokens=2, sampling=GREEDY)) for _ in range(3)
+    ]
+    for g in gens:
+        g.wait(30)
+    starts = [g.started_at for g in gens]
+    assert starts == sorted(starts)
+
+
+def test_full_queue_is_server_busy_with_retry_after(engine):
+    tokens = engine.chat_tokens([{"role": "user", "content": "Write a long essay."}])
+    running = [
+        engine.submit(GenerationRequest(tokens, max_tokens=300, sampling=GREEDY)) for _ in range(3)
+    ]
+    with pytest.raises(ShimmyError) as err:
+        engine.submit(GenerationRequest(tokens, max_tokens=1))
+    assert err.value.code == "server_busy" and err.value.status == 503
+    assert err.value.headers["Retry-After"]
+    for g in running:
+        g.cancel()
+    for g in running:
+        assert g.wait(10)
+
+
+def test_prompt_that_fills_the_context_is_rejected_not_truncated(engine):
+    with pytest.raises(ShimmyError) as err:
+        engine.submit(GenerationRequest(list(range(100, 612)), max_tokens=5))
+    assert err.value.code == "invalid_request"
+    assert "512 tokens" in err.value.message and "512" in err.value.message
+
+
+def test_max_tokens_is_clamped_to_the_room_left(engine):
+    tokens = engine.tokenize("word " * 600, add_bos=False)[:505]
+    assert len(tokens) == 505
+    generation = engine.submit(GenerationRequest(tokens, max_tokens=100, sampling=GREEDY))
+    generation.wait(30)
+    assert generation.completion_tokens <= 512 - 505
+    assert generation.finish_reason in {"length", "stop"}
+
+
+def test_second_turn_reuses_the_cached_prefix(engine):
+    first = [{"role": "user", "content": "My name is Ada. Remember it."}]
+    tokens = engine.chat_tokens(first)
+    reply = engine.submit(GenerationRequest(tokens, max_tokens=12, sampling=GREEDY)).text()
+    second = first + [
+        {"role": "assistant", "content": reply},
+        {"role": "user", "content": "My name?"},
+    ]
+    generation = engine.submit(
+        GenerationRequest(engine.chat_tokens(second), max_tokens=4, sampling=GREEDY)
+    )
+    generation.wait(30)
+    assert generation.cached_tokens >= len(tokens) - 1
+
+
+def test_manager_stats_count_requests_and_tokens(manager):
+    before = manager.stats().totals
+    generation = manager.submit_prompt(None, "Hi", max_tokens=3, sampling=GREEDY)
+    generation.wait(30)
+    after = manager.stats()
+    assert after.totals.requests == before.requests + 1
+    assert after.totals.completion_tokens == before.completion_tokens + 3
+    assert after.totals.prompt_tokens == before.prompt_tokens + generation.prompt_tokens
+    assert after.loaded[0].memory_bytes > 0 and after.rss_bytes > after.loaded[0].memory_bytes / 4
+    assert after.totals.average_tokens_per_second
+
+
+def test_unload_cancels_and_frees(smollm2_path):
+    manager = ModelManager(
+        Settings(model=str(smollm2_path), ctx_size=256, keep_alive=-1),
+        ModelRegistry([smollm2_path]),
+    )
+    try:
+        running = manager.submit_prompt(
+            None, "Write a long essay.", max_tokens=200, sampling=GREEDY
+        )
+        while running.completion_tokens < 1:
+            time.sleep(0.01)
+        assert manager.unload(None) is True
+        assert running.finish_reason == "cancelled"
+        assert manager.loaded_names() == []
+        assert manager.unload(None) is False
+    finally:
+        manager.close()
+
+
+def test_idle_model_is_unloaded_after_keep_alive(smollm2_path):
+    manager = ModelManager(
+        Settings(model=str(smollm2_path), ctx_size=256, keep_alive=0.5),
+        ModelRegistry([smollm2_path]),
+    )
+    try:
+        manager.submit_prompt(None, "Hi", max_tokens=1, sampling=GREEDY).wait(30)
+        assert manager.loaded_names()
+        deadline = time.monotonic() + 10
+        while manager.loaded_names() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert manager.loaded_names() == []
+        # ...and loads again on next use.
+        assert manager.submit_prompt(None, "Hi", max_tokens=1, sampling=GREEDY).text(30) is not None
+    finally:
+        manager.close()
+
+
+def test_concurrent_first_use_loads_the_model_once(smollm2_path):
+    manager = ModelManager(
+        Settings(model=str(smollm2_path), ctx_size=256, keep_alive=-1),
+        ModelRegistry([smollm2_path]),
+    )
+    engines = []
+    try:
+        threads = [
+            threading.Thread(target=lambda: engines.append(manager.engine(None))) for _ in range(4)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len({id(e) for e in engines}) == 1
+    finally:
+        manager.close()
+
+
+def test_unknown_model_and_no_models(tmp_path):
+    manager = ModelManager(Settings(model="nothing-like-this"), ModelRegistry([tmp_path]))
+    try:
+        with pytest.raises(ShimmyError) as err:
+            manager.engine(None)
+        assert err.value.code == "model_not_found"
+    finally:
+        manager.close()
