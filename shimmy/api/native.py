@@ -6,15 +6,16 @@ import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from shimmy import __version__
 from shimmy.api.errors import validation_error
+from shimmy.api.requestlog import attach_generation
 from shimmy.api.schemas import GenerateBody
 from shimmy.errors import ShimmyError
 from shimmy.models.generation import FINISH_ERROR, Generation
@@ -27,7 +28,7 @@ log = logging.getLogger(__name__)
 
 def _submit(manager: ModelManager, body: GenerateBody, label: str) -> Generation:
     """Resolve, load if needed, tokenize and queue: blocking, so run off the event loop."""
-    return manager.submit_prompt(
+    generation = manager.submit_prompt(
         body.model,
         body.prompt,
         max_tokens=min(body.max_tokens, manager.settings.max_tokens_limit),
@@ -36,6 +37,8 @@ def _submit(manager: ModelManager, body: GenerateBody, label: str) -> Generation
         raw=body.raw,
         label=label,
     )
+    attach_generation(generation)
+    return generation
 
 
 def usage(generation: Generation) -> dict[str, int]:
@@ -46,8 +49,21 @@ def usage(generation: Generation) -> dict[str, int]:
     }
 
 
+BodyT = TypeVar("BodyT", bound=BaseModel)
+
+
+async def parse_body(request: Request, model: type[BodyT]) -> BodyT:
+    """Validate the body as JSON whatever its Content-Type: `curl -d` sends form
+    encoding by default, and a local server should not make people fight that."""
+    raw = await request.body()
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as exc:
+        raise validation_error(exc.errors()) from None
+
+
 def _sse(data: Any) -> str:
-    return f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
+    return f"data: {json.dumps(data, ensure_ascii=False, separators=(',', ':'))}\n\n"
 
 
 def model_description(entry: ModelEntry) -> str:
@@ -64,8 +80,18 @@ def model_description(entry: ModelEntry) -> str:
 def build_router(manager: ModelManager) -> APIRouter:
     router = APIRouter()
 
-    @router.post("/api/generate", response_model=None)
-    async def generate(body: GenerateBody, request: Request) -> JSONResponse | StreamingResponse:
+    @router.post(
+        "/api/generate",
+        response_model=None,
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": GenerateBody.model_json_schema()}},
+            }
+        },
+    )
+    async def generate(request: Request) -> JSONResponse | StreamingResponse:
+        body = await parse_body(request, GenerateBody)
         generation = await run_in_threadpool(_submit, manager, body, "api")
         if body.stream:
             return StreamingResponse(

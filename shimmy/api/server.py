@@ -87,7 +87,7 @@ def _config(app: FastAPI, log_level: str) -> uvicorn.Config:
         app,
         log_level=log_level,
         log_config=None,  # keep the root logging set up by the CLI or the dashboard
-        ws="websockets",
+        ws="websockets-sansio",
         timeout_graceful_shutdown=3,
         access_log=False,
     )

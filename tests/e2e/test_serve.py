@@ -163,6 +163,23 @@ def test_streaming_sse_exact_chunks_then_done(client):
     assert "".join(c["choices"][0]["text"] for c in text_chunks) == whole
 
 
+def test_sse_lines_are_compact_as_in_the_seed(client):
+    body = {"model": MODEL, "prompt": "Hi", "max_tokens": 2, "stream": True}
+    with client.stream("POST", "/api/generate", json=body) as r:
+        first = next(line for line in r.iter_lines() if line.startswith("data: "))
+    assert first.startswith('data: {"choices":[{"text":')
+
+
+def test_body_is_json_whatever_the_content_type(client):
+    # `curl -d '{...}'` sends application/x-www-form-urlencoded.
+    r = client.post(
+        "/api/generate",
+        content=json.dumps({"model": MODEL, "prompt": "Hi", "max_tokens": 2}),
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
+    assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 2
+
+
 def test_raw_prompt_skips_the_template(client):
     templated = client.post("/api/generate", json={"model": MODEL, "prompt": "Hi", "max_tokens": 1})
     raw = client.post(
