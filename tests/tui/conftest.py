@@ -1,0 +1,40 @@
+"""Fixtures for the dashboard's tests: a real manager over an isolated home, and apps."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from shimmy.config import Settings
+from shimmy.models.manager import ModelManager
+from shimmy.tui.app import ShimmyApp
+from shimmy.tui.server_control import ServerControl
+
+MODEL = "smollm2-135m-instruct-q4_1"
+
+
+@pytest.fixture
+def manager(isolated_home: Path) -> Iterator[ModelManager]:
+    """A real manager; discovery finds SmolLM2 in its Python distribution (source 7)."""
+    manager = ModelManager(Settings(keep_alive=-1, ctx_size=1024, preload=False))
+    yield manager
+    manager.close()
+
+
+@pytest.fixture
+def server(manager: ModelManager) -> Iterator[ServerControl]:
+    control = ServerControl(manager, "127.0.0.1", 0)
+    yield control
+    control.stop()
+
+
+def make_app(manager: ModelManager, server: ServerControl, **kwargs: object) -> ShimmyApp:
+    return ShimmyApp(manager, server, **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    """Pilot tests are coroutines; anyio's pytest plugin runs them on asyncio."""
+    return "asyncio"
