@@ -71,6 +71,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-V", "--version", action="version", version=f"shimmy {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="enable verbose logging")
+    dashboard = parser.add_argument_group("dashboard (no command)")
+    dashboard.add_argument(
+        "--bind", metavar="HOST:PORT", help="embedded server address (default 127.0.0.1:11435)"
+    )
+    dashboard.add_argument(
+        "--no-server", action="store_true", help="open the dashboard without the API server"
+    )
+    _common_model_flags(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     serve = sub.add_parser("serve", help="start the API server")
@@ -419,8 +427,25 @@ def cmd_diag(args: argparse.Namespace) -> int:
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
-    build_parser().print_help()
-    return ExitCode.OK
+    from shimmy.api.server import parse_bind
+    from shimmy.tui.app import ShimmyApp
+    from shimmy.tui.logsink import DashboardLogHandler, route_logging_to
+    from shimmy.tui.server_control import ServerControl
+
+    settings = _settings(args)
+    host, port = parse_bind(args.bind, None, settings.host)
+    # Nothing may print onto the screen the dashboard draws.
+    log_handler = DashboardLogHandler()
+    previous = route_logging_to(log_handler, args.verbose)
+    manager = _manager(settings)
+    server = ServerControl(manager, host, port)
+    try:
+        code = ShimmyApp(manager, server, serve=not args.no_server, log_handler=log_handler).run()
+    finally:
+        server.stop()
+        manager.close()
+        logging.getLogger().handlers[:] = previous
+    return ExitCode.OK if code is None else int(code)
 
 
 COMMANDS: dict[str | None, Callable[[argparse.Namespace], int]] = {

@@ -1,0 +1,246 @@
+"""The shimmy dashboard: models, chat, the embedded server and its figures.
+
+One :class:`ShimmyApp` holds the process's ``ModelManager`` (shared with the
+embedded API server) and a :class:`ServerControl`. Blocking work (discovery,
+loading, probing, starting and stopping the server, taking stats) runs in
+thread workers that report back with messages; one ``Worker.StateChanged``
+handler turns failures into notifications.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from typing import Any, ClassVar
+
+from textual import on, work
+from textual.app import App, ComposeResult, SystemCommand
+from textual.binding import Binding, BindingType
+from textual.screen import Screen
+from textual.widgets import Footer, Header, TabbedContent, TabPane
+from textual.worker import Worker, WorkerState
+
+from shimmy.errors import ShimmyError
+from shimmy.tui.chat_pane import ChatPane
+from shimmy.tui.help_screen import HelpScreen
+from shimmy.tui.log_pane import LogPane
+from shimmy.tui.logsink import DashboardLogHandler
+from shimmy.tui.messages import LogRecordPosted, ServerStateChanged, StatsUpdated
+from shimmy.tui.models_pane import ModelsPane
+from shimmy.tui.server_control import ServerControl
+from shimmy.tui.server_pane import ServerPane
+
+DARK_THEME = "textual-dark"
+LIGHT_THEME = "textual-light"
+TABS = ("models", "chat", "server", "log")
+
+
+class ShimmyApp(App[int]):
+    """The dashboard. ``serve`` false (``--no-server``) leaves the server stopped."""
+
+    TITLE = "shimmy"
+    CSS_PATH = "app.tcss"
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("ctrl+q", "quit", "Quit", priority=True),
+        Binding("f1", "help", "Help"),
+        Binding("f2", "show_tab('models')", "Models"),
+        Binding("f3", "show_tab('chat')", "Chat"),
+        Binding("f4", "show_tab('server')", "Server"),
+        Binding("f5", "show_tab('log')", "Log"),
+        Binding("ctrl+t", "toggle_theme", "Theme", show=False),
+    ]
+
+    def __init__(
+        self,
+        manager: Any,
+        server: ServerControl,
+        *,
+        serve: bool = True,
+        log_handler: DashboardLogHandler | None = None,
+        stats_interval: float = 1.0,
+        initial_tab: str = "models",
+    ) -> None:
+        super().__init__()
+        self.manager = manager
+        self.server = server
+        self.serve = serve
+        self.log_handler = log_handler
+        self.stats_interval = stats_interval
+        self.initial_tab = initial_tab
+        self.theme = DARK_THEME
+        self.sub_title = "starting…" if serve else "server off"
+        self._chat: ChatPane | None = None  # read by the stats worker thread
+
+    def compose(self) -> ComposeResult:
+        yield Header(icon="◆")
+        with TabbedContent(initial=self.initial_tab, id="tabs"):
+            with TabPane("Models", id="models"):
+                yield ModelsPane(self.manager, id="models-pane")
+            with TabPane("Chat", id="chat"):
+                yield ChatPane(self.manager, id="chat-pane")
+            with TabPane("Server", id="server"):
+                yield ServerPane(self.server, id="server-pane")
+            with TabPane("Log", id="log"):
+                yield LogPane(id="log-pane")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self._chat = self.query_one(ChatPane)
+        self.call_after_refresh(self.action_show_tab, self.initial_tab)
+        if self.log_handler is not None:
+            self.log_handler.attach(self)
+            self.query_one(LogPane).show_backlog(self.log_handler.backlog())
+        if self.serve:
+            self.start_server()
+        else:
+            self.post_message(ServerStateChanged(False, None, None))
+        if self.stats_interval > 0:
+            self.set_interval(self.stats_interval, self.take_stats)
+            self.take_stats()
+
+    # -- the embedded server -----------------------------------------------------
+
+    @work(thread=True, exclusive=True, group="server", exit_on_error=False)
+    def start_server(self) -> None:
+        try:
+            url = self.server.start()
+        except ShimmyError as exc:
+            self.post_message(ServerStateChanged(False, None, exc.message))
+            return
+        self.post_message(ServerStateChanged(True, url, None))
+
+    @work(thread=True, exclusive=True, group="server", exit_on_error=False)
+    def stop_server(self) -> None:
+        self.server.stop()
+        self.post_message(ServerStateChanged(False, None, None))
+
+    @on(ServerStateChanged)
+    def _server_state(self, message: ServerStateChanged) -> None:
+        if message.running:
+            self.sub_title = message.url or ""
+        elif message.error:
+            self.sub_title = "server not running"
+            self.notify(
+                f"{message.error}. Pick another address on the Server tab (F4).",
+                title="Server",
+                severity="error",
+                timeout=10,
+            )
+        else:
+            self.sub_title = "server off"
+        self.query_one(ServerPane).server_changed(message)
+
+    def action_toggle_server(self) -> None:
+        if self.server.running:
+            self.stop_server()
+        else:
+            self.start_server()
+
+    # -- live figures ------------------------------------------------------------
+
+    @work(thread=True, exclusive=True, group="stats", exit_on_error=False)
+    def take_stats(self) -> None:
+        stats = self.manager.stats()
+        # Totals count a generation when it ends; add the tokens of those still running
+        # so that "tokens/s now" moves while a long reply streams.
+        live = sum(
+            r.generation.completion_tokens
+            for r in self.server.request_log.records()
+            if r.generation is not None and not r.generation.done
+        )
+        live += self._chat.live_tokens() if self._chat is not None else 0
+        self.post_message(StatsUpdated(stats, live))
+
+    @on(StatsUpdated)
+    def _stats(self, message: StatsUpdated) -> None:
+        stats = message.stats
+        self.query_one(ServerPane).stats_changed(stats, message.live_completion_tokens)
+        loaded = {m.name for m in stats.loaded}
+        self.query_one(ModelsPane).loaded_changed(loaded, stats.default_model)
+
+    @on(ModelsPane.EntriesLoaded)
+    def _entries_loaded(self, message: ModelsPane.EntriesLoaded) -> None:
+        self.query_one(ChatPane).set_models([e.name for e in message.entries if e.usable])
+
+    @on(LogRecordPosted)
+    def _log_record(self, message: LogRecordPosted) -> None:
+        self.query_one(LogPane).add(message.level, message.text)
+
+    # -- failures ----------------------------------------------------------------
+
+    @on(Worker.StateChanged)
+    def _worker_failed(self, event: Worker.StateChanged) -> None:
+        if event.state != WorkerState.ERROR:
+            return
+        error = event.worker.error
+        if isinstance(error, ShimmyError):
+            text = error.one_line()
+        else:
+            text = f"{type(error).__name__}: {error}"
+        self.log.error(f"worker {event.worker.description!r} failed: {text}")
+        self.notify(text, title=event.worker.description or "Error", severity="error", timeout=8)
+
+    # -- navigation, help, themes ---------------------------------------------------
+
+    def action_show_tab(self, tab: str) -> None:
+        self.query_one(TabbedContent).active = tab
+        pane: Any = self.query_one(f"#{tab}-pane")
+        pane.focus_default()
+
+    @on(TabbedContent.TabActivated)
+    def _tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        tab = event.pane.id or ""
+        if tab in TABS:
+            self.refresh_bindings()
+
+    def action_help(self) -> None:
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen())
+
+    def action_toggle_theme(self) -> None:
+        self.theme = LIGHT_THEME if self.theme == DARK_THEME else DARK_THEME
+
+    def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        yield SystemCommand("Help", "Show the keys of every tab", self.action_help)
+        yield SystemCommand(
+            "Toggle dark / light",
+            "Switch between the dark and light theme",
+            self.action_toggle_theme,
+        )
+        for tab in TABS:
+            yield SystemCommand(
+                f"Go to {tab.title()}", f"Show the {tab} tab", lambda t=tab: self.action_show_tab(t)
+            )
+        models = self.query_one(ModelsPane)
+        for title, help_text, action in (
+            ("Probe model", "Load the selected model and time a short reply", models.action_probe),
+            ("Load model", "Load the selected model", models.action_load),
+            ("Unload model", "Unload the selected model", models.action_unload),
+            ("Set default model", "Make the selected model the default", models.action_set_default),
+            ("Refresh models", "Run model discovery again", models.action_refresh),
+        ):
+            yield SystemCommand(title, help_text, action)
+        chat = self.query_one(ChatPane)
+        yield SystemCommand("New chat", "Start a new conversation", chat.action_new_chat)
+        yield SystemCommand(
+            "Regenerate reply", "Ask again for the last reply", chat.action_regenerate
+        )
+        yield SystemCommand("Stop reply", "Stop the reply being written", chat.action_stop)
+        yield SystemCommand(
+            "Start / stop server",
+            "Start or stop the embedded API server",
+            self.action_toggle_server,
+        )
+
+    # -- quitting ----------------------------------------------------------------
+
+    async def action_quit(self) -> None:
+        """Stop replies and the server (freeing the port), then exit 0."""
+        self.query_one(ChatPane).action_stop()
+        await asyncio.to_thread(self.server.stop)
+        self.exit(0)
+
+    def on_unmount(self) -> None:
+        if self.log_handler is not None:
+            self.log_handler.attach(None)

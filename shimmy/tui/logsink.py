@@ -1,0 +1,61 @@
+"""Logging while the dashboard runs: records go to the log pane, never the screen.
+
+Textual's own ``TextualHandler`` prints to stderr when called outside the app's
+context, which is where uvicorn's and the engine's threads log from; so this
+handler keeps the last records in memory and posts each to the app
+(``post_message`` is thread-safe).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from typing import Any
+
+from textual.app import App
+
+from shimmy.tui.messages import LogRecordPosted
+
+
+class DashboardLogHandler(logging.Handler):
+    """Keeps the last ``capacity`` records and forwards new ones to ``app``."""
+
+    def __init__(self, capacity: int = 1000) -> None:
+        super().__init__()
+        self.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S")
+        )
+        self.records: deque[tuple[int, str]] = deque(maxlen=capacity)
+        self._app: App[Any] | None = None
+        self._records_lock = threading.Lock()
+
+    def attach(self, app: App[Any] | None) -> None:
+        self._app = app
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = self.format(record)
+        except Exception:  # a bad format string must not break the caller
+            self.handleError(record)
+            return
+        with self._records_lock:
+            self.records.append((record.levelno, text))
+        app = self._app
+        if app is not None and app.is_running:
+            app.post_message(LogRecordPosted(record.levelno, text))
+
+    def backlog(self) -> list[tuple[int, str]]:
+        with self._records_lock:
+            return list(self.records)
+
+
+def route_logging_to(handler: DashboardLogHandler, verbose: bool) -> list[logging.Handler]:
+    """Make ``handler`` the root logger's only handler; returns the ones it replaced."""
+    root = logging.getLogger()
+    previous = list(root.handlers)
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    for noisy in ("httpx", "httpcore", "huggingface_hub", "filelock", "asyncio"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    return previous

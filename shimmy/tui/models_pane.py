@@ -1,0 +1,415 @@
+"""The Models tab: every discovered model, filterable, with actions and a probe panel."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from rich.table import Table
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.events import Key
+from textual.message import Message
+from textual.reactive import reactive
+from textual.widgets import DataTable, Input, Static
+
+from shimmy.errors import ShimmyError
+from shimmy.units import format_bytes, format_params
+
+COLUMNS = ("Name", "Source", "Size", "Quant", "Arch", "Params", "Ctx", "State")
+
+
+def model_state(entry: Any, *, loaded: bool, default: bool, busy: str | None) -> Text:
+    """The State column: what is happening to the model, or why it cannot be used."""
+    if busy:
+        return Text(f"{busy}…", style="italic yellow")
+    if not entry.usable:
+        return Text(f"unusable: {entry.error}", style="red")
+    bits = []
+    if loaded:
+        bits.append("loaded")
+    if default:
+        bits.append("default")
+    return Text(", ".join(bits) or "-", style="bold green" if loaded else "")
+
+
+def probe_table(report: Any) -> Table:
+    """A probe report as two columns, as `shimmy probe` prints it."""
+    table = Table.grid(padding=(0, 1))
+    table.add_column(style="bold")
+    table.add_column()
+    speed = f"{report.tokens_per_second:.1f} tok/s" if report.tokens_per_second else "-"
+    ttft = f"{report.time_to_first_token * 1000:.0f} ms" if report.time_to_first_token else "-"
+    rows = [
+        (
+            "load time",
+            f"{report.load_seconds:.2f} s" + (" (was loaded)" if report.was_loaded else ""),
+        ),
+        ("memory", format_bytes(report.memory_bytes)),
+        ("context", f"{report.n_ctx} tokens"),
+        ("first token", ttft),
+        ("generation", f"{report.completion_tokens} tokens at {speed}"),
+        ("chat template", "yes" if report.info.chat_template else "none (ChatML)"),
+    ]
+    for key, value in rows:
+        table.add_row(key, value)
+    table.add_row("sample", Text(report.sample.strip(), style="italic"))
+    return table
+
+
+def entry_table(entry: Any) -> Table:
+    """What discovery knows about a model, before any probe."""
+    table = Table.grid(padding=(0, 1))
+    table.add_column(style="bold")
+    table.add_column(overflow="fold")
+    origin = f"{entry.source} ({entry.origin})" if entry.origin else entry.source
+    rows = [
+        ("model", entry.name),
+        ("file", str(entry.path)),
+        ("source", origin),
+        ("size", format_bytes(entry.size)),
+        ("arch", entry.architecture or "-"),
+        ("params", format_params(entry.parameter_count) if entry.parameter_count else "-"),
+        ("quant", entry.quantization or "-"),
+        ("trained ctx", str(entry.context_length or "-")),
+    ]
+    if entry.error:
+        rows.append(("unusable", entry.error))
+    for key, value in rows:
+        table.add_row(key, value)
+    return table
+
+
+class ModelTable(DataTable[Any]):
+    """The models table; printable keys that are no action start a filter."""
+
+    @dataclass
+    class FilterTyped(Message):
+        character: str
+
+    def on_key(self, event: Key) -> None:
+        character = event.character
+        if (
+            character
+            and character.isprintable()
+            and not character.isspace()
+            and event.key not in ModelsPane.ACTION_KEYS
+        ):
+            event.stop()
+            event.prevent_default()
+            self.post_message(self.FilterTyped(character))
+
+
+class ModelsPane(Vertical):
+    """Models, their state, and what can be done with them."""
+
+    BINDINGS = [
+        Binding("p", "probe", "Probe"),
+        Binding("l", "load", "Load"),
+        Binding("u", "unload", "Unload"),
+        Binding("d", "set_default", "Default"),
+        Binding("r", "refresh", "Refresh"),
+        Binding("slash", "focus_filter", "Filter"),
+    ]
+    ACTION_KEYS = frozenset({"p", "l", "u", "d", "r", "slash"})
+
+    filter_text: reactive[str] = reactive("")
+
+    @dataclass
+    class EntriesLoaded(Message):
+        entries: list[Any]
+
+    @dataclass
+    class ModelWorkDone(Message):
+        name: str
+        report: Any = None
+
+    def __init__(self, manager: Any, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.manager = manager
+        self.entries: list[Any] = []
+        self.busy: dict[str, str] = {}
+        self.reports: dict[str, Any] = {}
+        self._loaded: set[str] = set()
+        self._default: str | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Input(
+            placeholder="Filter models: type, or press /",
+            id="model-filter",
+            compact=True,
+            select_on_focus=False,
+        )
+        with Horizontal(id="models-body"):
+            table = ModelTable(id="models-table", cursor_type="row", zebra_stripes=True)
+            table.border_title = "Models"
+            yield table
+            with VerticalScroll(id="model-details") as details:
+                details.border_title = "Details"
+                yield Static("Discovering models…", id="model-info")
+                yield Static("", id="model-probe")
+
+    def on_mount(self) -> None:
+        table = self.query_one(ModelTable)
+        for column in COLUMNS:
+            table.add_column(column, key=column.lower())
+        self.discover(refresh=False)
+
+    def focus_default(self) -> None:
+        self.query_one(ModelTable).focus()
+
+    # -- discovery -------------------------------------------------------------
+
+    @work(thread=True, exclusive=True, group="discovery", exit_on_error=False)
+    def discover(self, refresh: bool = True) -> None:
+        """Run discovery (again, when ``refresh``) and list what it found."""
+        registry = self.manager.registry
+        entries = registry.refresh() if refresh else registry.entries()
+        self._default = self.manager.default_model_name
+        self._loaded = set(self.manager.loaded_names())
+        self.post_message(self.EntriesLoaded(entries))
+
+    @on(EntriesLoaded)
+    def _show_entries(self, message: EntriesLoaded) -> None:
+        self.entries = message.entries
+        self.rebuild()
+        if not self.entries:
+            self.query_one("#model-info", Static).update(
+                "No models found.\n\nAdd a folder with --model-dirs, set SHIMMY_MODEL_PATHS, "
+                "or run `shimmy diag` to see where shimmy looked."
+            )
+
+    def visible_entries(self) -> list[Any]:
+        text = self.filter_text.strip().lower()
+        if not text:
+            return list(self.entries)
+        return [
+            e
+            for e in self.entries
+            if text in e.name.lower()
+            or text in e.source.lower()
+            or text in (e.architecture or "").lower()
+            or text in (e.quantization or "").lower()
+        ]
+
+    def rebuild(self) -> None:
+        """Fill the table from ``entries`` and the filter, keeping the selected row."""
+        table = self.query_one(ModelTable)
+        selected = self.selected_name()
+        table.clear()
+        for entry in self.visible_entries():
+            table.add_row(*self._cells(entry), key=entry.name)
+        if selected is not None and selected in table.rows:
+            table.move_cursor(row=table.get_row_index(selected), animate=False)
+        self._show_details()
+
+    def _cells(self, entry: Any) -> tuple[Any, ...]:
+        return (
+            Text(entry.name, style="bold" if entry.name == self._default else ""),
+            entry.source,
+            Text(format_bytes(entry.size), justify="right"),
+            entry.quantization or "-",
+            entry.architecture or "-",
+            Text(
+                format_params(entry.parameter_count) if entry.parameter_count else "-",
+                justify="right",
+            ),
+            Text(str(entry.context_length or "-"), justify="right"),
+            model_state(
+                entry,
+                loaded=entry.name in self._loaded,
+                default=entry.name == self._default,
+                busy=self.busy.get(entry.name),
+            ),
+        )
+
+    def _update_row(self, name: str) -> None:
+        table = self.query_one(ModelTable)
+        entry = self._entry(name)
+        if entry is None or name not in table.rows:
+            return
+        for column, value in zip(COLUMNS, self._cells(entry), strict=True):
+            table.update_cell(name, column.lower(), value)
+
+    def _entry(self, name: str | None) -> Any:
+        return next((e for e in self.entries if e.name == name), None)
+
+    def selected_name(self) -> str | None:
+        table = self.query_one(ModelTable)
+        if table.row_count == 0:
+            return None
+        try:
+            key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key
+        except Exception:  # the cursor sits outside a table that just shrank
+            return None
+        return None if key.value is None else str(key.value)
+
+    def loaded_changed(self, loaded: set[str], default: str | None) -> None:
+        """Called with each stats refresh: models load and unload on their own too."""
+        if loaded == self._loaded and default == self._default:
+            return
+        changed = (loaded ^ self._loaded) | {n for n in (default, self._default) if n}
+        self._loaded, self._default = set(loaded), default
+        for name in changed:
+            self._update_row(name)
+
+    # -- details panel ---------------------------------------------------------
+
+    @on(DataTable.RowHighlighted)
+    def _row_highlighted(self) -> None:
+        self._show_details()
+
+    def _show_details(self) -> None:
+        entry = self._entry(self.selected_name())
+        info = self.query_one("#model-info", Static)
+        probe = self.query_one("#model-probe", Static)
+        if entry is None:
+            info.update("No model matches the filter." if self.entries else "")
+            probe.update("")
+            return
+        info.update(entry_table(entry))
+        report = self.reports.get(entry.name)
+        if report is not None:
+            table = probe_table(report)
+            table.title = "Probe"
+            table.title_style = "bold"
+            probe.update(table)
+        elif self.busy.get(entry.name) == "probing":
+            probe.update(Text("\nProbing: loading and test-generating…", style="italic"))
+        else:
+            probe.update(Text("\nPress p to probe: load it and time a short reply.", style="dim"))
+
+    # -- filter ----------------------------------------------------------------
+
+    @on(ModelTable.FilterTyped)
+    def _filter_typed(self, message: ModelTable.FilterTyped) -> None:
+        field = self.query_one("#model-filter", Input)
+        field.value += message.character
+        field.focus()
+        field.cursor_position = len(field.value)
+
+    @on(Input.Changed, "#model-filter")
+    def _filter_changed(self, event: Input.Changed) -> None:
+        self.filter_text = event.value
+
+    def watch_filter_text(self) -> None:
+        if self.is_mounted:
+            self.rebuild()
+
+    @on(Input.Submitted, "#model-filter")
+    def _filter_submitted(self) -> None:
+        self.query_one(ModelTable).focus()
+
+    def action_focus_filter(self) -> None:
+        self.query_one("#model-filter", Input).focus()
+
+    def on_key(self, event: Key) -> None:
+        field = self.query_one("#model-filter", Input)
+        if field.has_focus and event.key in ("down", "escape"):
+            if event.key == "escape":
+                field.value = ""
+            event.stop()
+            self.query_one(ModelTable).focus()
+
+    # -- actions on the selected model -------------------------------------------
+
+    def _target(self, usable: bool = True) -> str | None:
+        name = self.selected_name()
+        entry = self._entry(name)
+        if entry is None:
+            self.notify("No model selected", severity="warning")
+            return None
+        if usable and not entry.usable:
+            self.notify(f"{entry.name} is unusable: {entry.error}", severity="error")
+            return None
+        if name in self.busy:
+            self.notify(f"{name} is busy {self.busy[name]}", severity="warning")
+            return None
+        return name
+
+    def _start(self, name: str, doing: str, job: Any, description: str) -> None:
+        self.busy[name] = doing
+        self._update_row(name)
+        self._show_details()
+
+        def run() -> None:
+            report = None
+            try:
+                report = job()
+            finally:
+                self.post_message(self.ModelWorkDone(name, report))
+
+        self.run_worker(
+            run, thread=True, group="models", exit_on_error=False, description=description
+        )
+
+    def action_probe(self) -> None:
+        name = self.target_for("probe")
+        if name is None:
+            return
+        from shimmy.models.probe import probe_model
+
+        self._start(name, "probing", lambda: probe_model(self.manager, name), f"probe {name}")
+
+    def action_load(self) -> None:
+        name = self.target_for("load")
+        if name is not None:
+
+            def load() -> None:
+                self.manager.load(name)
+
+            self._start(name, "loading", load, f"load {name}")
+
+    def action_unload(self) -> None:
+        name = self.target_for("unload")
+        if name is None:
+            return
+        if not self.manager.is_loaded(name):
+            self.notify(f"{name} is not loaded")
+            return
+
+        def unload() -> None:
+            self.manager.unload(name)
+
+        self._start(name, "unloading", unload, f"unload {name}")
+
+    def action_set_default(self) -> None:
+        name = self.target_for("default")
+        if name is None:
+            return
+        try:
+            self.manager.set_default(name)
+        except ShimmyError as exc:
+            self.notify(exc.one_line(), severity="error")
+            return
+        self.loaded_changed(self._loaded, name)
+        self.notify(f"{name} is now the default model")
+
+    def action_refresh(self) -> None:
+        self.query_one("#model-info", Static).update("Discovering models…")
+        self.discover(refresh=True)
+
+    def target_for(self, action: str) -> str | None:
+        return self._target(usable=action != "unload")
+
+    @on(ModelWorkDone)
+    def _work_done(self, message: ModelWorkDone) -> None:
+        doing = self.busy.pop(message.name, None)
+        if message.report is not None:
+            self.reports[message.name] = message.report
+        self._loaded = set(self.manager.loaded_names())
+        self._update_row(message.name)
+        self._show_details()
+        if doing == "probing" and message.report is not None:
+            speed = message.report.tokens_per_second
+            self.notify(
+                f"{message.name}: {speed:.0f} tok/s" if speed else f"{message.name} probed",
+                title="Probe",
+            )
+        elif doing == "loading" and message.name in self._loaded:
+            self.notify(f"{message.name} loaded")
+        elif doing == "unloading" and message.name not in self._loaded:
+            self.notify(f"{message.name} unloaded")

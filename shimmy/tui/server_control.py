@@ -1,0 +1,98 @@
+"""The dashboard's embedded API server: start, stop and rebind it.
+
+The FastAPI app is built once, on first start, so its request log outlives a
+restart on another port (until then ``request_log`` is an empty stand-in, or
+the one a test hands in). Every method blocks (binding, uvicorn start-up and
+shutdown), so the dashboard calls them from thread workers.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from shimmy.api.requestlog import RequestLog
+from shimmy.errors import ShimmyError
+
+if TYPE_CHECKING:
+    from shimmy.api.server import EmbeddedServer
+
+
+class ServerControl:
+    """One embedded server for ``manager``, listening on ``host:port`` once started."""
+
+    def __init__(
+        self, manager: Any, host: str, port: int, *, request_log: RequestLog | None = None
+    ) -> None:
+        self.manager = manager
+        self.host = host
+        self.port = port
+        self.request_log = request_log or RequestLog()
+        self.error: str | None = None  # why the last start failed
+        self.started_at: float | None = None  # time.monotonic() of the last start
+        self._server: EmbeddedServer | None = None
+        self._app: Any = None
+        self._lock = threading.Lock()
+
+    @property
+    def bind(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        server = self._server
+        return server is not None and server.running
+
+    @property
+    def url(self) -> str | None:
+        server = self._server
+        return server.url if server is not None and server.running else None
+
+    @property
+    def uptime_seconds(self) -> float | None:
+        if not self.running or self.started_at is None:
+            return None
+        return time.monotonic() - self.started_at
+
+    def rebind(self, bind: str) -> None:
+        """Take a new ``HOST:PORT`` (used by the next start); raises on a bad address."""
+        from shimmy.api.server import parse_bind
+
+        self.host, self.port = parse_bind(bind, None, self.host)
+
+    def start(self) -> str:
+        """Bind and start serving; returns the URL. Raises ``ShimmyError`` (port in use...)."""
+        from shimmy.api.app import create_app
+        from shimmy.api.server import EmbeddedServer, open_socket
+
+        with self._lock:
+            if self._server is not None and self._server.running:
+                return self._server.url
+            try:
+                sock = open_socket(self.host, self.port)
+            except ShimmyError as exc:
+                self.error = exc.message
+                raise
+            if self._app is None:
+                self._app = create_app(self.manager)
+                self.request_log = self._app.state.request_log
+            server = EmbeddedServer(self._app, sock)
+            try:
+                server.start()
+            except ShimmyError as exc:
+                self.error = exc.message
+                server.stop()
+                raise
+            self._server = server
+            self.error = None
+            self.started_at = time.monotonic()
+            return server.url
+
+    def stop(self) -> None:
+        """Stop serving and free the port; a no-op when not running."""
+        with self._lock:
+            server, self._server = self._server, None
+            self.started_at = None
+        if server is not None:
+            server.stop()

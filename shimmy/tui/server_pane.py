@@ -1,0 +1,259 @@
+"""The Server tab: the embedded server's state, live figures and the API request log."""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from typing import Any
+
+from rich.table import Table
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.widgets import Button, DataTable, Input, Sparkline, Static
+
+from shimmy.api.requestlog import WEBSOCKET_OPEN
+from shimmy.errors import ShimmyError
+from shimmy.tui.messages import ServerStateChanged
+from shimmy.tui.server_control import ServerControl
+from shimmy.units import format_bytes
+
+HISTORY_SECONDS = 300  # the sparkline shows the last five minutes
+LOG_ROWS = 200  # newest request-log lines shown
+REQUEST_COLUMNS = (
+    "Time",
+    "Client",
+    "Endpoint",
+    "Model",
+    "Prompt",
+    "Compl",
+    "TTFT",
+    "Tok/s",
+    "Status",
+)
+
+
+def format_duration(seconds: float) -> str:
+    """ "42s", "3m 07s", "2h 05m"."""
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m {seconds % 60:02d}s"
+    return f"{seconds // 3600}h {seconds % 3600 // 60:02d}m"
+
+
+def _number(value: float | int | None, fmt: str = "{:d}") -> Text:
+    return Text("-" if value is None else fmt.format(value), justify="right")
+
+
+def request_row(record: Any) -> tuple[Any, ...]:
+    """One request-log line; a request still running shows its live counts."""
+    if not record.done:
+        status = Text("…", style="yellow")
+    elif record.status == WEBSOCKET_OPEN:
+        status = Text("ws", style="green")
+    elif record.status is not None and record.status >= 400:
+        status = Text(str(record.status), style="bold red")
+    else:
+        status = Text(str(record.status), style="green")
+    ttft = record.time_to_first_token
+    return (
+        time.strftime("%H:%M:%S", time.localtime(record.started_at)),
+        record.client,
+        record.endpoint,
+        record.model or "-",
+        _number(record.prompt_tokens),
+        _number(record.completion_tokens),
+        _number(None if ttft is None else ttft * 1000, "{:.0f} ms"),
+        _number(record.tokens_per_second, "{:.1f}"),
+        status,
+    )
+
+
+class ServerPane(VerticalScroll):
+    """Server state and controls, live figures, loaded models, API requests."""
+
+    BINDINGS = [
+        Binding("s", "app.toggle_server", "Start/stop"),
+        Binding("b", "edit_bind", "Address"),
+    ]
+
+    def __init__(self, server: ServerControl, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.server = server
+        self.history: deque[float] = deque([0.0] * 60, maxlen=HISTORY_SECONDS)
+        self._last_tokens: int | None = None
+        self._last_sample: float | None = None
+        self._log_version = -1
+
+    def compose(self) -> ComposeResult:
+        with Horizontal(id="server-top"):
+            with Vertical(id="server-status") as status:
+                status.border_title = "Server"
+                yield Static("starting…", id="server-state")
+                with Horizontal(id="server-controls"):
+                    yield Input(self.server.bind, id="bind-input", compact=True)
+                    yield Button("Start", id="server-start", variant="success", compact=True)
+                    yield Button("Stop", id="server-stop", variant="error", compact=True)
+            with Vertical(id="server-figures") as figures:
+                figures.border_title = "Live"
+                yield Static("", id="figures")
+                yield Sparkline(list(self.history), id="tokens-sparkline")
+        loaded = DataTable[Any](id="loaded-models", cursor_type="none", show_cursor=False)
+        loaded.border_title = "Loaded models"
+        yield loaded
+        requests = DataTable[Any](id="request-log", cursor_type="row", zebra_stripes=True)
+        requests.border_title = "API requests"
+        yield requests
+
+    def on_mount(self) -> None:
+        loaded = self.query_one("#loaded-models", DataTable)
+        for column in ("Model", "Memory", "Context", "Load", "State", "Idle"):
+            loaded.add_column(column, key=column.lower())
+        log = self.query_one("#request-log", DataTable)
+        for column in REQUEST_COLUMNS:
+            log.add_column(column, key=column.lower())
+        self._show_requests()
+
+    def focus_default(self) -> None:
+        self.query_one("#request-log", DataTable).focus()
+
+    # -- server state ------------------------------------------------------------
+
+    def server_changed(self, message: ServerStateChanged) -> None:
+        self._show_state(message.error)
+
+    def _show_state(self, error: str | None = None) -> None:
+        server = self.server
+        table = Table.grid(padding=(0, 1))
+        table.add_column(style="bold")
+        table.add_column()
+        if server.running:
+            table.add_row("state", Text("● running", style="bold green"))
+            table.add_row("url", Text(server.url or "", style="underline"))
+            uptime = server.uptime_seconds
+            table.add_row("uptime", format_duration(uptime) if uptime is not None else "-")
+        elif error:
+            table.add_row("state", Text("● not running", style="bold red"))
+            table.add_row("why", Text(error, style="red"))
+            table.add_row("", "Edit the address below and press Start.")
+        else:
+            table.add_row("state", Text("○ stopped", style="dim"))
+            table.add_row("address", server.bind)
+        self.query_one("#server-state", Static).update(table)
+        self.query_one("#server-start", Button).disabled = server.running
+        self.query_one("#server-stop", Button).disabled = not server.running
+        self.query_one("#bind-input", Input).disabled = server.running
+
+    @on(Button.Pressed, "#server-start")
+    @on(Input.Submitted, "#bind-input")
+    def _start_pressed(self) -> None:
+        wanted = self.query_one("#bind-input", Input).value.strip()
+        if wanted and wanted != self.server.bind:
+            try:
+                self.server.rebind(wanted)
+            except ShimmyError as exc:
+                self.notify(exc.one_line(), severity="error")
+                return
+        self.app.call_later(self.app.run_action, "toggle_server")
+
+    @on(Button.Pressed, "#server-stop")
+    def _stop_pressed(self) -> None:
+        self.app.call_later(self.app.run_action, "toggle_server")
+
+    def action_edit_bind(self) -> None:
+        field = self.query_one("#bind-input", Input)
+        if field.disabled:
+            self.notify("Stop the server to change its address")
+            return
+        field.focus()
+
+    # -- live figures ------------------------------------------------------------
+
+    def stats_changed(self, stats: Any, live_tokens: int = 0) -> None:
+        now = time.monotonic()
+        produced = stats.totals.completion_tokens + live_tokens
+        rate = 0.0
+        if self._last_tokens is not None and self._last_sample is not None:
+            elapsed = now - self._last_sample
+            if elapsed > 0:
+                rate = max(0.0, (produced - self._last_tokens) / elapsed)
+        self._last_tokens, self._last_sample = produced, now
+        self.history.append(rate)
+        self.query_one(Sparkline).data = list(self.history)
+        self.query_one("#figures", Static).update(figures_table(stats, rate))
+        self._show_loaded(stats)
+        self._show_state(self.server.error if not self.server.running else None)
+        self._show_requests()
+
+    def _show_loaded(self, stats: Any) -> None:
+        table = self.query_one("#loaded-models", DataTable)
+        table.clear()
+        for model in stats.loaded:
+            state = "busy" if model.busy else "idle"
+            if model.queued:
+                state += f", {model.queued} queued"
+            table.add_row(
+                model.name,
+                Text(format_bytes(model.memory_bytes), justify="right"),
+                Text(str(model.n_ctx), justify="right"),
+                Text(f"{model.load_seconds:.2f} s", justify="right"),
+                state,
+                format_duration(model.idle_seconds),
+                key=model.name,
+            )
+        if not stats.loaded:
+            table.add_row(
+                Text("none loaded: they load on first use", style="dim"), "", "", "", "", ""
+            )
+
+    def _show_requests(self) -> None:
+        request_log = self.server.request_log
+        records = request_log.records()
+        live = any(not r.done or (r.generation and not r.generation.done) for r in records)
+        if request_log.version == self._log_version and not live:
+            return
+        self._log_version = request_log.version
+        table = self.query_one("#request-log", DataTable)
+        table.clear()
+        for record in reversed(records[-LOG_ROWS:]):
+            table.add_row(*request_row(record), key=str(record.id))
+        table.border_subtitle = f"{len(records)} logged"
+
+
+def figures_table(stats: Any, rate: float) -> Table:
+    """Process memory, speed now, queue and totals."""
+    totals = stats.totals
+    table = Table.grid(padding=(0, 1))
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_column(style="bold")
+    table.add_column()
+    models_memory = sum(m.memory_bytes for m in stats.loaded)
+    average = totals.average_tokens_per_second
+    table.add_row(
+        "memory",
+        format_bytes(stats.rss_bytes),
+        "models",
+        f"{len(stats.loaded)} ({format_bytes(models_memory)})",
+    )
+    table.add_row(
+        "tok/s now",
+        f"{rate:.1f}",
+        "average",
+        f"{average:.1f}" if average else "-",
+    )
+    table.add_row("active", str(stats.active), "queued", str(stats.queued))
+    table.add_row(
+        "requests",
+        f"{totals.requests}" + (f" ({totals.failed} failed)" if totals.failed else ""),
+        "tokens",
+        f"{totals.prompt_tokens} in / {totals.completion_tokens} out",
+    )
+    table.add_row(
+        "uptime", format_duration(stats.uptime_seconds), "default", stats.default_model or "-"
+    )
+    return table

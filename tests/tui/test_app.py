@@ -1,0 +1,113 @@
+"""The dashboard as a whole: the embedded server, quitting, help, themes, palette."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import httpx
+import pytest
+
+from shimmy.models.manager import ModelManager
+from shimmy.tui.app import DARK_THEME, LIGHT_THEME
+from shimmy.tui.help_screen import HelpScreen
+from shimmy.tui.server_control import ServerControl
+from tests.tui.conftest import make_app
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_server_answers_while_running_and_not_after_quit(
+    manager: ModelManager, server: ServerControl
+) -> None:
+    app = make_app(manager, server)
+    async with app.run_test() as pilot:
+        await app.workers.wait_for_complete()
+        url = server.url
+        assert url is not None
+        assert url in str(app.sub_title)
+        # An HTTP client in another thread, as other programs would call it.
+        response = await asyncio.to_thread(httpx.get, url + "/api/health")
+        assert response.status_code == 200
+        assert response.json()["status"] == "healthy"
+        await pilot.press("ctrl+q")
+    assert app.return_value == 0
+    assert not server.running
+    with pytest.raises(httpx.TransportError):
+        httpx.get(url + "/api/health", timeout=2)
+
+
+async def test_port_in_use_still_opens_and_can_move(manager: ModelManager) -> None:
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    server = ServerControl(manager, "127.0.0.1", port)
+    app = make_app(manager, server, initial_tab="server")
+    try:
+        async with app.run_test() as pilot:
+            await app.workers.wait_for_complete()
+            await pilot.pause()
+            assert not server.running
+            assert server.error is not None and "already in use" in server.error
+            assert "not running" in str(app.sub_title)
+            field = app.query_one("#bind-input")
+            field.value = "127.0.0.1:0"  # type: ignore[attr-defined]
+            await pilot.click("#server-start")
+            await pilot.pause()
+            await app.workers.wait_for_complete()
+            await pilot.pause()
+            assert server.running
+            assert server.url is not None and str(app.sub_title) == server.url
+            await pilot.press("ctrl+q")
+    finally:
+        taken.close()
+        server.stop()
+
+
+async def test_no_server_and_start_stop_by_key(
+    manager: ModelManager, server: ServerControl
+) -> None:
+    app = make_app(manager, server, serve=False, initial_tab="server")
+    async with app.run_test() as pilot:
+        await pilot.pause()
+        assert not server.running
+        assert app.sub_title == "server off"
+        app.query_one("#request-log").focus()
+        await pilot.press("s")
+        await pilot.pause()
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert server.running
+        await pilot.press("s")
+        await pilot.pause()
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert not server.running
+        assert app.sub_title == "server off"
+
+
+async def test_help_theme_tabs_and_palette(manager: ModelManager, server: ServerControl) -> None:
+    app = make_app(manager, server, serve=False)
+    async with app.run_test() as pilot:
+        await pilot.press("f1")
+        assert isinstance(app.screen, HelpScreen)
+        await pilot.press("escape")
+        assert not isinstance(app.screen, HelpScreen)
+        assert app.theme == DARK_THEME
+        await pilot.press("ctrl+t")
+        assert app.theme == LIGHT_THEME
+        for key, tab in (("f3", "chat"), ("f4", "server"), ("f5", "log"), ("f2", "models")):
+            await pilot.press(key)
+            assert app.query_one("#tabs").active == tab  # type: ignore[attr-defined]
+        # The palette reaches the dashboard's own actions.
+        await pilot.press("ctrl+p")
+        await pilot.pause()
+        await pilot.press(*"go to chat")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await pilot.pause()
+        assert app.query_one("#tabs").active == "chat"  # type: ignore[attr-defined]
+        titles = {c.title for c in app.get_system_commands(app.screen)}
+        assert {"Probe model", "Load model", "Unload model", "Set default model"} <= titles
+        assert {"New chat", "Regenerate reply", "Stop reply", "Start / stop server"} <= titles

@@ -1,0 +1,98 @@
+"""The Models tab: listing, filtering and every action on the real SmolLM2 model."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+from textual.widgets import Static
+
+from shimmy.models.manager import ModelManager
+from shimmy.tui.models_pane import ModelsPane, ModelTable
+from shimmy.tui.server_control import ServerControl
+from tests.tui.conftest import MODEL, make_app
+
+pytestmark = [pytest.mark.anyio, pytest.mark.model]
+
+
+def _text(renderable: object) -> str:
+    console = Console(width=200, record=True, file=io.StringIO())
+    console.print(renderable)
+    return console.export_text()
+
+
+async def _ready(app, pilot) -> ModelsPane:  # type: ignore[no-untyped-def]
+    await app.workers.wait_for_complete()
+    await pilot.pause()
+    return app.query_one(ModelsPane)
+
+
+async def test_lists_models_with_their_figures(
+    manager: ModelManager, server: ServerControl, isolated_home: Path
+) -> None:
+    broken = isolated_home.parent / "broken.gguf"
+    broken.write_bytes(b"not a gguf file at all")
+    manager.registry.model_dirs = (str(broken),)
+    app = make_app(manager, server, serve=False)
+    async with app.run_test(size=(140, 30)) as pilot:
+        pane = await _ready(app, pilot)
+        table = app.query_one(ModelTable)
+        assert table.has_focus
+        row = [str(c) for c in table.get_row(MODEL)]
+        assert row[:7] == [MODEL, "python", "98.4 MB", "Q4_1", "llama", "135M", "8192"]
+        assert row[7] == "default"
+        unusable = next(e for e in pane.entries if not e.usable)
+        assert str(table.get_row(unusable.name)[7]).startswith("unusable: ")
+
+
+async def test_type_to_filter(manager: ModelManager, server: ServerControl) -> None:
+    app = make_app(manager, server, serve=False)
+    async with app.run_test() as pilot:
+        await _ready(app, pilot)
+        table = app.query_one(ModelTable)
+        await pilot.press("s", "m", "o")
+        assert app.query_one("#model-filter").value == "smo"  # type: ignore[attr-defined]
+        assert table.row_count == 1
+        await pilot.press("x", "y", "z")
+        assert table.row_count == 0
+        await pilot.press("escape")  # clears the filter and goes back to the table
+        assert table.has_focus and table.row_count == 1
+
+
+async def test_probe_load_unload_default(manager: ModelManager, server: ServerControl) -> None:
+    app = make_app(manager, server, serve=False, stats_interval=0)
+    async with app.run_test(size=(140, 30)) as pilot:
+        pane = await _ready(app, pilot)
+        table = app.query_one(ModelTable)
+
+        await pilot.press("p")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        report = pane.reports[MODEL]
+        assert report.completion_tokens > 0 and report.sample.strip()
+        assert manager.is_loaded(MODEL)
+        assert str(table.get_row(MODEL)[7]) == "loaded, default"
+        shown = _text(app.query_one("#model-probe", Static).content)
+        assert "load time" in shown and report.sample.strip()[:20] in shown
+
+        await pilot.press("u")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert not manager.is_loaded(MODEL)
+        assert str(table.get_row(MODEL)[7]) == "default"
+
+        await pilot.press("l")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert manager.is_loaded(MODEL)
+
+        await pilot.press("d")
+        await pilot.pause()
+        assert manager.default_model_name == MODEL
+
+        await pilot.press("r")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert table.row_count == len(pane.entries) >= 1
