@@ -8,6 +8,7 @@ lets an API request and a chat reply run side by side.
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +26,7 @@ from shimmy.models.generation import SamplingParams
 DEFAULT_CHOICE = "default"
 DEFAULT_TEMPERATURE = 0.7
 DEFAULT_MAX_TOKENS = 512
+STREAM_INTERVAL = 0.1  # seconds between redraws of a streaming reply
 
 
 def reply_footer(generation: Any) -> Text:
@@ -222,10 +224,20 @@ class ChatPane(Vertical):
                 generation.cancel()
             reply.show_figures(Text("writing…", style="dim italic"))
             stream = Markdown.get_stream(reply.markdown)
+            pending: list[str] = []
+            flushed = 0.0
             try:
                 async for piece in generation.stream():
-                    if piece.text:
-                        await stream.write(piece.text)
+                    pending.append(piece.text)
+                    # Re-rendering Markdown costs CPU that llama.cpp's threads need
+                    # (2 cores here): redraw a few times a second, not per token.
+                    now = time.monotonic()
+                    if now - flushed >= STREAM_INTERVAL:
+                        await stream.write("".join(pending))
+                        pending.clear()
+                        flushed = now
+                if pending:
+                    await stream.write("".join(pending))
             finally:
                 await stream.stop()
         except ShimmyError as exc:
