@@ -47,7 +47,13 @@ def _engine_flags(parser: argparse.ArgumentParser) -> None:
         "--ctx-size",
         type=int,
         metavar="TOKENS",
-        help="context size of each loaded model (default 4096)",
+        help="context tokens per request slot (default 4096; the model holds parallel x this)",
+    )
+    group.add_argument(
+        "--parallel",
+        type=int,
+        metavar="N",
+        help="requests decoded together per model (default 4)",
     )
     group.add_argument(
         "--batch-size",
@@ -163,6 +169,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         model_dirs=tuple(getattr(args, "model_dirs", None) or ()) or None,
         threads=getattr(args, "threads", None),
         ctx_size=getattr(args, "ctx_size", None),
+        parallel=getattr(args, "parallel", None),
         batch_size=getattr(args, "batch_size", None),
         keep_alive=getattr(args, "keep_alive", None),
         verbose=args.verbose or None,
@@ -428,19 +435,25 @@ def cmd_diag(args: argparse.Namespace) -> int:
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
     from shimmy.api.server import parse_bind
+    from shimmy.config import Paths
     from shimmy.tui.app import ShimmyApp
     from shimmy.tui.logsink import DashboardLogHandler, route_logging_to
+    from shimmy.tui.native_stderr import native_stderr_to
     from shimmy.tui.server_control import ServerControl
 
     settings = _settings(args)
     host, port = parse_bind(args.bind, None, settings.host)
-    # Nothing may print onto the screen the dashboard draws.
+    # Nothing may print onto the screen the dashboard draws: Python logging goes to
+    # the Log tab, llama.cpp's own stderr to a file.
     log_handler = DashboardLogHandler()
     previous = route_logging_to(log_handler, args.verbose)
     manager = _manager(settings)
     server = ServerControl(manager, host, port)
     try:
-        code = ShimmyApp(manager, server, serve=not args.no_server, log_handler=log_handler).run()
+        with native_stderr_to(Paths.from_env().log_dir / "dashboard-stderr.log") as path:
+            log.info("llama.cpp's own messages go to %s", path)
+            app = ShimmyApp(manager, server, serve=not args.no_server, log_handler=log_handler)
+            code = app.run()
     finally:
         server.stop()
         manager.close()

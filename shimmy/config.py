@@ -82,7 +82,8 @@ class Settings:
     model_dirs: tuple[str, ...] = ()
     keep_alive: float = 300.0  # seconds a model stays loaded after its last use
     threads: int = field(default_factory=default_threads)
-    ctx_size: int = 4096  # context tokens per loaded model (capped at the trained length)
+    ctx_size: int = 4096  # context tokens per request slot (capped at the trained length)
+    parallel: int = 4  # request slots per loaded model, decoded together
     batch_size: int = 512
     max_queue: int = 16  # generations waiting per model before server_busy
     max_tokens_limit: int = 4096  # largest max_tokens a request may ask for

@@ -160,6 +160,10 @@ def build_router(manager: ModelManager) -> APIRouter:
             "default_model": stats.default_model,
             "active_requests": stats.active,
             "queued_requests": stats.queued,
+            "slots": {
+                "busy": sum(m.slots_busy for m in stats.loaded),
+                "total": sum(m.slots for m in stats.loaded),
+            },
         }
 
     @router.websocket("/ws/generate")

@@ -1,10 +1,15 @@
 """One loaded model and the scheduler thread that owns its llama.cpp context.
 
 Every call into llama.cpp for a loaded model goes through its :class:`Engine`,
-whichever thread asks. ``submit`` validates the request and returns a
-:class:`~shimmy.models.generation.Generation` at once; the scheduler thread
-runs queued generations one at a time, in order. (The continuous-batching
-scheduler replaces the inside of this class, not its interface.)
+whichever thread asks. ``submit`` validates a request and returns a
+:class:`~shimmy.models.generation.Generation` at once.
+
+The scheduler does continuous batching, as llama.cpp's own server does: the
+context holds ``parallel`` sequence slots; each step builds one batch with the
+next token of every running sequence plus chunks of waiting prompts, calls
+``llama_decode`` once, and samples each sequence from its own logits with its
+own sampler chain. A new request takes the free slot whose cached tokens share
+the longest prefix with its prompt, and decodes only the rest.
 """
 
 from __future__ import annotations
@@ -15,9 +20,10 @@ import queue
 import random
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from shimmy.errors import ShimmyError
 from shimmy.models.chat import ChatTemplate, Message
@@ -32,8 +38,7 @@ from shimmy.models.generation import (
 from shimmy.models.textstream import TextStream
 
 if TYPE_CHECKING:
-    from llama_cpp import Llama
-
+    from shimmy.models.llamacpp import Context, Model, Sampler
     from shimmy.models.registry import ModelEntry
 
 log = logging.getLogger(__name__)
@@ -43,10 +48,11 @@ log = logging.getLogger(__name__)
 class EngineOptions:
     """How a model is loaded and how much work it accepts."""
 
-    ctx_size: int = 4096
+    ctx_size: int = 4096  # tokens per slot: the most one request (prompt + output) can use
+    parallel: int = 4  # sequence slots decoded together
     threads: int = 1
-    batch_size: int = 512
-    max_queue: int = 16
+    batch_size: int = 512  # most tokens in one decode step
+    max_queue: int = 16  # requests waiting for a slot before server_busy
 
 
 def process_rss() -> int:
@@ -56,8 +62,38 @@ def process_rss() -> int:
     return int(psutil.Process(os.getpid()).memory_info().rss)
 
 
+@dataclass(eq=False)
+class _Slot:
+    """One sequence of the context: its cached tokens and the request it runs."""
+
+    seq: int
+    cached: list[int] = field(default_factory=list)  # tokens whose KV is in the context
+    generation: Generation | None = None
+    sampler: Sampler | None = None
+    pending: list[int] = field(default_factory=list)  # prompt tokens still to decode
+    next_token: int | None = None  # sampled, to be fed in the next step
+    logits_at: int = -1  # batch index of this slot's logits in the current step
+    stream: TextStream | None = None
+    produced: int = 0
+    max_tokens: int = 0
+    last_used: float = 0.0
+
+    @property
+    def free(self) -> bool:
+        return self.generation is None
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
 class Engine:
-    """A loaded model: tokenizer, chat template and a scheduler thread."""
+    """A loaded model: tokenizer, chat template and a batching scheduler thread."""
 
     def __init__(
         self,
@@ -75,26 +111,27 @@ class Engine:
         # slow each other down about 100x (DESIGN.md, "Engine").
         self._decode_lock = decode_lock or threading.Lock()
         self._on_finish = on_finish
-        self._queue: queue.Queue[Generation | None] = queue.Queue()
-        self._pending = 0
+        self._inbox: queue.SimpleQueue[Generation | None] = queue.SimpleQueue()
+        self._waiting: deque[Generation] = deque()
+        self._pending = 0  # submitted and not finished (waiting or running)
         self._pending_lock = threading.Lock()
-        self._active: Generation | None = None
         self._closed = False
         self.last_used = time.monotonic()
 
         rss_before = process_rss()
         started = time.perf_counter()
-        self._llama = _load_llama(entry, options)
+        self._model, self._context = _load(entry, options)
         self.load_seconds = time.perf_counter() - started
         self.rss_delta = max(0, process_rss() - rss_before)
-        self.n_ctx: int = self._llama.n_ctx()
+        self.n_parallel = options.parallel
+        self.n_ctx = self._context.n_ctx // options.parallel  # per request
+        self._slots = [_Slot(seq=i) for i in range(options.parallel)]
         info = entry.info
         self.template = ChatTemplate.for_model(
             info.chat_template if info else None,
             info.bos_token if info else None,
             info.eos_token if info else None,
         )
-        self._add_bos = self._vocab_adds_bos()
         self._thread = threading.Thread(
             target=self._run, name=f"shimmy-engine-{entry.name}", daemon=True
         )
@@ -105,10 +142,10 @@ class Engine:
     def tokenize(self, text: str, *, add_bos: bool | None = None) -> list[int]:
         """Tokens of ``text``, special tokens parsed (as llama.cpp's server does)."""
         if add_bos is None:
-            add_bos = self._add_bos
+            add_bos = self._model.add_bos
         if add_bos and self.template.bos_token and text.startswith(self.template.bos_token):
             add_bos = False  # the template already wrote BOS; never send it twice
-        return list(self._llama.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True))
+        return self._model.tokenize(text, add_bos=add_bos)
 
     def render_chat(self, messages: Sequence[Message]) -> str:
         return self.template.render(messages, add_generation_prompt=True)
@@ -117,13 +154,13 @@ class Engine:
         return self.tokenize(self.render_chat(messages))
 
     def detokenize(self, tokens: Sequence[int]) -> str:
-        return self._llama.detokenize(list(tokens)).decode("utf-8", errors="replace")
+        return self._model.detokenize(tokens)
 
     def submit(self, request: GenerationRequest) -> Generation:
         """Queue a generation and return its handle at once.
 
-        Raises ``invalid_request`` for a prompt that does not fit the context
-        (never truncated) and ``server_busy`` when the queue is full.
+        Raises ``invalid_request`` for a prompt that does not fit a slot's
+        context (never truncated) and ``server_busy`` when the queue is full.
         """
         if self._closed:
             raise ShimmyError("server_error", f"Model '{self.name}' was unloaded")
@@ -134,34 +171,40 @@ class Engine:
             raise ShimmyError(
                 "invalid_request",
                 f"The prompt is {prompt_len} tokens, but the context of model "
-                f"'{self.name}' holds {self.n_ctx} tokens",
+                f"'{self.name}' holds {self.n_ctx} tokens per request",
                 "Shorten the prompt or load the model with a larger --ctx-size",
             )
         if request.max_tokens < 1:
             raise ShimmyError("invalid_request", "max_tokens must be at least 1")
         with self._pending_lock:
-            if self._pending >= self.options.max_queue:
+            # Requests beyond the slots wait in line; the line is bounded.
+            waiting = self._pending - self.n_parallel
+            if waiting >= self.options.max_queue:
                 raise ShimmyError(
                     "server_busy",
                     "The server is busy",
-                    f"{self._pending} requests are waiting for model '{self.name}'",
+                    f"{waiting} requests are waiting for model '{self.name}'",
                     headers={"Retry-After": "1"},
                 )
             self._pending += 1
         generation = Generation(request, self.name)
         self.last_used = time.monotonic()
-        self._queue.put(generation)
+        self._inbox.put(generation)
         return generation
 
     @property
+    def slots_busy(self) -> int:
+        return sum(1 for s in self._slots if not s.free)
+
+    @property
     def queued(self) -> int:
-        """Generations waiting, not counting the one running."""
+        """Generations waiting for a slot."""
         with self._pending_lock:
-            return self._pending - (1 if self._active is not None else 0)
+            return max(0, self._pending - self.slots_busy)
 
     @property
     def busy(self) -> bool:
-        return self._active is not None
+        return self.slots_busy > 0
 
     @property
     def idle(self) -> bool:
@@ -169,100 +212,189 @@ class Engine:
             return self._pending == 0
 
     def memory_bytes(self) -> int:
-        """Weights plus context (KV cache and compute buffers) of this model."""
-        import llama_cpp
+        """Weights plus the KV cache of every slot (compute buffers not counted)."""
+        kv = self._model.kv_bytes_per_token() * self._context.n_ctx
+        return self._model.size_bytes() + kv
 
-        model_size = int(llama_cpp.llama_model_size(self._llama.model))
-        state_size = int(llama_cpp.llama_state_get_size(self._llama.ctx))
-        return model_size + state_size
-
-    def close(self, timeout: float = 5.0) -> None:
+    def close(self, timeout: float = 10.0) -> None:
         """Cancel everything queued or running, stop the thread, free llama.cpp memory."""
         if self._closed:
             return
         self._closed = True
-        if self._active is not None:
-            self._active.cancel()
-        self._queue.put(None)
+        self._inbox.put(None)
         self._thread.join(timeout)
-        # Whatever was still queued behind the sentinel is cancelled, never dropped.
-        while True:
-            try:
-                generation = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if generation is not None:
-                self._finished(generation, FINISH_CANCELLED)
-        if not self._thread.is_alive():
-            self._llama.close()
+        if self._thread.is_alive():
+            log.warning("engine %s did not stop in %.0fs; leaking its context", self.name, timeout)
+            return
+        self._context.close()
+        self._model.close()
 
     # -- scheduler thread ----------------------------------------------------
 
     def _run(self) -> None:
-        while True:
-            generation = self._queue.get()
-            if generation is None:
-                return
-            if self._closed or generation.cancelled:
-                self._finished(generation, FINISH_CANCELLED)
-                continue
-            self._active = generation
-            try:
-                reason = self._generate(generation)
-                self._finished(generation, reason)
-            except ShimmyError as exc:
-                self._finished(generation, FINISH_ERROR, exc)
-            except Exception as exc:  # llama.cpp failures must not kill the thread
-                log.exception("generation %s failed", generation.id)
-                self._finished(
-                    generation,
-                    FINISH_ERROR,
-                    ShimmyError("generation_failed", "Text generation failed", str(exc)),
-                )
-            finally:
-                self._active = None
-
-    def _generate(self, generation: Generation) -> str:
-        request = generation.request
-        params = request.sampling
-        llama = self._llama
-        generation._start()
-        room = self.n_ctx - len(request.prompt_tokens)
-        max_tokens = min(request.max_tokens, room)
-        llama.set_seed(params.seed if params.seed is not None else random.getrandbits(31))
-        generation.cached_tokens = self._cached_prefix(request.prompt_tokens)
-        stream = TextStream(request.stop)
-        tokens = llama.generate(
-            request.prompt_tokens,
-            top_k=params.top_k,
-            top_p=params.top_p,
-            min_p=params.min_p,
-            temp=params.temperature,
-            repeat_penalty=params.repeat_penalty,
-            frequency_penalty=params.frequency_penalty,
-            presence_penalty=params.presence_penalty,
-            grammar=_grammar(request.grammar),
-        )
-        produced: list[int] = []
         try:
-            while True:
-                if generation.cancelled:
-                    return FINISH_CANCELLED
-                with self._decode_lock:
-                    token = next(tokens)
-                if self._is_end_of_generation(token):
-                    generation._emit(stream.flush(), None)
-                    return FINISH_STOP
-                piece = llama.detokenize([token], prev_tokens=produced or None)
-                produced.append(token)
-                generation._emit(stream.feed(piece), token)
-                if stream.stopped:
-                    return FINISH_STOP
-                if len(produced) >= max_tokens:
-                    generation._emit(stream.flush(), None)
-                    return FINISH_LENGTH
-        finally:
-            tokens.close()
+            while self._receive():
+                self._admit()
+                if any(not s.free for s in self._slots):
+                    self._step()
+        except Exception:  # a bug here must not hang every caller
+            log.exception("engine %s scheduler crashed", self.name)
+            self._fail_all(ShimmyError("generation_failed", "The engine stopped unexpectedly"))
+            self._closed = True
+            return
+        self._fail_all(None)
+        for slot in self._slots:
+            if slot.sampler is not None:
+                slot.sampler.close()
+
+    def _receive(self) -> bool:
+        """Move submissions into the waiting line; block only when there is no work.
+        False once the engine is closed."""
+        idle = all(s.free for s in self._slots) and not self._waiting
+        while True:
+            try:
+                item = self._inbox.get(block=idle)
+            except queue.Empty:
+                return True
+            if item is None:
+                return False
+            self._waiting.append(item)
+            idle = False
+
+    def _admit(self) -> None:
+        """Give waiting generations free slots, preferring the longest cached prefix."""
+        while self._waiting:
+            free = [s for s in self._slots if s.free]
+            if not free:
+                return
+            generation = self._waiting.popleft()
+            if generation.cancelled:
+                self._finish_unstarted(generation, FINISH_CANCELLED)
+                continue
+            prompt = list(generation.request.prompt_tokens)
+            slot = max(free, key=lambda s: (_common_prefix(s.cached, prompt), -s.last_used))
+            try:
+                self._start(slot, generation, prompt)
+            except ShimmyError as exc:
+                self._release(slot)
+                self._finish_unstarted(generation, FINISH_ERROR, exc)
+
+    def _start(self, slot: _Slot, generation: Generation, prompt: list[int]) -> None:
+        from shimmy.models.llamacpp import Sampler, SamplerSettings
+
+        request = generation.request
+        reuse = _common_prefix(slot.cached, prompt)
+        if reuse == len(prompt):
+            reuse -= 1  # decode at least one token to get fresh logits
+        self._context.forget(slot.seq, reuse)
+        del slot.cached[reuse:]
+        p = request.sampling
+        seed = p.seed if p.seed is not None else random.getrandbits(32)
+        settings = SamplerSettings(
+            temperature=p.temperature,
+            top_k=p.top_k,
+            top_p=p.top_p,
+            min_p=p.min_p,
+            repeat_penalty=p.repeat_penalty,
+            frequency_penalty=p.frequency_penalty,
+            presence_penalty=p.presence_penalty,
+            seed=seed,
+            grammar=request.grammar,
+        )
+        slot.sampler = Sampler(self._model, settings, prompt)
+        slot.generation = generation
+        slot.pending = prompt[reuse:]
+        slot.next_token = None
+        slot.stream = TextStream(request.stop)
+        slot.produced = 0
+        slot.max_tokens = min(request.max_tokens, self.n_ctx - len(prompt))
+        generation.cached_tokens = reuse
+        generation._start()
+
+    def _step(self) -> None:
+        """One decode of every running sequence's next token plus prompt chunks."""
+        batch = self._context.batch
+        batch.clear()
+        for slot in self._slots:
+            slot.logits_at = -1
+            if slot.generation is not None and slot.generation.cancelled:
+                self._end(slot, FINISH_CANCELLED)
+        running = [s for s in self._slots if s.generation is not None]
+        # Running sequences first, so a long prompt never stalls their streams.
+        for slot in running:
+            if slot.next_token is not None:
+                slot.logits_at = batch.add(slot.next_token, len(slot.cached), slot.seq, True)
+                slot.cached.append(slot.next_token)
+                slot.next_token = None
+        budget = max(0, self._context.n_batch - batch.n)
+        for slot in running:
+            if not slot.pending or budget == 0:
+                continue
+            chunk = slot.pending[:budget]
+            del slot.pending[: len(chunk)]
+            budget -= len(chunk)
+            last = len(chunk) - 1
+            for i, token in enumerate(chunk):
+                index = batch.add(token, len(slot.cached), slot.seq, i == last and not slot.pending)
+                slot.cached.append(token)
+                if i == last and not slot.pending:
+                    slot.logits_at = index
+        if batch.n == 0:
+            return
+        try:
+            with self._decode_lock:
+                self._context.decode()
+        except ShimmyError as exc:
+            for slot in running:
+                # The KV of this step is unknown now: forget the slot's cache.
+                self._context.forget(slot.seq, 0)
+                slot.cached.clear()
+                self._end(slot, FINISH_ERROR, exc)
+            return
+        for slot in running:
+            if slot.logits_at >= 0 and slot.generation is not None:
+                self._sample(slot)
+
+    def _sample(self, slot: _Slot) -> None:
+        assert slot.sampler is not None and slot.generation is not None
+        assert slot.stream is not None
+        token = slot.sampler.sample(self._context, slot.logits_at)
+        generation = slot.generation
+        if self._model.is_end_of_generation(token):
+            generation._emit(slot.stream.flush(), None)
+            self._end(slot, FINISH_STOP)
+            return
+        slot.produced += 1
+        generation._emit(slot.stream.feed(self._model.piece(token)), token)
+        if slot.stream.stopped:
+            self._end(slot, FINISH_STOP)
+        elif slot.produced >= slot.max_tokens:
+            generation._emit(slot.stream.flush(), None)
+            self._end(slot, FINISH_LENGTH)
+        else:
+            slot.next_token = token
+
+    def _end(self, slot: _Slot, reason: str, error: ShimmyError | None = None) -> None:
+        generation = slot.generation
+        self._release(slot)
+        if generation is not None:
+            self._finished(generation, reason, error)
+
+    def _release(self, slot: _Slot) -> None:
+        if slot.sampler is not None:
+            slot.sampler.close()
+        # Prompt tokens queued but never decoded are not in the cache.
+        slot.generation = None
+        slot.sampler = None
+        slot.pending = []
+        slot.next_token = None
+        slot.stream = None
+        slot.last_used = time.monotonic()
+
+    def _finish_unstarted(
+        self, generation: Generation, reason: str, error: ShimmyError | None = None
+    ) -> None:
+        self._finished(generation, reason, error)
 
     def _finished(
         self, generation: Generation, reason: str, error: ShimmyError | None = None
@@ -277,40 +409,24 @@ class Engine:
             except Exception:  # statistics must never break generation
                 log.exception("on_finish callback failed")
 
-    # -- llama.cpp details ---------------------------------------------------
-
-    def _cached_prefix(self, tokens: Sequence[int]) -> int:
-        cached = self._llama._input_ids
-        count = 0
-        for a, b in zip(cached, tokens, strict=False):
-            if a != b:
+    def _fail_all(self, error: ShimmyError | None) -> None:
+        """End every running and waiting generation (cancelled, or failed with ``error``)."""
+        reason = FINISH_ERROR if error is not None else FINISH_CANCELLED
+        for slot in self._slots:
+            if slot.generation is not None:
+                self._end(slot, reason, error)
+        while True:
+            try:
+                item = self._inbox.get_nowait()
+            except queue.Empty:
                 break
-            count += 1
-        return count
-
-    def _is_end_of_generation(self, token: int) -> bool:
-        import llama_cpp
-
-        return bool(llama_cpp.llama_vocab_is_eog(self._llama._model.vocab, token))
-
-    def _vocab_adds_bos(self) -> bool:
-        import llama_cpp
-
-        return bool(llama_cpp.llama_vocab_get_add_bos(self._llama._model.vocab))
+            if item is not None:
+                self._waiting.append(item)
+        while self._waiting:
+            self._finish_unstarted(self._waiting.popleft(), reason, error)
 
 
-def _grammar(gbnf: str | None) -> Any:
-    if gbnf is None:
-        return None
-    from llama_cpp import LlamaGrammar
-
-    try:
-        return LlamaGrammar.from_string(gbnf, verbose=False)
-    except Exception as exc:
-        raise ShimmyError("invalid_request", "Invalid grammar", str(exc)) from exc
-
-
-def _load_llama(entry: ModelEntry, options: EngineOptions) -> Llama:
+def _load(entry: ModelEntry, options: EngineOptions) -> tuple[Model, Context]:
     if not entry.usable:
         raise ShimmyError(
             "model_invalid", f"Model '{entry.name}' cannot be used", entry.error or None
@@ -320,20 +436,22 @@ def _load_llama(entry: ModelEntry, options: EngineOptions) -> Llama:
             raise ShimmyError(
                 "model_load_failed", f"Model '{entry.name}' is missing a file", str(part)
             )
-    from llama_cpp import Llama
+    from shimmy.models.llamacpp import Context, Model
 
-    trained = entry.context_length or options.ctx_size
-    n_ctx = max(64, min(options.ctx_size, trained)) if options.ctx_size > 0 else trained
+    if options.parallel < 1:
+        raise ShimmyError("invalid_request", "--parallel must be at least 1")
+    model = Model(entry.path)
+    trained = model.n_ctx_train or options.ctx_size
+    per_slot = max(64, min(options.ctx_size, trained)) if options.ctx_size > 0 else trained
     try:
-        return Llama(
-            model_path=str(entry.path),
-            n_ctx=n_ctx,
-            n_batch=min(options.batch_size, n_ctx),
-            n_threads=options.threads,
-            n_threads_batch=options.threads,
-            verbose=False,
+        context = Context(
+            model,
+            n_ctx=per_slot * options.parallel,
+            n_seq=options.parallel,
+            n_batch=max(1, min(options.batch_size, per_slot * options.parallel)),
+            threads=options.threads,
         )
-    except Exception as exc:  # llama.cpp reports load failures as ValueError/RuntimeError
-        raise ShimmyError(
-            "model_load_failed", f"Model '{entry.name}' failed to load", str(exc)
-        ) from exc
+    except ShimmyError:
+        model.close()
+        raise
+    return model, context

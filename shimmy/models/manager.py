@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from shimmy.config import Settings
 from shimmy.errors import ShimmyError, model_not_found
 from shimmy.models.chat import Message
+from shimmy.models.embeddings import EmbeddingModels, Embeddings
 from shimmy.models.engine import Engine, EngineOptions, process_rss
 from shimmy.models.generation import FINISH_ERROR, Generation, GenerationRequest, SamplingParams
 from shimmy.models.registry import ModelEntry, ModelRegistry
@@ -34,6 +35,8 @@ class LoadedModel:
     busy: bool
     queued: int
     idle_seconds: float
+    slots: int
+    slots_busy: int
 
 
 @dataclass
@@ -76,6 +79,9 @@ class ModelManager:
         self._load_locks: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
         self._decode_lock = threading.Lock()
+        self._embeddings = EmbeddingModels(
+            ctx_size=settings.ctx_size, threads=settings.threads, decode_lock=self._decode_lock
+        )
         self._totals = UsageTotals()
         self._started = time.monotonic()
         self._default_override: str | None = None
@@ -163,8 +169,9 @@ class ModelManager:
         entry = self.resolve(name)
         with self._lock:
             engine = self._engines.pop(entry.name, None)
+        embedded = self._embeddings.unload(entry.name)
         if engine is None:
-            return False
+            return embedded
         engine.close()
         log.info("unloaded %s", entry.name)
         return True
@@ -193,7 +200,11 @@ class ModelManager:
     def _engine_options(self) -> EngineOptions:
         s = self.settings
         return EngineOptions(
-            ctx_size=s.ctx_size, threads=s.threads, batch_size=s.batch_size, max_queue=s.max_queue
+            ctx_size=s.ctx_size,
+            parallel=s.parallel,
+            threads=s.threads,
+            batch_size=s.batch_size,
+            max_queue=s.max_queue,
         )
 
     # -- generating ----------------------------------------------------------
@@ -257,6 +268,15 @@ class ModelManager:
             label=label,
         )
 
+    def embed(self, name: str | None, inputs: Sequence[str]) -> Embeddings:
+        """Pooled, normalized embedding vectors of ``inputs`` (see embeddings.py)."""
+        return self._embeddings.embed(self.resolve(name), inputs)
+
+    @property
+    def decode_lock(self) -> threading.Lock:
+        """Held around every llama.cpp decode of this process, one at a time."""
+        return self._decode_lock
+
     def _count(self, generation: Generation) -> None:
         with self._lock:
             totals = self._totals
@@ -287,6 +307,8 @@ class ModelManager:
                 busy=e.busy,
                 queued=e.queued,
                 idle_seconds=now - e.last_used,
+                slots=e.n_parallel,
+                slots_busy=e.slots_busy,
             )
             for e in engines
         ]
@@ -294,7 +316,7 @@ class ModelManager:
             loaded=loaded,
             rss_bytes=process_rss(),
             totals=totals,
-            active=sum(1 for e in engines if e.busy),
+            active=sum(e.slots_busy for e in engines),
             queued=sum(e.queued for e in engines),
             default_model=self.default_model_name,
             uptime_seconds=now - self._started,
@@ -308,6 +330,7 @@ class ModelManager:
             keep_alive = self.settings.keep_alive
             if keep_alive < 0:
                 continue
+            self._embeddings.unload_idle(keep_alive)
             now = time.monotonic()
             with self._lock:
                 idle = [
@@ -335,3 +358,4 @@ class ModelManager:
             self._engines.clear()
         for engine in engines:
             engine.close()
+        self._embeddings.close()

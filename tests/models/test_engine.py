@@ -34,7 +34,10 @@ def engine(manager):
 
 def test_default_model_loads_with_all_cores_and_clamped_context(engine, manager):
     assert engine.n_ctx == 512
-    assert engine._llama.context_params.n_threads == manager.settings.threads
+    assert engine.n_parallel == manager.settings.parallel
+    import llama_cpp
+
+    assert llama_cpp.llama_n_threads(engine._context.ptr) == manager.settings.threads
     assert manager.settings.threads >= 1
     assert engine.memory_bytes() > 50_000_000
 
@@ -47,7 +50,7 @@ def test_generation_iterates_pieces_and_counts_tokens(engine):
     assert generation.completion_tokens == 8
     assert sum(1 for p in pieces if p.token_id is not None) == 8
     assert "".join(p.text for p in pieces) == generation.output
-    assert generation.tokens_per_second and generation.tokens_per_second > 1
+    assert generation.tokens_per_second and generation.tokens_per_second > 0
 
 
 def test_async_view_gives_the_same_pieces(engine):
@@ -80,33 +83,60 @@ def test_end_of_turn_token_stops_and_never_appears(engine):
     assert "<|im_end|>" not in text and generation.completion_tokens < 50
 
 
-def test_cancel_stops_at_once_and_the_queue_moves_on(engine):
+def test_cancel_frees_a_slot_for_the_next_queued_request(engine):
     tokens = engine.chat_tokens([{"role": "user", "content": "Write a long essay."}])
-    long = engine.submit(GenerationRequest(tokens, max_tokens=400, sampling=GREEDY))
-    queued = engine.submit(GenerationRequest(tokens, max_tokens=2, sampling=GREEDY))
-    while long.completion_tokens < 2:
-        time.sleep(0.01)
-    long.cancel()
-    assert queued.wait(10)
-    assert long.finish_reason == "cancelled" and long.completion_tokens < 400
-    assert queued.finish_reason == "length"
-
-
-def test_generations_run_in_submission_order(engine):
-    tokens = engine.chat_tokens([{"role": "user", "content": "Hi"}])
-    gens = [
-        engine.submit(GenerationRequest(tokens, max_tokens=2, sampling=GREEDY)) for _ in range(3)
+    long = [
+        engine.submit(GenerationRequest(tokens, max_tokens=400, sampling=GREEDY))
+        for _ in range(engine.n_parallel)
     ]
-    for g in gens:
-        g.wait(30)
-    starts = [g.started_at for g in gens]
-    assert starts == sorted(starts)
+    queued = engine.submit(GenerationRequest(tokens, max_tokens=2, sampling=GREEDY))
+    while min(g.completion_tokens for g in long) < 2:
+        time.sleep(0.01)
+    assert queued.started_at is None  # every slot is taken
+    long[0].cancel()
+    assert queued.wait(10)
+    assert long[0].finish_reason == "cancelled" and long[0].completion_tokens < 400
+    assert queued.finish_reason == "length"
+    # The queued request started as soon as the cancelled one let go of its slot.
+    assert all(not g.done for g in long[1:])
+    for g in long[1:]:
+        g.cancel()
+    for g in long:
+        assert g.wait(10)
+
+
+def test_concurrent_requests_complete_independently(engine):
+    prompts = ["Name a fruit.", "Name a colour.", "Name a planet.", "Name a country."]
+    alone = {}
+    for prompt in prompts:
+        tokens = engine.chat_tokens([{"role": "user", "content": prompt}])
+        alone[prompt] = engine.submit(GenerationRequest(tokens, max_tokens=12, sampling=GREEDY))
+        alone[prompt].wait(30)
+    together = {
+        prompt: engine.submit(
+            GenerationRequest(
+                engine.chat_tokens([{"role": "user", "content": prompt}]),
+                max_tokens=12,
+                sampling=GREEDY,
+            )
+        )
+        for prompt in prompts
+    }
+    for g in together.values():
+        assert g.wait(60)
+    for prompt in prompts:
+        assert together[prompt].finish_reason == alone[prompt].finish_reason
+        assert together[prompt].output == alone[prompt].output, prompt
+    # They really ran side by side: each started before any of the others finished.
+    first_finish = min(g.finished_at for g in together.values())
+    assert all(g.started_at < first_finish for g in together.values())
 
 
 def test_full_queue_is_server_busy_with_retry_after(engine):
     tokens = engine.chat_tokens([{"role": "user", "content": "Write a long essay."}])
     running = [
-        engine.submit(GenerationRequest(tokens, max_tokens=300, sampling=GREEDY)) for _ in range(3)
+        engine.submit(GenerationRequest(tokens, max_tokens=300, sampling=GREEDY))
+        for _ in range(engine.n_parallel + 3)
     ]
     with pytest.raises(ShimmyError) as err:
         engine.submit(GenerationRequest(tokens, max_tokens=1))

@@ -1,0 +1,281 @@
+"""Thin, typed glue over llama-cpp-python's low-level (ctypes) API.
+
+The engine needs what llama.cpp's own server uses: one context with several
+sequences, a reusable ``llama_batch``, and a sampler chain per request that
+samples straight from the context's logits (no per-token copy of the
+vocabulary into Python). llama-cpp-python's high-level ``Llama`` class runs one
+sequence at a time, so the engine talks to these functions instead. Every
+pointer is owned by one object here and freed exactly once.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import llama_cpp
+
+from shimmy.errors import ShimmyError
+
+_backend_lock = threading.Lock()
+_backend_ready = False
+_llama_log = logging.getLogger("llama.cpp")
+# ggml log levels -> ours. llama.cpp is chatty at load; its warnings are mostly
+# advice ("n_ctx_seq < n_ctx_train"), so they show only with -v.
+_LOG_LEVELS = {0: logging.DEBUG, 1: logging.DEBUG, 2: logging.INFO, 3: logging.WARNING}
+
+
+@llama_cpp.llama_log_callback
+def _route_llama_log(level: int, text: bytes, _user_data: ctypes.c_void_p) -> None:
+    message = text.decode("utf-8", errors="replace").rstrip()
+    if message:
+        _llama_log.log(_LOG_LEVELS.get(level, logging.DEBUG), "%s", message)
+
+
+def _init_backend() -> None:
+    """llama_backend_init once per process, and llama.cpp's log lines into Python
+    logging: never printed onto a terminal that the dashboard may own."""
+    global _backend_ready
+    with _backend_lock:
+        if _backend_ready:
+            return
+        llama_cpp.llama_log_set(_route_llama_log, ctypes.c_void_p(0))
+        llama_cpp.llama_backend_init()
+        _backend_ready = True
+
+
+@dataclass(frozen=True)
+class SamplerSettings:
+    temperature: float
+    top_k: int
+    top_p: float
+    min_p: float
+    repeat_penalty: float
+    frequency_penalty: float
+    presence_penalty: float
+    seed: int
+    grammar: str | None = None
+    penalty_last_n: int = 64
+
+
+class Model:
+    """A loaded GGUF model (weights and vocabulary)."""
+
+    def __init__(self, path: Path, *, use_mmap: bool = True) -> None:
+        _init_backend()
+        params = llama_cpp.llama_model_default_params()
+        params.use_mmap = use_mmap
+        params.n_gpu_layers = 0
+        self._ptr = llama_cpp.llama_model_load_from_file(str(path).encode(), params)
+        if not self._ptr:
+            raise ShimmyError("model_load_failed", "llama.cpp could not load the model", str(path))
+        self.vocab = llama_cpp.llama_model_get_vocab(self._ptr)
+        self.n_vocab = int(llama_cpp.llama_vocab_n_tokens(self.vocab))
+        self.n_ctx_train = int(llama_cpp.llama_model_n_ctx_train(self._ptr))
+        self.add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self.vocab))
+        self._piece = ctypes.create_string_buffer(256)
+
+    @property
+    def ptr(self) -> Any:
+        return self._ptr
+
+    def size_bytes(self) -> int:
+        return int(llama_cpp.llama_model_size(self._ptr))
+
+    def kv_bytes_per_token(self) -> int:
+        """KV cache bytes per token (f16 keys and values, every layer)."""
+        n_layer = int(llama_cpp.llama_model_n_layer(self._ptr))
+        n_embd = int(llama_cpp.llama_model_n_embd(self._ptr))
+        n_head = max(1, int(llama_cpp.llama_model_n_head(self._ptr)))
+        n_head_kv = int(llama_cpp.llama_model_n_head_kv(self._ptr))
+        return n_layer * 2 * n_head_kv * (n_embd // n_head) * 2
+
+    def tokenize(self, text: str, *, add_bos: bool) -> list[int]:
+        """Tokens of ``text``; special tokens in it are parsed, as llama.cpp's server does.
+        Safe from any thread (the vocabulary is read-only)."""
+        data = text.encode("utf-8")
+        capacity = len(data) + 8
+        buf = (llama_cpp.llama_token * capacity)()
+        n = llama_cpp.llama_tokenize(self.vocab, data, len(data), buf, capacity, add_bos, True)
+        if n < 0:  # never for UTF-8 input (a token covers at least one byte), but be exact
+            capacity = -n
+            buf = (llama_cpp.llama_token * capacity)()
+            n = llama_cpp.llama_tokenize(self.vocab, data, len(data), buf, capacity, add_bos, True)
+        return list(buf[:n])
+
+    def piece(self, token: int) -> bytes:
+        """The bytes of one token (special tokens render as nothing). Engine thread only."""
+        n = llama_cpp.llama_token_to_piece(self.vocab, token, self._piece, 256, 0, False)
+        if n < 0:
+            big = ctypes.create_string_buffer(-n)
+            n = llama_cpp.llama_token_to_piece(self.vocab, token, big, -n, 0, False)
+            return big.raw[:n]
+        return self._piece.raw[:n]
+
+    def detokenize(self, tokens: Sequence[int]) -> str:
+        arr = (llama_cpp.llama_token * len(tokens))(*tokens)
+        capacity = max(64, len(tokens) * 16)
+        buf = ctypes.create_string_buffer(capacity)
+        n = llama_cpp.llama_detokenize(self.vocab, arr, len(tokens), buf, capacity, False, False)
+        if n < 0:
+            buf = ctypes.create_string_buffer(-n)
+            n = llama_cpp.llama_detokenize(self.vocab, arr, len(tokens), buf, -n, False, False)
+        return buf.raw[:n].decode("utf-8", errors="replace")
+
+    def is_end_of_generation(self, token: int) -> bool:
+        return bool(llama_cpp.llama_vocab_is_eog(self.vocab, token))
+
+    def close(self) -> None:
+        if self._ptr:
+            llama_cpp.llama_model_free(self._ptr)
+            self._ptr = None
+
+
+class Context:
+    """A llama.cpp context holding ``n_seq`` sequences in one unified KV cache."""
+
+    def __init__(self, model: Model, *, n_ctx: int, n_seq: int, n_batch: int, threads: int) -> None:
+        params = llama_cpp.llama_context_default_params()
+        params.n_ctx = n_ctx
+        params.n_batch = n_batch
+        params.n_ubatch = n_batch
+        params.n_seq_max = n_seq
+        params.n_threads = threads
+        params.n_threads_batch = threads
+        # A KV stream per sequence: each attends only to its own cells, so a
+        # request's output does not depend on what else runs beside it (with a
+        # unified buffer the masked attention sums over every sequence's cells
+        # and greedy outputs drift), and llama.cpp says it is faster when the
+        # sequences share no long prefix.
+        params.kv_unified = False
+        params.no_perf = True
+        self._ptr = llama_cpp.llama_init_from_model(model.ptr, params)
+        if not self._ptr:
+            raise ShimmyError(
+                "model_load_failed",
+                "llama.cpp could not create a context",
+                f"{n_ctx} tokens for {n_seq} sequences: not enough memory?",
+            )
+        self.n_ctx = int(llama_cpp.llama_n_ctx(self._ptr))
+        self.n_batch = n_batch
+        self.memory = llama_cpp.llama_get_memory(self._ptr)
+        self.batch = Batch(n_batch + n_seq)
+
+    @property
+    def ptr(self) -> Any:
+        return self._ptr
+
+    def decode(self) -> None:
+        result = llama_cpp.llama_decode(self._ptr, self.batch.raw)
+        if result != 0:
+            # 1: no KV slot for the batch; <0: a hard error. Either way this step failed.
+            raise ShimmyError("generation_failed", "llama.cpp failed to decode", f"code {result}")
+
+    def forget(self, seq: int, start: int) -> None:
+        """Drop the cached tokens of ``seq`` from position ``start`` on."""
+        llama_cpp.llama_memory_seq_rm(self.memory, seq, start, -1)
+
+    def close(self) -> None:
+        self.batch.close()
+        if self._ptr:
+            llama_cpp.llama_free(self._ptr)
+            self._ptr = None
+
+
+class Batch:
+    """A reusable llama_batch; each token belongs to exactly one sequence."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.raw = llama_cpp.llama_batch_init(capacity, 0, 1)
+        self._token = self.raw.token
+        self._pos = self.raw.pos
+        self._n_seq_id = self.raw.n_seq_id
+        self._seq_id = self.raw.seq_id
+        self._logits = self.raw.logits
+        self.n = 0
+
+    def clear(self) -> None:
+        self.n = 0
+        self.raw.n_tokens = 0
+
+    def add(self, token: int, pos: int, seq: int, want_logits: bool) -> int:
+        """Append one token; returns its index (where its logits will be)."""
+        i = self.n
+        self._token[i] = token
+        self._pos[i] = pos
+        self._n_seq_id[i] = 1
+        self._seq_id[i][0] = seq
+        self._logits[i] = want_logits
+        self.n = i + 1
+        self.raw.n_tokens = self.n
+        return i
+
+    @property
+    def room(self) -> int:
+        return self.capacity - self.n
+
+    def close(self) -> None:
+        if self.raw is not None:
+            llama_cpp.llama_batch_free(self.raw)
+            self.raw = None
+
+
+class Sampler:
+    """One request's sampler chain, as llama.cpp's server builds it: grammar,
+    penalties, then greedy or top-k / top-p / min-p / temperature / seeded draw."""
+
+    def __init__(self, model: Model, settings: SamplerSettings, prompt: Sequence[int]) -> None:
+        self._ptr = llama_cpp.llama_sampler_chain_init(
+            llama_cpp.llama_sampler_chain_default_params()
+        )
+        if settings.grammar is not None:
+            grammar = llama_cpp.llama_sampler_init_grammar(
+                model.vocab, settings.grammar.encode(), b"root"
+            )
+            if not grammar:
+                self.close()
+                raise ShimmyError("invalid_request", "Invalid grammar", "llama.cpp rejected it")
+            self._add(grammar)
+        s = settings
+        if s.repeat_penalty != 1.0 or s.frequency_penalty != 0.0 or s.presence_penalty != 0.0:
+            penalties = llama_cpp.llama_sampler_init_penalties(
+                model.n_vocab,
+                s.penalty_last_n,
+                s.repeat_penalty,
+                s.frequency_penalty,
+                s.presence_penalty,
+            )
+            # The prompt's tail counts as "recent tokens" for the penalties (it
+            # must not reach the grammar, which only sees generated text).
+            for token in prompt[-s.penalty_last_n :]:
+                llama_cpp.llama_sampler_accept(penalties, token)
+            self._add(penalties)
+        if s.temperature <= 0:
+            self._add(llama_cpp.llama_sampler_init_greedy())
+        else:
+            if s.top_k > 0:
+                self._add(llama_cpp.llama_sampler_init_top_k(s.top_k))
+            if s.top_p < 1.0:
+                self._add(llama_cpp.llama_sampler_init_top_p(s.top_p, 1))
+            if s.min_p > 0.0:
+                self._add(llama_cpp.llama_sampler_init_min_p(s.min_p, 1))
+            self._add(llama_cpp.llama_sampler_init_temp(s.temperature))
+            self._add(llama_cpp.llama_sampler_init_dist(s.seed & 0xFFFFFFFF))
+
+    def _add(self, sampler: Any) -> None:
+        llama_cpp.llama_sampler_chain_add(self._ptr, sampler)
+
+    def sample(self, context: Context, index: int) -> int:
+        """Sample from the logits of batch position ``index`` (and accept the token)."""
+        return int(llama_cpp.llama_sampler_sample(self._ptr, context.ptr, index))
+
+    def close(self) -> None:
+        if self._ptr:
+            llama_cpp.llama_sampler_free(self._ptr)
+            self._ptr = None
