@@ -1,0 +1,92 @@
+"""The real `shimmy` command in a pseudo-terminal: it draws the dashboard, serves
+HTTP meanwhile, keeps llama.cpp's stderr off the screen, and ctrl+q exits 0 and
+frees the port."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import pty
+import select
+import socket
+import struct
+import subprocess
+import termios
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.e2e.harness import SHIMMY, isolated_env
+
+pytestmark = [pytest.mark.e2e, pytest.mark.model]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _read(fd: int, seconds: float) -> bytes:
+    out = b""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 0.05)
+        if ready:
+            try:
+                out += os.read(fd, 65536)
+            except OSError:
+                break
+    return out
+
+
+def test_dashboard_in_a_terminal(tmp_path: Path) -> None:
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = isolated_env(tmp_path, TERM="xterm-256color", COLUMNS="100", LINES="30")
+    primary, secondary = pty.openpty()
+    fcntl.ioctl(secondary, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))
+    process = subprocess.Popen(
+        [SHIMMY, "--bind", f"127.0.0.1:{port}"],
+        stdin=secondary,
+        stdout=secondary,
+        stderr=secondary,
+        env=env,
+        cwd=tmp_path,
+        start_new_session=True,
+    )
+    os.close(secondary)
+    screen = b""
+    try:
+        deadline = time.monotonic() + 60
+        healthy = False
+        while time.monotonic() < deadline and not healthy:
+            screen += _read(primary, 0.2)
+            try:
+                healthy = httpx.get(url + "/api/health", timeout=1).status_code == 200
+            except httpx.TransportError:
+                pass
+        assert healthy, screen[-2000:].decode(errors="replace")
+        body = {"model": "default", "prompt": "Say hi.", "max_tokens": 8}
+        response = httpx.post(url + "/api/generate", json=body, timeout=120)
+        assert response.status_code == 200
+        screen += _read(primary, 1.5)
+        os.write(primary, b"\x11")  # ctrl+q
+        deadline = time.monotonic() + 30
+        while process.poll() is None and time.monotonic() < deadline:
+            screen += _read(primary, 0.2)
+        assert process.wait(5) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        os.close(primary)
+    text = screen.decode(errors="replace")
+    assert "shimmy" in text and "Models" in text
+    assert "llama_" not in text and "Traceback" not in text
+    with pytest.raises(httpx.TransportError):
+        httpx.get(url + "/api/health", timeout=2)
+    stderr_log = tmp_path / "shimmy" / "log" / "dashboard-stderr.log"
+    assert stderr_log.exists()
