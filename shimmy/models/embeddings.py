@@ -1,0 +1,192 @@
+"""Embeddings: one llama.cpp context per model, opened in embedding mode.
+
+A generation engine's context computes logits, not pooled embeddings, and is
+owned by its scheduler thread, so embeddings come from a second ``Llama``
+instance of the same file (the weights are memory-mapped, so the second
+instance mostly shares them through the page cache). It is opened on the first
+embedding request, unloaded with the model or after ``keep_alive`` idle
+seconds, and every decode it makes holds the manager's decode lock, so it never
+runs at the same time as a generation (DESIGN.md, "Engine").
+
+Vectors are pooled over the input's tokens (the model's own pooling type when
+its GGUF names one, else the mean) and L2-normalized, as OpenAI's are.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from shimmy.errors import ShimmyError
+
+if TYPE_CHECKING:
+    from llama_cpp import Llama
+
+    from shimmy.models.registry import ModelEntry
+
+log = logging.getLogger(__name__)
+
+# llama.cpp's enum llama_pooling_type.
+POOLING_NONE = 0
+POOLING_MEAN = 1
+POOLING_RANK = 4
+
+
+@dataclass(frozen=True)
+class Embeddings:
+    """Vectors in input order, and the tokens read to make them."""
+
+    vectors: list[list[float]]
+    prompt_tokens: int
+    model: str
+
+
+class _EmbeddingModel:
+    def __init__(self, entry: ModelEntry, llama: Llama, load_seconds: float) -> None:
+        self.entry = entry
+        self.llama = llama
+        self.load_seconds = load_seconds
+        self.n_ctx = llama.n_ctx()
+        self.last_used = time.monotonic()
+        self.lock = threading.Lock()  # one request at a time; unload waits for it
+        self.closed = False
+
+
+class EmbeddingModels:
+    """Embedding-mode instances by model name; thread-safe."""
+
+    def __init__(
+        self,
+        *,
+        ctx_size: int,
+        threads: int,
+        decode_lock: threading.Lock,
+    ) -> None:
+        self.ctx_size = ctx_size
+        self.threads = threads
+        self._decode_lock = decode_lock
+        self._models: dict[str, _EmbeddingModel] = {}
+        self._lock = threading.Lock()  # guards _models and loading
+
+    def embed(self, entry: ModelEntry, inputs: Sequence[str]) -> Embeddings:
+        """Embed each input; ``invalid_request`` (with the numbers) for an input
+        that does not fit the context, never a silent truncation."""
+        if not inputs:
+            raise ShimmyError("invalid_request", "input must not be empty")
+        for index, text in enumerate(inputs):
+            if not text:
+                raise ShimmyError("invalid_request", f"input[{index}] is an empty string")
+        while True:
+            model = self._model(entry)
+            with model.lock:
+                if model.closed:  # unloaded between lookup and use: open it again
+                    continue
+                return self._embed(model, inputs)
+
+    def _embed(self, model: _EmbeddingModel, inputs: Sequence[str]) -> Embeddings:
+        llama = model.llama
+        name = model.entry.name
+        counts = []
+        for index, text in enumerate(inputs):
+            # The same tokenization Llama.embed uses, to check lengths first.
+            n = len(llama.tokenize(text.encode("utf-8")))
+            if n > model.n_ctx:
+                raise ShimmyError(
+                    "invalid_request",
+                    f"input[{index}] is {n} tokens, but the embedding context of model "
+                    f"'{name}' holds {model.n_ctx} tokens",
+                    "Shorten the input or load the model with a larger --ctx-size",
+                )
+            counts.append(n)
+        with self._decode_lock:
+            try:
+                vectors = llama.embed(list(inputs), normalize=True, truncate=False)
+            except Exception as exc:  # llama.cpp reports decode failures as RuntimeError
+                raise ShimmyError("generation_failed", "Embedding failed", str(exc)) from exc
+            finally:
+                model.last_used = time.monotonic()
+        return Embeddings([list(v) for v in vectors], sum(counts), name)
+
+    def _model(self, entry: ModelEntry) -> _EmbeddingModel:
+        with self._lock:
+            model = self._models.get(entry.name)
+            if model is None:
+                model = self._load(entry)
+                self._models[entry.name] = model
+            model.last_used = time.monotonic()
+            return model
+
+    def _load(self, entry: ModelEntry) -> _EmbeddingModel:
+        if not entry.usable:
+            raise ShimmyError(
+                "model_invalid", f"Model '{entry.name}' cannot be used", entry.error or None
+            )
+        from llama_cpp import Llama
+
+        trained = entry.context_length or self.ctx_size
+        n_ctx = max(64, min(self.ctx_size, trained)) if self.ctx_size > 0 else trained
+        log.info("loading %s for embeddings (context %d)", entry.name, n_ctx)
+        started = time.perf_counter()
+        try:
+            # One input must fit one micro-batch: pooling reads whole sequences.
+            llama = Llama(
+                model_path=str(entry.path),
+                embedding=True,
+                pooling_type=_pooling_type(entry),
+                n_ctx=n_ctx,
+                n_batch=n_ctx,
+                n_ubatch=n_ctx,
+                n_threads=self.threads,
+                n_threads_batch=self.threads,
+                verbose=False,
+            )
+        except Exception as exc:
+            raise ShimmyError(
+                "model_load_failed", f"Model '{entry.name}' failed to load", str(exc)
+            ) from exc
+        return _EmbeddingModel(entry, llama, time.perf_counter() - started)
+
+    def loaded_names(self) -> list[str]:
+        with self._lock:
+            return sorted(self._models)
+
+    def unload(self, name: str) -> bool:
+        """Free the embedding instance of ``name``; false if there was none."""
+        with self._lock:
+            model = self._models.pop(name, None)
+        if model is None:
+            return False
+        with model.lock:  # never free a context in the middle of a request
+            model.closed = True
+            model.llama.close()
+        return True
+
+    def unload_idle(self, keep_alive: float) -> None:
+        """Unload instances idle for ``keep_alive`` seconds (negative: never)."""
+        if keep_alive < 0:
+            return
+        now = time.monotonic()
+        with self._lock:
+            idle = [n for n, m in self._models.items() if now - m.last_used >= keep_alive]
+        for name in idle:
+            log.info("unloading embeddings of %s after %.0fs idle", name, keep_alive)
+            self.unload(name)
+
+    def close(self) -> None:
+        for name in self.loaded_names():
+            self.unload(name)
+
+
+def _pooling_type(entry: ModelEntry) -> int:
+    """The pooling the GGUF asks for; mean pooling for models that name none
+    (chat models), since a vector per token is not what /v1/embeddings returns."""
+    info = entry.info
+    if info is not None and info.architecture:
+        value = info.metadata.get(f"{info.architecture}.pooling_type")
+        if isinstance(value, int) and value not in (POOLING_NONE, POOLING_RANK):
+            return value
+    return POOLING_MEAN
