@@ -164,19 +164,29 @@ def test_max_tokens_is_clamped_to_the_room_left(engine):
     assert generation.finish_reason in {"length", "stop"}
 
 
-def test_second_turn_reuses_the_cached_prefix(engine):
+def test_second_turn_decodes_only_the_new_tokens(engine):
     first = [{"role": "user", "content": "My name is Ada. Remember it."}]
     tokens = engine.chat_tokens(first)
-    reply = engine.submit(GenerationRequest(tokens, max_tokens=12, sampling=GREEDY)).text()
+    turn = engine.submit(GenerationRequest(tokens, max_tokens=12, sampling=GREEDY))
+    reply_ids = [p.token_id for p in turn if p.token_id is not None]
     second = first + [
-        {"role": "assistant", "content": reply},
+        {"role": "assistant", "content": turn.output},
         {"role": "user", "content": "My name?"},
     ]
-    generation = engine.submit(
-        GenerationRequest(engine.chat_tokens(second), max_tokens=4, sampling=GREEDY)
-    )
+    tokens2 = engine.chat_tokens(second)
+    generation = engine.submit(GenerationRequest(tokens2, max_tokens=4, sampling=GREEDY))
     generation.wait(30)
-    assert generation.cached_tokens >= len(tokens) - 1
+    # The slot holds turn one's prompt and every reply token but the last (it
+    # was sampled, never fed back); turn two shares that prefix.
+    in_cache = tokens + reply_ids[:-1]
+    shared = 0
+    while shared < min(len(in_cache), len(tokens2)) and in_cache[shared] == tokens2[shared]:
+        shared += 1
+    assert shared > len(tokens)
+    assert generation.cached_tokens == shared
+    decoded = generation.prompt_tokens - generation.cached_tokens
+    assert decoded == len(tokens2) - shared
+    assert decoded < 20  # the new user turn and the template's markers, nothing more
 
 
 def test_manager_stats_count_requests_and_tokens(manager):
@@ -255,3 +265,24 @@ def test_unknown_model_and_no_models(tmp_path):
         assert err.value.code == "model_not_found"
     finally:
         manager.close()
+
+
+def test_multibyte_characters_split_across_tokens_arrive_whole(engine):
+    prompt = "Translate to Japanese and add emoji: good morning, thank you, see you tomorrow."
+    tokens = engine.chat_tokens([{"role": "user", "content": prompt}])
+    generation = engine.submit(GenerationRequest(tokens, max_tokens=48, sampling=GREEDY))
+    pieces = [p for p in generation]
+    text = "".join(p.text for p in pieces)
+    assert "\ufffd" not in text
+    non_ascii = [c for c in text if ord(c) > 0x7F]
+    assert non_ascii, text
+    # Some character really was split: a token whose bytes alone are not valid UTF-8.
+    split = 0
+    for p in pieces:
+        if p.token_id is None:
+            continue
+        try:
+            engine._model.piece(p.token_id).decode("utf-8")
+        except UnicodeDecodeError:
+            split += 1
+    assert split > 0
