@@ -34,11 +34,11 @@ def native_stderr_to(path: Path) -> Iterator[Path]:
     screen = os.fdopen(saved, "w", encoding=original.encoding, errors="replace")
     with path.open("ab") as log_file:
         os.dup2(log_file.fileno(), fd)
-        sys.__stderr__ = screen
+        sys.__stderr__ = screen  # type: ignore[misc]
         try:
             yield path
         finally:
-            sys.__stderr__ = original
+            sys.__stderr__ = original  # type: ignore[misc]
             screen.flush()
             os.dup2(saved, fd)
             screen.close()

