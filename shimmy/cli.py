@@ -18,6 +18,7 @@ from typing import Any
 from shimmy import __version__
 from shimmy.config import Settings, load_settings
 from shimmy.errors import ExitCode, ShimmyError
+from shimmy.hub_cli import HUB_COMMANDS, add_hub_parsers
 
 log = logging.getLogger("shimmy")
 
@@ -143,6 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
     diag = sub.add_parser("diag", help="show system, build and model-folder diagnostics")
     diag.add_argument("--json", action="store_true", help="print JSON")
     _common_model_flags(diag)
+
+    add_hub_parsers(sub)
     return parser
 
 
@@ -468,6 +471,7 @@ COMMANDS: dict[str | None, Callable[[argparse.Namespace], int]] = {
     "list": cmd_list,
     "probe": cmd_probe,
     "diag": cmd_diag,
+    **HUB_COMMANDS,
 }
 
 

@@ -1,0 +1,287 @@
+"""The hub commands of ``shimmy``: ``search``, ``pull`` and ``rm``.
+
+The work is done by :mod:`shimmy.models.hub`; this module parses arguments,
+asks before deleting, and draws the progress bar on stderr. huggingface_hub is
+imported only when one of these commands runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from shimmy.errors import ExitCode, ShimmyError
+
+if TYPE_CHECKING:
+    from shimmy.models.hub import DownloadProgress, HubFile
+
+
+def add_hub_parsers(sub: Any) -> None:
+    """Add ``search``, ``pull`` and ``rm`` to the ``shimmy`` subcommand parsers."""
+    search = sub.add_parser("search", help="search Hugging Face for GGUF models")
+    search.add_argument("query", nargs="?", default="", help="words in the repository name")
+    search.add_argument(
+        "--limit", type=int, default=20, metavar="N", help="show at most N results (default 20)"
+    )
+    search.add_argument(
+        "--sort",
+        choices=("downloads", "likes", "updated"),
+        default="downloads",
+        help="order of the results (default downloads)",
+    )
+    search.add_argument("--json", action="store_true", help="print JSON")
+
+    pull = sub.add_parser(
+        "pull",
+        help="download a GGUF model from Hugging Face",
+        description="Download a GGUF model into the Hugging Face cache, where `shimmy list` "
+        "finds it. A stopped pull resumes where it stopped.",
+    )
+    pull.add_argument(
+        "model",
+        metavar="REPO[:QUANT] | REPO/FILE.gguf",
+        help="a repository (default quantization Q4_K_M, else the smallest 4-bit file), "
+        "a repository and quantization, or one file of a repository",
+    )
+    pull.add_argument(
+        "--files", action="store_true", help="list the repository's GGUF files and stop"
+    )
+
+    rm = sub.add_parser("rm", help="delete a model that `shimmy pull` downloaded")
+    rm.add_argument("name", metavar="NAME", help="the model's name in `shimmy list`")
+    rm.add_argument("-y", "--yes", action="store_true", help="delete without asking")
+    rm.add_argument(
+        "--model-dirs",
+        metavar="PATH",
+        nargs="+",
+        help="extra files or folders to search for GGUF models",
+    )
+
+
+# -- search ----------------------------------------------------------------------------
+
+
+def _count(n: int | None) -> str:
+    if n is None:
+        return "-"
+    for unit, size in (("M", 1_000_000), ("k", 1_000)):
+        if n >= size:
+            return f"{n / size:.1f}{unit}"
+    return str(n)
+
+
+def _table(rows: Sequence[tuple[str, ...]]) -> None:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from shimmy.models.hub import search_models
+    from shimmy.units import format_params
+
+    models = search_models(args.query, limit=args.limit, sort=args.sort)
+    if args.json:
+        print(json.dumps([m.to_json() for m in models], indent=2))
+        return ExitCode.OK
+    if not models:
+        print(f"No GGUF models match '{args.query}'.", file=sys.stderr)
+        return ExitCode.OK
+    rows = [("REPO", "PARAMS", "DOWNLOADS", "LIKES", "UPDATED")]
+    for m in models:
+        rows.append(
+            (
+                m.repo_id,
+                format_params(m.parameters) if m.parameters else "-",
+                _count(m.downloads),
+                _count(m.likes),
+                m.last_modified.date().isoformat() if m.last_modified else "-",
+            )
+        )
+    _table(rows)
+    return ExitCode.OK
+
+
+# -- pull ------------------------------------------------------------------------------
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "--"
+    seconds = int(seconds)
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 60}:{seconds % 60:02d}" if seconds >= 60 else f"{seconds}s"
+
+
+class ProgressBar:
+    """Draws a download's progress on stderr: one redrawn line on a terminal,
+    a line every tenth of the way otherwise (logs, pipes, tests)."""
+
+    def __init__(self, stream: Any = None) -> None:
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
+        self.last_tenth = -1
+        self.last_phase = ""
+
+    def __call__(self, p: DownloadProgress) -> None:
+        from shimmy.units import format_bytes
+
+        speed = f"{format_bytes(p.bytes_per_second)}/s" if p.bytes_per_second else "-"
+        text = (
+            f"{p.phase:<11} {p.fraction * 100:5.1f}%  "
+            f"{format_bytes(p.done)} / {format_bytes(p.total)}  {speed}  "
+            f"ETA {_duration(p.eta_seconds)}"
+        )
+        if self.tty:
+            width = 24
+            filled = int(width * p.fraction)
+            bar = "#" * filled + "-" * (width - filled)
+            end = "\n" if p.phase == "done" else ""
+            self.stream.write(f"\r[{bar}] {text}\033[K{end}")
+        else:
+            tenth = int(p.fraction * 10)
+            if tenth == self.last_tenth and p.phase == self.last_phase:
+                return
+            self.last_tenth, self.last_phase = tenth, p.phase
+            self.stream.write(text + "\n")
+        self.stream.flush()
+
+
+def _print_files(files: list[HubFile]) -> None:
+    from shimmy.units import format_bytes
+
+    rows = [("#", "QUANT", "SIZE", "PARTS", "FIT", "FILE")]
+    for i, f in enumerate(files, 1):
+        rows.append(
+            (
+                str(i),
+                f.quantization or "-",
+                format_bytes(f.size),
+                str(len(f.parts)),
+                f.fit().verdict,
+                f.name,
+            )
+        )
+    _table(rows)
+
+
+def _ask_for_file(files: list[HubFile], error: ShimmyError) -> HubFile:
+    """Let a person at a terminal pick a file when the default cannot."""
+    if not (sys.stdin.isatty() and sys.stderr.isatty()):
+        raise error
+    print(error.message, file=sys.stderr)
+    _print_files(files)
+    answer = input(f"Which file? [1-{len(files)}] ").strip()
+    if not answer.isdigit() or not 1 <= int(answer) <= len(files):
+        raise ShimmyError("invalid_request", "No file chosen")
+    return files[int(answer) - 1]
+
+
+def cmd_pull(args: argparse.Namespace) -> int:
+    from shimmy.models import hub
+    from shimmy.units import format_bytes
+
+    spec = hub.parse_pull_spec(args.model)
+    files = hub.list_gguf_files(spec.repo_id, spec.revision)
+    if args.files:
+        if not files:
+            raise ShimmyError("model_not_found", f"'{spec.repo_id}' has no GGUF model files")
+        _print_files(files)
+        return ExitCode.OK
+    try:
+        hub.choose_file(files, spec)
+    except ShimmyError as exc:
+        if exc.code != "invalid_request":
+            raise
+        chosen = _ask_for_file(files, exc)
+        spec = hub.PullSpec(spec.repo_id, filename=chosen.name, revision=spec.revision)
+    plan = hub.plan_pull(spec, files=files)
+    file = plan.file
+    parts = f" in {len(file.parts)} parts" if len(file.parts) > 1 else ""
+    print(
+        f"pulling {file.repo_id}/{file.name}: {format_bytes(file.size)}{parts}, "
+        f"{format_bytes(plan.free)} free on disk",
+        file=sys.stderr,
+    )
+    print(f"memory: {plan.fit.describe()}", file=sys.stderr)
+    if plan.already:
+        print(f"resuming: {format_bytes(plan.already)} already downloaded", file=sys.stderr)
+    started = time.monotonic()
+    cancel = threading.Event()
+    try:
+        path = hub.download(file, revision=plan.revision, progress=ProgressBar(), cancel=cancel)
+    except KeyboardInterrupt:
+        kept = hub.partial_bytes(file, plan.cache_dir)
+        print(
+            f"\ninterrupted: {format_bytes(kept)} kept; run the same command to resume",
+            file=sys.stderr,
+        )
+        return ExitCode.INTERRUPTED
+    name = _registry_name(args, path)
+    print(
+        f"pulled {file.name} in {time.monotonic() - started:.1f}s, sha256 verified; "
+        f"try it: shimmy generate --model {name} -p 'Hello'",
+        file=sys.stderr,
+    )
+    print(name)
+    return ExitCode.OK
+
+
+def _registry_name(args: argparse.Namespace, path: Any) -> str:
+    """The name `shimmy list` gives the pulled file."""
+    import os
+
+    from shimmy.config import load_settings
+    from shimmy.models.registry import ModelRegistry
+
+    registry = ModelRegistry(load_settings().model_dirs)
+    wanted = os.path.normpath(path)
+    for entry in registry.entries():
+        if os.path.normpath(entry.path) == wanted:
+            return entry.name
+    return str(path)
+
+
+# -- rm --------------------------------------------------------------------------------
+
+
+def cmd_rm(args: argparse.Namespace) -> int:
+    from shimmy.config import load_settings
+    from shimmy.models import hub
+    from shimmy.models.registry import ModelRegistry
+    from shimmy.units import format_bytes
+
+    settings = load_settings(model_dirs=tuple(args.model_dirs or ()) or None)
+    entry = ModelRegistry(settings.model_dirs).resolve(args.name)
+    record = next((r for r in map(hub.find_pulled, entry.parts) if r is not None), None)
+    if record is None:
+        raise ShimmyError(
+            "invalid_request",
+            f"'{entry.name}' was not downloaded by shimmy, so shimmy will not delete it",
+            f"{entry.path} ({entry.source})",
+        )
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise ShimmyError("invalid_request", f"Not deleting '{entry.name}' without --yes")
+        answer = input(
+            f"Delete {entry.name} ({format_bytes(entry.size)}, from {record['repo_id']})? [y/N] "
+        )
+        if answer.strip().lower() not in {"y", "yes"}:
+            print("not deleted", file=sys.stderr)
+            return ExitCode.OK
+    freed = hub.remove_pulled(record)
+    print(f"deleted {entry.name} ({format_bytes(freed)} freed)")
+    return ExitCode.OK
+
+
+HUB_COMMANDS: dict[str | None, Callable[[argparse.Namespace], int]] = {
+    "search": cmd_search,
+    "pull": cmd_pull,
+    "rm": cmd_rm,
+}

@@ -1,0 +1,24 @@
+"""Fixtures of the hub tests: a fake hub on 127.0.0.1 serving the real SmolLM2 bytes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.hub.fakehub import FakeHub, smollm2_repos
+
+
+@pytest.fixture
+def fake_hub(
+    smollm2_path: Path, isolated_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[FakeHub]:
+    """A started fake hub that ``HF_ENDPOINT`` points at, in an isolated home."""
+    with FakeHub() as hub:
+        for repo in smollm2_repos(smollm2_path):
+            hub.add(repo)
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+        monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
+        yield hub

@@ -1,0 +1,375 @@
+"""A small stand-in for the Hugging Face Hub on 127.0.0.1, for tests and docs.
+
+It answers the HTTP calls huggingface_hub makes for shimmy the way the hub
+does: model search (``/api/models``), repo trees with LFS sizes and sha256,
+``resolve`` with ETag / X-Repo-Commit / X-Linked-Size and a redirect to a
+separate "CDN" origin, which serves Range requests, optionally throttled so a
+test can stop a client half-way. Errors carry the hub's ``X-Error-Code``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs, quote, unquote, urlsplit
+
+
+@dataclass(frozen=True)
+class FakeFile:
+    """A repo file: ``length`` bytes of ``source`` from ``offset`` (or ``text``)."""
+
+    path: str
+    source: Path | None = None
+    offset: int = 0
+    length: int = 0
+    text: bytes = b""
+    claimed_sha256: str | None = None  # what the hub says, when it is wrong on purpose
+
+    @property
+    def lfs(self) -> bool:
+        return self.source is not None
+
+    @property
+    def size(self) -> int:
+        return self.length if self.source is not None else len(self.text)
+
+    def read(self, start: int, end: int) -> bytes:
+        """Bytes [start, end) of the file."""
+        if self.source is None:
+            return self.text[start:end]
+        with self.source.open("rb") as f:
+            f.seek(self.offset + start)
+            return f.read(end - start)
+
+
+_SHA_CACHE: dict[tuple[str, int, int], str] = {}
+
+
+def real_sha256(file: FakeFile) -> str:
+    if file.source is None:
+        return hashlib.sha256(file.text).hexdigest()
+    key = (str(file.source), file.offset, file.length)
+    if key not in _SHA_CACHE:
+        digest = hashlib.sha256()
+        with file.source.open("rb") as f:
+            f.seek(file.offset)
+            left = file.length
+            while left:
+                chunk = f.read(min(left, 1 << 22))
+                digest.update(chunk)
+                left -= len(chunk)
+        _SHA_CACHE[key] = digest.hexdigest()
+    return _SHA_CACHE[key]
+
+
+def hub_sha256(file: FakeFile) -> str:
+    return file.claimed_sha256 or real_sha256(file)
+
+
+@dataclass
+class FakeRepo:
+    repo_id: str
+    files: list[FakeFile]
+    downloads: int = 0
+    likes: int = 0
+    last_modified: str = "2025-01-01T00:00:00.000Z"
+    parameters: int | None = None
+    commit: str = field(default="")
+
+    def __post_init__(self) -> None:
+        if not self.commit:
+            self.commit = hashlib.sha1(self.repo_id.encode()).hexdigest()
+
+    def file(self, path: str) -> FakeFile | None:
+        return next((f for f in self.files if f.path == path), None)
+
+
+class FakeHub:
+    """Two loopback servers: the hub API and a CDN origin it redirects LFS files to."""
+
+    def __init__(self) -> None:
+        self.repos: dict[str, FakeRepo] = {}
+        self.throttle_bytes_per_second: float | None = None
+        self.requests: list[tuple[str, str, str | None]] = []  # method, path, Range
+        self._lock = threading.Lock()
+        self._servers: list[ThreadingHTTPServer] = []
+        self._threads: list[threading.Thread] = []
+
+    def add(self, repo: FakeRepo) -> FakeRepo:
+        self.repos[repo.repo_id] = repo
+        return repo
+
+    def log(self, method: str, path: str, range_header: str | None) -> None:
+        with self._lock:
+            self.requests.append((method, path, range_header))
+
+    def ranges(self) -> list[str]:
+        with self._lock:
+            return [r for _, _, r in self.requests if r]
+
+    def start(self) -> FakeHub:
+        for role in ("hub", "cdn"):
+            server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self, role))
+            server.daemon_threads = True
+            thread = threading.Thread(target=server.serve_forever, daemon=True)
+            thread.start()
+            self._servers.append(server)
+            self._threads.append(thread)
+        return self
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._servers[0].server_address[1]}"
+
+    @property
+    def cdn_url(self) -> str:
+        return f"http://127.0.0.1:{self._servers[1].server_address[1]}"
+
+    def stop(self) -> None:
+        for server in self._servers:
+            server.shutdown()
+            server.server_close()
+        for thread in self._threads:
+            thread.join(5)
+
+    def __enter__(self) -> FakeHub:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _handler(hub: FakeHub, role: str) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: object) -> None:  # quiet
+            pass
+
+        # -- plumbing ------------------------------------------------------------------
+
+        def _send(self, status: int, body: bytes = b"", headers: dict[str, str] | None = None):
+            self.send_response(status)
+            for key, value in (headers or {}).items():
+                self.send_header(key, value)
+            if "Content-Length" not in (headers or {}):
+                self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if self.command != "HEAD" and body:
+                self.wfile.write(body)
+
+        def _json(self, data: object, headers: dict[str, str] | None = None) -> None:
+            body = json.dumps(data).encode()
+            self._send(200, body, {"Content-Type": "application/json", **(headers or {})})
+
+        def _error(self, status: int, code: str, message: str) -> None:
+            body = json.dumps({"error": message}).encode()
+            headers = {"Content-Type": "application/json", "X-Error-Code": code}
+            headers["X-Error-Message"] = message
+            self._send(status, body, headers)
+
+        def do_HEAD(self) -> None:
+            self._route()
+
+        def do_GET(self) -> None:
+            self._route()
+
+        def _route(self) -> None:
+            parts = urlsplit(self.path)
+            path, query = unquote(parts.path), parse_qs(parts.query)
+            hub.log(self.command, path, self.headers.get("Range"))
+            if role == "cdn":
+                return self._cdn(path)
+            if path == "/":
+                return self._send(200, b"fake hub", {"Content-Type": "text/plain"})
+            if path == "/api/models":
+                return self._search(query)
+            bits = path.strip("/").split("/")
+            if path.startswith("/api/models/") and len(bits) >= 6 and bits[4] == "tree":
+                return self._tree("/".join(bits[2:4]), bits[5], "/".join(bits[6:]), query)
+            if len(bits) >= 5 and bits[2] == "resolve":
+                return self._resolve("/".join(bits[:2]), bits[3], "/".join(bits[4:]))
+            self._error(404, "EntryNotFound", f"no route for {path}")
+
+        def _repo(self, repo_id: str, revision: str) -> FakeRepo | None:
+            repo = hub.repos.get(repo_id)
+            if repo is None:
+                self._error(404, "RepoNotFound", "Repository not found")
+                return None
+            if revision not in ("main", repo.commit):
+                self._error(404, "RevisionNotFound", "Invalid rev id: " + revision)
+                return None
+            return repo
+
+        # -- API -----------------------------------------------------------------------
+
+        def _search(self, query: dict[str, list[str]]) -> None:
+            words = (query.get("search") or [""])[0].lower()
+            filters = query.get("filter") or []
+            repos = [r for r in hub.repos.values() if words in r.repo_id.lower()]
+            if filters and "gguf" not in filters:
+                repos = []
+            sort = (query.get("sort") or ["downloads"])[0]
+            key = {"likes": "likes", "lastModified": "last_modified"}.get(sort, "downloads")
+            repos.sort(key=lambda r: getattr(r, key), reverse=True)
+            limit = int((query.get("limit") or ["1000"])[0])
+            expand = query.get("expand") or []
+            items = []
+            for repo in repos[:limit]:
+                full: dict[str, object] = {
+                    "downloads": repo.downloads,
+                    "likes": repo.likes,
+                    "lastModified": repo.last_modified,
+                    "gguf": {"total": repo.parameters} if repo.parameters else None,
+                    "tags": ["gguf"],
+                }
+                item: dict[str, object] = {"_id": repo.commit[:24], "id": repo.repo_id}
+                wanted = expand or ["downloads", "likes", "tags"]
+                item.update({k: v for k, v in full.items() if k in wanted and v is not None})
+                items.append(item)
+            self._json(items)
+
+        def _tree(self, repo_id: str, revision: str, prefix: str, query: dict) -> None:
+            repo = self._repo(repo_id, revision)
+            if repo is None:
+                return
+            recursive = (query.get("recursive") or ["False"])[0].lower() == "true"
+            entries: list[dict[str, object]] = []
+            folders: set[str] = set()
+            for f in repo.files:
+                if prefix and not f.path.startswith(prefix + "/"):
+                    continue
+                rest = f.path[len(prefix) + 1 :] if prefix else f.path
+                if "/" in rest:
+                    folder = (prefix + "/" if prefix else "") + rest.split("/")[0]
+                    if folder not in folders:
+                        folders.add(folder)
+                        entries.append(
+                            {"type": "directory", "oid": "0" * 40, "size": 0, "path": folder}
+                        )
+                    if not recursive:
+                        continue
+                entry: dict[str, object] = {
+                    "type": "file",
+                    "oid": hashlib.sha1(f.path.encode()).hexdigest(),
+                    "size": f.size,
+                    "path": f.path,
+                }
+                if f.lfs:
+                    entry["lfs"] = {"oid": hub_sha256(f), "size": f.size, "pointerSize": 134}
+                entries.append(entry)
+            self._json(entries)
+
+        def _resolve(self, repo_id: str, revision: str, path: str) -> None:
+            repo = self._repo(repo_id, revision)
+            if repo is None:
+                return
+            f = repo.file(path)
+            if f is None:
+                return self._error(404, "EntryNotFound", f"{path} does not exist")
+            common = {"X-Repo-Commit": repo.commit, "Accept-Ranges": "bytes"}
+            if not f.lfs:
+                etag = hashlib.sha1(f.text).hexdigest()
+                return self._send(200, f.text, {**common, "ETag": f'"{etag}"'})
+            sha = hub_sha256(f)
+            location = f"{hub.cdn_url}/{quote(repo_id)}/{quote(path)}?expires=never"
+            self._send(
+                302,
+                b"",
+                {
+                    **common,
+                    "ETag": f'"{sha}"',
+                    "X-Linked-Etag": f'"{sha}"',
+                    "X-Linked-Size": str(f.size),
+                    "Location": location,
+                },
+            )
+
+        # -- CDN -----------------------------------------------------------------------
+
+        def _cdn(self, path: str) -> None:
+            bits = path.strip("/").split("/")
+            repo = hub.repos.get("/".join(bits[:2]))
+            f = repo.file("/".join(bits[2:])) if repo else None
+            if f is None:
+                return self._send(404, b"no such object")
+            start, end, status = 0, f.size, 200
+            headers = {
+                "Accept-Ranges": "bytes",
+                "ETag": f'"{hub_sha256(f)}"',
+                "Content-Type": "application/octet-stream",
+            }
+            wanted = self.headers.get("Range")
+            if wanted and wanted.startswith("bytes="):
+                first, _, last = wanted[6:].partition("-")
+                start = int(first)
+                end = int(last) + 1 if last else f.size
+                if start >= f.size:
+                    return self._send(416, b"", {"Content-Range": f"bytes */{f.size}"})
+                status = 206
+                headers["Content-Range"] = f"bytes {start}-{end - 1}/{f.size}"
+            headers["Content-Length"] = str(end - start)
+            self.send_response(status)
+            for key, value in headers.items():
+                self.send_header(key, value)
+            self.end_headers()
+            if self.command == "HEAD":
+                return
+            step = 256 * 1024
+            try:
+                for offset in range(start, end, step):
+                    chunk = f.read(offset, min(end, offset + step))
+                    self.wfile.write(chunk)
+                    rate = hub.throttle_bytes_per_second
+                    if rate:
+                        time.sleep(len(chunk) / rate)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client went away: expected when a test kills it
+
+    return Handler
+
+
+def smollm2_repos(model: Path) -> list[FakeRepo]:
+    """The repositories the hub tests and docs use, all serving the real SmolLM2 bytes."""
+    size = model.stat().st_size
+    half = size // 2
+    whole = {"source": model, "length": size}
+    readme = FakeFile("README.md", text=b"# SmolLM2 135M Instruct, GGUF\n")
+    return [
+        FakeRepo(
+            "shimmy-test/SmolLM2-135M-Instruct-GGUF",
+            [
+                readme,
+                FakeFile("SmolLM2-135M-Instruct-Q4_K_M.gguf", **whole),  # type: ignore[arg-type]
+                FakeFile("SmolLM2-135M-Instruct-Q8_0.gguf", **whole),  # type: ignore[arg-type]
+                FakeFile("SmolLM2-135M-Instruct-IQ4_XS.gguf", **whole),  # type: ignore[arg-type]
+                FakeFile("mmproj-SmolLM2-f16.gguf", text=b"GGUF not a model"),
+            ],
+            downloads=5000,
+            likes=40,
+            last_modified="2025-03-01T10:00:00.000Z",
+            parameters=134_515_008,
+        ),
+        FakeRepo(
+            "shimmy-test/SmolLM2-split-GGUF",
+            [
+                FakeFile("Q4_K_M/SmolLM2-Q4_K_M-00001-of-00002.gguf", model, 0, half),
+                FakeFile("Q4_K_M/SmolLM2-Q4_K_M-00002-of-00002.gguf", model, half, size - half),
+            ],
+            downloads=10,
+            likes=90,
+            last_modified="2025-02-01T10:00:00.000Z",
+        ),
+        FakeRepo(
+            "shimmy-test/SmolLM2-corrupt-GGUF",
+            [FakeFile("SmolLM2-Q4_K_M.gguf", model, 0, size, claimed_sha256="ab" * 32)],
+            downloads=1,
+            likes=1,
+            last_modified="2025-04-01T00:00:00.000Z",
+        ),
+    ]
