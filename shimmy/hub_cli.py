@@ -210,7 +210,9 @@ def cmd_pull(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     print(f"memory: {plan.fit.describe()}", file=sys.stderr)
-    if plan.already:
+    if plan.already >= file.size:
+        print("already downloaded: linking it and checking with the hub", file=sys.stderr)
+    elif plan.already:
         print(f"resuming: {format_bytes(plan.already)} already downloaded", file=sys.stderr)
     started = time.monotonic()
     cancel = threading.Event()
@@ -241,10 +243,11 @@ def _registry_name(args: argparse.Namespace, path: Any) -> str:
     from shimmy.models.registry import ModelRegistry
 
     registry = ModelRegistry(load_settings().model_dirs)
-    wanted = os.path.normpath(path)
-    for entry in registry.entries():
-        if os.path.normpath(entry.path) == wanted:
-            return entry.name
+    # The same bytes under two file names are one model to discovery: match the blob too.
+    for same in (os.path.normpath, os.path.realpath):
+        for entry in registry.entries():
+            if same(entry.path) == same(path):
+                return entry.name
     return str(path)
 
 
