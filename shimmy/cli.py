@@ -93,6 +93,32 @@ def build_parser() -> argparse.ArgumentParser:
         "--bind", metavar="HOST:PORT", help="address to listen on (default 127.0.0.1:11435)"
     )
     serve.add_argument("--port", type=int, help="port to listen on (overrides the port of --bind)")
+    security = serve.add_argument_group("security and limits")
+    security.add_argument(
+        "--api-key",
+        action="append",
+        metavar="KEY",
+        help="require this key (Bearer or x-api-key) on every endpoint but /api/health; "
+        "repeatable; SHIMMY_API_KEY works too",
+    )
+    security.add_argument("--api-key-file", metavar="PATH", help="keys, one a line")
+    security.add_argument(
+        "--insecure",
+        action="store_true",
+        help="allow listening on a non-loopback address without an API key",
+    )
+    security.add_argument(
+        "--cors-origin",
+        action="append",
+        metavar="ORIGIN",
+        help="allow browsers on this origin (repeatable; CORS is off without it)",
+    )
+    security.add_argument(
+        "--request-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="longest one generation may take (default 600)",
+    )
     serve.add_argument(
         "--no-preload",
         action="store_true",
@@ -173,10 +199,23 @@ def _settings(args: argparse.Namespace) -> Settings:
         threads=getattr(args, "threads", None),
         ctx_size=getattr(args, "ctx_size", None),
         parallel=getattr(args, "parallel", None),
+        api_keys=_api_keys(args) or None,
+        cors_origins=tuple(getattr(args, "cors_origin", None) or ()) or None,
+        insecure=getattr(args, "insecure", False) or None,
+        request_timeout=getattr(args, "request_timeout", None),
         batch_size=getattr(args, "batch_size", None),
         keep_alive=getattr(args, "keep_alive", None),
         verbose=args.verbose or None,
     )
+
+
+def _api_keys(args: argparse.Namespace) -> tuple[str, ...]:
+    from shimmy.api.security import read_key_file
+
+    keys = tuple(getattr(args, "api_key", None) or ())
+    if getattr(args, "api_key_file", None):
+        keys += tuple(read_key_file(args.api_key_file))
+    return keys
 
 
 def _manager(settings: Settings) -> Any:
@@ -190,16 +229,26 @@ def _manager(settings: Settings) -> Any:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from shimmy.api.app import create_app
+    from shimmy.api.security import check_bind
     from shimmy.api.server import open_socket, parse_bind, serve_forever, url_for
 
     settings = _settings(args)
     host, port = parse_bind(args.bind, args.port, settings.host)
+    check_bind(host, settings.api_keys, settings.insecure)
     sock = open_socket(host, port)
     manager = _manager(settings)
     try:
         app = create_app(manager, preload=settings.preload and not args.no_preload)
-        print(f"shimmy {__version__} serving on {url_for(sock)}", file=sys.stderr, flush=True)
-        serve_forever(app, sock, log_level="info" if args.verbose else "warning")
+        auth = "API key required" if settings.api_keys else "no API key"
+        print(
+            f"shimmy {__version__} serving on {url_for(sock)} ({auth})", file=sys.stderr, flush=True
+        )
+        serve_forever(
+            app,
+            sock,
+            on_shutdown=manager.cancel_all,
+            log_level="info" if args.verbose else "warning",
+        )
     finally:
         manager.close()
     return ExitCode.OK

@@ -88,6 +88,11 @@ class Settings:
     max_queue: int = 16  # generations waiting per model before server_busy
     max_tokens_limit: int = 4096  # largest max_tokens a request may ask for
     max_body_bytes: int = 1_000_000
+    request_timeout: float = 600.0  # wall-clock seconds one generation may take
+    max_ws_connections: int = 32  # open /ws/generate connections at once
+    api_keys: tuple[str, ...] = ()  # with keys, every endpoint but /api/health needs one
+    cors_origins: tuple[str, ...] = ()  # CORS is off unless origins are named
+    insecure: bool = False  # allow a non-loopback bind without an API key
     preload: bool = True  # load the default model in the background at start
     verbose: bool = False
 
@@ -108,7 +113,9 @@ def _coerce(name: str, raw: Any, default: Any) -> Any:
             return str(raw).strip().lower() in {"1", "true", "yes", "on"}
         if isinstance(default, tuple):
             if isinstance(raw, str):
-                return tuple(p for p in raw.split(os.pathsep) if p)
+                # Paths split like PATH; keys and origins (which hold ':') on commas.
+                sep = os.pathsep if name == "model_dirs" else ","
+                return tuple(p.strip() for p in raw.split(sep) if p.strip())
             return tuple(str(p) for p in raw)
         if isinstance(default, int):
             return int(raw)
@@ -153,7 +160,13 @@ def load_settings(paths: Paths | None = None, **flags: Any) -> Settings:
             p for p in extra.split(os.pathsep) if p
         )
 
+    # SHIMMY_API_KEY (one key) is the usual spelling; SHIMMY_API_KEYS takes several.
+    single_key = os.environ.get("SHIMMY_API_KEY")
+    if single_key:
+        values["api_keys"] = tuple(values.get("api_keys", ())) + (single_key,)
+
     settings = replace(base, **values)
-    if flags.get("model_dirs"):
-        flags["model_dirs"] = tuple(settings.model_dirs) + tuple(flags["model_dirs"])
+    for name in ("model_dirs", "api_keys", "cors_origins"):
+        if flags.get(name):  # flags add to what the file and environment gave
+            flags[name] = tuple(getattr(settings, name)) + tuple(flags[name])
     return settings.with_overrides(**flags)

@@ -166,15 +166,29 @@ def build_router(manager: ModelManager) -> APIRouter:
             },
         }
 
+    open_sockets = 0
+
     @router.websocket("/ws/generate")
     async def ws_generate(websocket: WebSocket) -> None:
+        nonlocal open_sockets
         await websocket.accept()
+        limit = manager.settings.max_ws_connections
+        if open_sockets >= limit:
+            busy = ShimmyError(
+                "server_busy", "Too many open WebSocket connections", f"the limit is {limit}"
+            )
+            await websocket.send_json(busy.to_dict())
+            await websocket.close(code=1013)  # "try again later"
+            return
+        open_sockets += 1
         try:
             while True:
                 raw = await websocket.receive_text()
                 await _serve_ws_request(manager, websocket, raw)
         except WebSocketDisconnect:
             return
+        finally:
+            open_sockets -= 1
 
     return router
 

@@ -4,10 +4,15 @@ use is a clear error rather than uvicorn exiting the process."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import os
+import signal
 import socket
 import threading
 import time
+from collections.abc import Callable, Iterator
+from types import FrameType
 
 import uvicorn
 from fastapi import FastAPI
@@ -93,9 +98,47 @@ def _config(app: FastAPI, log_level: str) -> uvicorn.Config:
     )
 
 
-def serve_forever(app: FastAPI, sock: socket.socket, *, log_level: str = "warning") -> None:
-    """Run in the foreground until SIGINT/SIGTERM (uvicorn handles both)."""
-    server = uvicorn.Server(_config(app, log_level))
+class _GracefulServer(uvicorn.Server):
+    """uvicorn with shimmy's shutdown: the first SIGINT/SIGTERM stops accepting and
+    ends every generation (streams get their final event), the second exits at
+    once. Unlike uvicorn's own handling, the signal is not re-raised afterwards,
+    so a clean shutdown exits 0."""
+
+    def __init__(self, config: uvicorn.Config, on_shutdown: Callable[[], None]) -> None:
+        super().__init__(config)
+        self._on_shutdown = on_shutdown
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in _SHUTDOWN_SIGNALS}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self.should_exit:
+            os._exit(130 if sig == signal.SIGINT else 143)  # asked twice: leave now
+        self.should_exit = True
+        self._on_shutdown()
+
+
+_SHUTDOWN_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def serve_forever(
+    app: FastAPI,
+    sock: socket.socket,
+    *,
+    on_shutdown: Callable[[], None],
+    log_level: str = "warning",
+) -> None:
+    """Run in the foreground until SIGINT/SIGTERM; ``on_shutdown`` runs at the first."""
+    server = _GracefulServer(_config(app, log_level), on_shutdown)
     server.run(sockets=[sock])
 
 

@@ -53,6 +53,7 @@ class EngineOptions:
     threads: int = 1
     batch_size: int = 512  # most tokens in one decode step
     max_queue: int = 16  # requests waiting for a slot before server_busy
+    request_timeout: float = 600.0  # wall-clock seconds from submit to the last token
 
 
 def process_rss() -> int:
@@ -116,6 +117,7 @@ class Engine:
         self._pending = 0  # submitted and not finished (waiting or running)
         self._pending_lock = threading.Lock()
         self._closed = False
+        self._draining = False
         self.last_used = time.monotonic()
 
         rss_before = process_rss()
@@ -164,6 +166,8 @@ class Engine:
         """
         if self._closed:
             raise ShimmyError("server_error", f"Model '{self.name}' was unloaded")
+        if self._draining:
+            raise ShimmyError("server_busy", "The server is shutting down")
         prompt_len = len(request.prompt_tokens)
         if prompt_len == 0:
             raise ShimmyError("invalid_request", "The prompt is empty")
@@ -210,6 +214,17 @@ class Engine:
     def idle(self) -> bool:
         with self._pending_lock:
             return self._pending == 0
+
+    def cancel_all(self) -> None:
+        """Ask every running and waiting generation to stop, and refuse new ones
+        (graceful shutdown). Thread-safe."""
+        self._draining = True
+        for slot in self._slots:
+            generation = slot.generation
+            if generation is not None:
+                generation.cancel()
+        for generation in list(self._waiting):
+            generation.cancel()
 
     def memory_bytes(self) -> int:
         """Weights plus the KV cache of every slot (compute buffers not counted)."""
@@ -268,8 +283,11 @@ class Engine:
             if not free:
                 return
             generation = self._waiting.popleft()
-            if generation.cancelled:
+            if generation.cancelled or self._draining:
                 self._finish_unstarted(generation, FINISH_CANCELLED)
+                continue
+            if time.monotonic() - generation.created_at > self.options.request_timeout:
+                self._finish_unstarted(generation, FINISH_ERROR, self._timeout_error())
                 continue
             prompt = list(generation.request.prompt_tokens)
             slot = max(free, key=lambda s: (_common_prefix(s.cached, prompt), -s.last_used))
@@ -315,10 +333,15 @@ class Engine:
         """One decode of every running sequence's next token plus prompt chunks."""
         batch = self._context.batch
         batch.clear()
+        now = time.monotonic()
         for slot in self._slots:
             slot.logits_at = -1
-            if slot.generation is not None and slot.generation.cancelled:
+            if slot.generation is None:
+                continue
+            if slot.generation.cancelled:
                 self._end(slot, FINISH_CANCELLED)
+            elif now - slot.generation.created_at > self.options.request_timeout:
+                self._end(slot, FINISH_ERROR, self._timeout_error())
         running = [s for s in self._slots if s.generation is not None]
         # Running sequences first, so a long prompt never stalls their streams.
         for slot in running:
@@ -373,6 +396,13 @@ class Engine:
             self._end(slot, FINISH_LENGTH)
         else:
             slot.next_token = token
+
+    def _timeout_error(self) -> ShimmyError:
+        return ShimmyError(
+            "generation_failed",
+            f"The request took longer than the {self.options.request_timeout:g} s limit",
+            "raise it with --request-timeout",
+        )
 
     def _end(self, slot: _Slot, reason: str, error: ShimmyError | None = None) -> None:
         generation = slot.generation

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from shimmy.config import Settings
@@ -85,6 +85,8 @@ class ModelManager:
         self._totals = UsageTotals()
         self._started = time.monotonic()
         self._default_override: str | None = None
+        self._finish_listeners: list[Callable[[Generation], None]] = []
+        self._shutting_down = False
         self._closed = threading.Event()
         self._reaper = threading.Thread(target=self._reap_idle, name="shimmy-reaper", daemon=True)
         self._reaper.start()
@@ -149,6 +151,8 @@ class ModelManager:
                 engine = self._engines.get(entry.name)
             if engine is not None:
                 return engine
+            if self._shutting_down:
+                raise ShimmyError("server_busy", "The server is shutting down")
             log.info("loading model %s from %s", entry.name, entry.path)
             engine = Engine(
                 entry,
@@ -158,6 +162,8 @@ class ModelManager:
             )
             with self._lock:
                 self._engines[entry.name] = engine
+                if self._shutting_down:  # shutdown began while this model loaded
+                    engine.cancel_all()
             log.info("loaded %s in %.2fs", entry.name, engine.load_seconds)
             return engine
 
@@ -205,6 +211,7 @@ class ModelManager:
             threads=s.threads,
             batch_size=s.batch_size,
             max_queue=s.max_queue,
+            request_timeout=s.request_timeout,
         )
 
     # -- generating ----------------------------------------------------------
@@ -277,7 +284,25 @@ class ModelManager:
         """Held around every llama.cpp decode of this process, one at a time."""
         return self._decode_lock
 
+    def add_finish_listener(self, listener: Callable[[Generation], None]) -> None:
+        """Call ``listener`` (from an engine thread) whenever a generation ends."""
+        self._finish_listeners.append(listener)
+
+    def cancel_all(self) -> None:
+        """Cancel every running and waiting generation, and refuse new work
+        (graceful shutdown)."""
+        with self._lock:
+            self._shutting_down = True
+            engines = list(self._engines.values())
+        for engine in engines:
+            engine.cancel_all()
+
     def _count(self, generation: Generation) -> None:
+        for listener in self._finish_listeners:
+            try:
+                listener(generation)
+            except Exception:  # a listener must never break generation
+                log.exception("finish listener failed")
         with self._lock:
             totals = self._totals
             totals.requests += 1

@@ -1,0 +1,142 @@
+"""Who may talk to the server: API keys, and refusing unsafe binds.
+
+With keys configured, every HTTP route and WebSocket except ``/api/health``
+needs one, as ``Authorization: Bearer KEY`` or ``x-api-key: KEY`` (WebSockets
+may also pass ``?api_key=KEY``, since browsers cannot set headers on them).
+Keys are compared in constant time against every configured key.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import json
+import socket
+from collections.abc import Sequence
+from urllib.parse import parse_qs
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from shimmy.errors import ShimmyError
+
+OPEN_PATHS = frozenset({"/api/health"})
+
+
+def read_key_file(path: str) -> list[str]:
+    """Keys from a file, one a line; blank lines and ``#`` comments are skipped."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except OSError as exc:
+        raise ShimmyError(
+            "invalid_request", f"Cannot read --api-key-file {path}", str(exc)
+        ) from exc
+    keys = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    if not keys:
+        raise ShimmyError("invalid_request", f"--api-key-file {path} holds no keys")
+    return keys
+
+
+def key_matches(candidate: str, keys: Sequence[str]) -> bool:
+    """Constant time in the candidate's content: every key is compared, always."""
+    given = candidate.encode()
+    found = False
+    for key in keys:
+        found |= hmac.compare_digest(given, key.encode())
+    return found
+
+
+def is_loopback(host: str) -> bool:
+    """True when every address ``host`` names is a loopback address."""
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except socket.gaierror:
+        return False
+    addresses = {str(info[4][0]).split("%")[0] for info in infos}
+    return bool(addresses) and all(ipaddress.ip_address(a).is_loopback for a in addresses)
+
+
+def check_bind(host: str, keys: Sequence[str], insecure: bool) -> None:
+    """Refuse to listen beyond this machine without an API key, unless told to."""
+    if keys or insecure or is_loopback(host):
+        return
+    raise ShimmyError(
+        "invalid_request",
+        f"Refusing to listen on {host} without an API key",
+        "anyone who can reach this address could use your models; set --api-key KEY "
+        "(or SHIMMY_API_KEY), or pass --insecure to allow it anyway",
+    )
+
+
+def _presented_key(scope: Scope) -> str | None:
+    for name, value in scope.get("headers") or ():
+        if name == b"authorization":
+            scheme, _, token = value.decode("latin-1").partition(" ")
+            if scheme.lower() == "bearer" and token.strip():
+                return token.strip()
+        elif name == b"x-api-key":
+            return value.decode("latin-1").strip()
+    if scope["type"] == "websocket":
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        if query.get("api_key"):
+            return query["api_key"][0]
+    return None
+
+
+class ApiKeyAuth:
+    """Pure ASGI, so it guards HTTP routes and WebSockets alike, before any routing."""
+
+    def __init__(self, app: ASGIApp, keys: Sequence[str]) -> None:
+        self.app = app
+        self.keys = tuple(keys)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket") or scope["path"] in OPEN_PATHS:
+            await self.app(scope, receive, send)
+            return
+        key = _presented_key(scope)
+        if key is not None and key_matches(key, self.keys):
+            await self.app(scope, receive, send)
+            return
+        error = ShimmyError(
+            "unauthorized",
+            "A valid API key is required",
+            "send it as 'Authorization: Bearer KEY' or 'x-api-key: KEY'"
+            if key is None
+            else "the API key is not valid",
+        )
+        body = json.dumps(error.to_dict()).encode()
+        if scope["type"] == "http":
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 401,
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"content-length", str(len(body)).encode()),
+                        (b"www-authenticate", b'Bearer realm="shimmy"'),
+                    ],
+                }
+            )
+            await send({"type": "http.response.body", "body": body})
+            return
+        # WebSocket: refuse the handshake with a 401 where the server supports
+        # denial responses, else accept just long enough to say why and close.
+        await receive()  # websocket.connect
+        if "websocket.http.response" in scope.get("extensions", {}):
+            await send(
+                {
+                    "type": "websocket.http.response.start",
+                    "status": 401,
+                    "headers": [(b"content-type", b"application/json")],
+                }
+            )
+            await send({"type": "websocket.http.response.body", "body": body})
+            return
+        await send({"type": "websocket.accept"})
+        await send({"type": "websocket.send", "text": body.decode()})
+        await send({"type": "websocket.close", "code": 1008})
