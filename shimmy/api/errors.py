@@ -16,7 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from shimmy.errors import ShimmyError
+from shimmy.errors import ERROR_KINDS, ShimmyError
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,10 @@ def install_error_handlers(app: FastAPI) -> None:
             message = f"Method {request.method} is not allowed on {request.url.path}"
         else:
             message = str(exc.detail)
-        error = ShimmyError("invalid_request", message, status=exc.status_code)
+        # Keep Starlette's headers: a 405 must say which methods are allowed (Allow).
+        error = ShimmyError(
+            "invalid_request", message, status=exc.status_code, headers=dict(exc.headers or {})
+        )
         return error_response(error)
 
     @app.exception_handler(Exception)
@@ -71,3 +74,58 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(
             ShimmyError("server_error", "Internal server error", type(exc).__name__)
         )
+
+
+ERROR_SCHEMA: dict[str, Any] = {
+    "title": "ErrorResponse",
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["code", "message", "details", "type"],
+            "properties": {
+                "code": {"type": "string", "enum": sorted(ERROR_KINDS)},
+                "message": {"type": "string"},
+                "details": {"anyOf": [{"type": "string"}, {"type": "null"}]},
+                "type": {"type": "string"},
+            },
+        }
+    },
+}
+
+_DOCUMENTED_ERRORS = {
+    "400": "Invalid request: malformed JSON, wrong types, a prompt longer than the context",
+    "401": "Missing or wrong API key (when keys are configured)",
+    "404": "Unknown model",
+    "413": "Request body too large",
+    "500": "Generation or server failure",
+    "503": "Server busy: the queue is full (see Retry-After)",
+}
+
+
+def document_errors(app: FastAPI) -> None:
+    """Describe every error an operation can return, in the one error shape, instead
+    of FastAPI's 422 validation body (which shimmy never sends)."""
+    original = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = original()
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        components["ErrorResponse"] = ERROR_SCHEMA
+        components.pop("HTTPValidationError", None)
+        components.pop("ValidationError", None)
+        reference = {"$ref": "#/components/schemas/ErrorResponse"}
+        for path in schema.get("paths", {}).values():
+            for operation in path.values():
+                responses = operation.setdefault("responses", {})
+                responses.pop("422", None)
+                for status, description in _DOCUMENTED_ERRORS.items():
+                    content = {"application/json": {"schema": reference}}
+                    responses.setdefault(status, {"description": description, "content": content})
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -183,7 +183,12 @@ def build_router(manager: ModelManager) -> APIRouter:
         open_sockets += 1
         try:
             while True:
-                raw = await websocket.receive_text()
+                message = await websocket.receive()
+                if message["type"] == "websocket.disconnect":
+                    return
+                raw = message.get("text")
+                if raw is None:  # a binary frame: accept UTF-8 JSON in it too
+                    raw = (message.get("bytes") or b"").decode("utf-8", errors="replace")
                 await _serve_ws_request(manager, websocket, raw)
         except WebSocketDisconnect:
             return

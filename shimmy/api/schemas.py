@@ -7,7 +7,7 @@ README.md; the seed's defaults are kept exactly.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from shimmy.models.generation import SamplingParams
 
@@ -18,7 +18,7 @@ class GenerateBody(BaseModel):
     model_config = ConfigDict(strict=True, extra="ignore")
 
     model: str = Field(min_length=1)
-    prompt: str
+    prompt: str = Field(min_length=1)
     max_tokens: int = Field(default=100, ge=1)
     temperature: float = Field(default=0.7, ge=0.0, le=2.0)
     stream: bool = False
@@ -31,13 +31,6 @@ class GenerateBody(BaseModel):
     stop: list[str] | str | None = None
     # Send the prompt as it is, without the model's chat template.
     raw: bool = False
-
-    @field_validator("prompt")
-    @classmethod
-    def _prompt_not_blank(cls, value: str) -> str:
-        if not value:
-            raise ValueError("must not be empty")
-        return value
 
     def sampling(self) -> SamplingParams:
         return SamplingParams(
