@@ -38,6 +38,7 @@ from pathlib import Path
 
 import httpx
 import psutil
+from results import replace_section
 
 REPO = Path(__file__).resolve().parent.parent
 CACHE = Path(os.environ.get("SHIMMY_BENCH_CACHE", Path.home() / ".cache" / "shimmy-bench"))
@@ -441,7 +442,7 @@ def write_report(
 ) -> str:
     names = list(results)
     lines = [
-        "# Server benchmark",
+        "## Servers compared",
         "",
         f"Run on {time.strftime('%Y-%m-%d %H:%M')} with `.venv/bin/python bench/bench_server.py"
         f"{' ' + ' '.join(sys.argv[1:]) if sys.argv[1:] else ''}`.",
@@ -618,7 +619,7 @@ def main() -> int:
         for server in servers:
             server.stop()
     report = write_report(results, turns, peaks, args.clients, args)
-    (args.out / "RESULTS.md").write_text(report)
+    replace_section("## Servers compared", report, args.out / "RESULTS.md")
     write_chart(results, args.clients, args.out / "throughput.png")
     print(report)
     return 0
