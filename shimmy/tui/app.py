@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 from textual import on, work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding, BindingType
+from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widgets import Footer, Header, TabbedContent, TabPane
 from textual.worker import Worker, WorkerState
@@ -128,7 +129,8 @@ class ShimmyApp(App[int]):
             )
         else:
             self.sub_title = "server off"
-        self.query_one(ServerPane).server_changed(message)
+        for pane in self.query(ServerPane):  # none while the app shuts down
+            pane.server_changed(message)
 
     def action_toggle_server(self) -> None:
         if self.server.running:
@@ -154,17 +156,22 @@ class ShimmyApp(App[int]):
     @on(StatsUpdated)
     def _stats(self, message: StatsUpdated) -> None:
         stats = message.stats
-        self.query_one(ServerPane).stats_changed(stats, message.live_completion_tokens)
-        loaded = {m.name for m in stats.loaded}
-        self.query_one(ModelsPane).loaded_changed(loaded, stats.default_model)
+        try:
+            server_pane, models_pane = self.query_one(ServerPane), self.query_one(ModelsPane)
+        except NoMatches:  # a worker's last report, arriving while the app shuts down
+            return
+        server_pane.stats_changed(stats, message.live_completion_tokens)
+        models_pane.loaded_changed({m.name for m in stats.loaded}, stats.default_model)
 
     @on(ModelsPane.EntriesLoaded)
     def _entries_loaded(self, message: ModelsPane.EntriesLoaded) -> None:
-        self.query_one(ChatPane).set_models([e.name for e in message.entries if e.usable])
+        for pane in self.query(ChatPane):
+            pane.set_models([e.name for e in message.entries if e.usable])
 
     @on(LogRecordPosted)
     def _log_record(self, message: LogRecordPosted) -> None:
-        self.query_one(LogPane).add(message.level, message.text)
+        for pane in self.query(LogPane):
+            pane.add(message.level, message.text)
 
     # -- failures ----------------------------------------------------------------
 
