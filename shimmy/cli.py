@@ -495,6 +495,10 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     host, port = parse_bind(args.bind, None, settings.host)
+    if not args.no_server:
+        from shimmy.api.security import check_bind
+
+        check_bind(host, settings.api_keys, settings.insecure)
     # Nothing may print onto the screen the dashboard draws: Python logging goes to
     # the Log tab, llama.cpp's own stderr to a file.
     log_handler = DashboardLogHandler()
