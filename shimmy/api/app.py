@@ -12,6 +12,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from shimmy import __version__
 from shimmy.api.errors import install_error_handlers
 from shimmy.api.native import build_router
+from shimmy.api.openai_compat import build_openai_router
 from shimmy.api.requestlog import RequestLog, RequestLogMiddleware
 from shimmy.errors import ShimmyError
 from shimmy.models.manager import ModelManager
@@ -100,6 +101,7 @@ def create_app(manager: ModelManager, *, preload: bool = False) -> FastAPI:
     )
     install_error_handlers(app)
     app.include_router(build_router(manager))
+    app.include_router(build_openai_router(manager))
     app.add_middleware(BodySizeLimit, limit=manager.settings.max_body_bytes)
     # Outermost, so that requests rejected by the size limit are logged too.
     app.state.request_log = RequestLog()

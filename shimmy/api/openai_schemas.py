@@ -1,0 +1,243 @@
+"""Request bodies of the OpenAI-compatible /v1 API.
+
+Field names, types and defaults follow OpenAI's API reference. Unknown fields
+are ignored (clients send many we have no use for); fields that would change
+the answer in a way shimmy cannot honour (``n`` > 1, ``logprobs``, ``tools``,
+``suffix``, images) are a clear ``invalid_request`` instead of being dropped
+silently. A few llama.cpp-server extensions (``top_k``, ``min_p``,
+``repeat_penalty``) are accepted too.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from shimmy.errors import ShimmyError
+from shimmy.models.generation import SamplingParams
+
+MAX_STOP_STRINGS = 16
+MAX_PROMPTS = 16
+MAX_EMBEDDING_INPUTS = 2048
+
+
+def _unsupported(message: str, details: str | None = None) -> ShimmyError:
+    return ShimmyError("invalid_request", message, details)
+
+
+class _Body(BaseModel):
+    # Strict: a string where a number belongs is an error, as it is for OpenAI.
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+
+def _no_token_arrays(value: Any) -> Any:
+    """Token ids are meaningful only for one tokenizer (clients compute OpenAI's);
+    say so instead of pydantic's puzzling union error."""
+    if (
+        isinstance(value, list)
+        and value
+        and all(
+            isinstance(v, int) or (isinstance(v, list) and all(isinstance(t, int) for t in v))
+            for v in value
+        )
+    ):
+        raise ValueError("token arrays are not supported: send text")
+    return value
+
+
+class TextPart(_Body):
+    type: Literal["text"]
+    text: str
+
+
+class OtherPart(_Body):
+    """Image, audio and file parts: recognised, so the error can name them."""
+
+    type: str
+
+    @field_validator("type")
+    @classmethod
+    def _not_text(cls, value: str) -> str:
+        if value == "text":
+            raise ValueError("a text part needs a 'text' string")
+        return value
+
+
+class ChatMessage(_Body):
+    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
+    content: str | list[TextPart | OtherPart] | None = None
+    name: str | None = None
+
+    def for_template(self) -> dict[str, Any]:
+        """The message as chat templates expect it: plain string content, and
+        OpenAI's newer "developer" role as the "system" role templates know."""
+        if isinstance(self.content, list):
+            texts = []
+            for part in self.content:
+                if not isinstance(part, TextPart):
+                    raise _unsupported(
+                        f"Content parts of type '{part.type}' are not supported",
+                        "shimmy serves text-only models; send text parts only",
+                    )
+                texts.append(part.text)
+            content = "\n".join(texts)
+        else:
+            content = self.content or ""
+        message: dict[str, Any] = {
+            "role": "system" if self.role == "developer" else self.role,
+            "content": content,
+        }
+        if self.name:
+            message["name"] = self.name
+        return message
+
+
+class StreamOptions(_Body):
+    include_usage: bool = False
+
+
+class _Sampling(_Body):
+    """Sampling fields shared by chat and text completions."""
+
+    model: str = Field(min_length=1)
+    temperature: float = Field(default=1.0, ge=0.0, le=2.0)
+    top_p: float = Field(default=1.0, ge=0.0, le=1.0)
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    presence_penalty: float = Field(default=0.0, ge=-2.0, le=2.0)
+    frequency_penalty: float = Field(default=0.0, ge=-2.0, le=2.0)
+    n: int = 1
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    user: str | None = None  # accepted and ignored
+    # llama.cpp server extensions.
+    top_k: int = Field(default=40, ge=0)
+    min_p: float = Field(default=0.05, ge=0.0, le=1.0)
+    repeat_penalty: float = Field(default=1.1, gt=0.0)
+
+    @field_validator("n")
+    @classmethod
+    def _one_choice(cls, value: int) -> int:
+        if value != 1:
+            raise ValueError("only n=1 is supported: send one request per choice")
+        return value
+
+    @field_validator("stop")
+    @classmethod
+    def _few_stops(cls, value: str | list[str] | None) -> str | list[str] | None:
+        if isinstance(value, list) and len(value) > MAX_STOP_STRINGS:
+            raise ValueError(f"at most {MAX_STOP_STRINGS} stop sequences are allowed")
+        return value
+
+    def sampling(self) -> SamplingParams:
+        return SamplingParams(
+            temperature=self.temperature,
+            top_p=self.top_p,
+            top_k=self.top_k,
+            min_p=self.min_p,
+            repeat_penalty=self.repeat_penalty,
+            presence_penalty=self.presence_penalty,
+            frequency_penalty=self.frequency_penalty,
+            seed=self.seed,
+        )
+
+    def stop_strings(self) -> tuple[str, ...]:
+        if self.stop is None:
+            return ()
+        if isinstance(self.stop, str):
+            return (self.stop,) if self.stop else ()
+        return tuple(s for s in self.stop if s)
+
+    @property
+    def include_usage(self) -> bool:
+        return bool(self.stream_options and self.stream_options.include_usage)
+
+
+class ChatCompletionBody(_Sampling):
+    """``POST /v1/chat/completions``."""
+
+    messages: list[ChatMessage]
+    max_tokens: int | None = Field(default=None, ge=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+    response_format: dict[str, Any] | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+
+    @field_validator("messages")
+    @classmethod
+    def _some_messages(cls, value: list[ChatMessage]) -> list[ChatMessage]:
+        if not value:
+            raise ValueError("must contain at least one message")
+        return value
+
+    @model_validator(mode="after")
+    def _supported(self) -> ChatCompletionBody:
+        if self.logprobs:
+            raise ValueError("logprobs are not supported")
+        if self.tools and self.tool_choice != "none":
+            raise ValueError("tools (function calling) are not supported")
+        return self
+
+    @property
+    def token_limit(self) -> int | None:
+        """``max_completion_tokens`` (the current name) wins over ``max_tokens``."""
+        return self.max_completion_tokens or self.max_tokens
+
+    def template_messages(self) -> list[dict[str, Any]]:
+        return [m.for_template() for m in self.messages]
+
+
+class CompletionBody(_Sampling):
+    """``POST /v1/completions`` (the legacy text completion API)."""
+
+    prompt: str | list[str]
+    max_tokens: int | None = Field(default=16, ge=1)
+    echo: bool = False
+    suffix: str | None = None
+    best_of: int | None = None
+    logprobs: int | None = None
+
+    _prompt_text = field_validator("prompt", mode="before")(_no_token_arrays)
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompts(cls, value: str | list[str]) -> str | list[str]:
+        if isinstance(value, list):
+            if not value:
+                raise ValueError("must contain at least one prompt")
+            if len(value) > MAX_PROMPTS:
+                raise ValueError(f"at most {MAX_PROMPTS} prompts are allowed in one request")
+        return value
+
+    @model_validator(mode="after")
+    def _supported(self) -> CompletionBody:
+        if self.suffix:
+            raise ValueError("suffix (fill-in-the-middle) is not supported")
+        if self.best_of not in (None, 1):
+            raise ValueError("only best_of=1 is supported")
+        if self.logprobs:
+            raise ValueError("logprobs are not supported")
+        return self
+
+    @property
+    def prompts(self) -> list[str]:
+        return [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)
+
+
+class EmbeddingBody(_Body):
+    """``POST /v1/embeddings``."""
+
+    model: str = Field(min_length=1)
+    input: str | Annotated[list[str], Field(min_length=1, max_length=MAX_EMBEDDING_INPUTS)]
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = Field(default=None, ge=1)
+    user: str | None = None
+
+    _input_text = field_validator("input", mode="before")(_no_token_arrays)
+
+    @property
+    def inputs(self) -> list[str]:
+        return [self.input] if isinstance(self.input, str) else list(self.input)
