@@ -26,16 +26,61 @@ log = logging.getLogger("shimmy")
 # -- argument parsing ---------------------------------------------------------
 
 
-def _common_model_flags(parser: argparse.ArgumentParser) -> None:
+def _shared(command: bool) -> dict[str, Any]:
+    """A flag that the main parser also has: absent, not None, when a command's
+    parser did not see it, so it cannot reset a value given before the command."""
+    return {"default": argparse.SUPPRESS} if command else {}
+
+
+def _common_model_flags(parser: argparse.ArgumentParser, *, command: bool = True) -> None:
     group = parser.add_argument_group("models")
     group.add_argument(
-        "--model", metavar="NAME_OR_PATH", help="default model: a name from `shimmy list` or a path"
+        "--model",
+        metavar="NAME_OR_PATH",
+        help="default model: a name from `shimmy list` or a path",
+        **_shared(command),
     )
     group.add_argument(
         "--model-dirs",
         metavar="PATH",
         nargs="+",
         help="extra files or folders to search for GGUF models",
+        **_shared(command),
+    )
+
+
+def _security_flags(parser: argparse.ArgumentParser, *, command: bool = True) -> None:
+    group = parser.add_argument_group("security and limits")
+    group.add_argument(
+        "--api-key",
+        action="append",
+        metavar="KEY",
+        help="require this key (Bearer or x-api-key) on every endpoint but /api/health; "
+        "repeatable; SHIMMY_API_KEY works too",
+        **_shared(command),
+    )
+    group.add_argument(
+        "--api-key-file", metavar="PATH", help="keys, one a line", **_shared(command)
+    )
+    group.add_argument(
+        "--insecure",
+        action="store_true",
+        help="allow listening on a non-loopback address without an API key",
+        **_shared(command),
+    )
+    group.add_argument(
+        "--cors-origin",
+        action="append",
+        metavar="ORIGIN",
+        help="allow browsers on this origin (repeatable; CORS is off without it)",
+        **_shared(command),
+    )
+    group.add_argument(
+        "--request-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="longest one generation may take (default 600)",
+        **_shared(command),
     )
 
 
@@ -71,6 +116,10 @@ def _engine_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The dashboard's flags sit on the main parser; a command repeats the ones it
+    shares. Subcommand flags default to "absent" (SUPPRESS), so a value given
+    before the command (`shimmy --model X list`) is not reset by the command's
+    own default; `_settings` reads every flag with getattr(..., None)."""
     parser = argparse.ArgumentParser(
         prog="shimmy",
         description="A local LLM server for GGUF models, with a terminal dashboard. "
@@ -85,40 +134,19 @@ def build_parser() -> argparse.ArgumentParser:
     dashboard.add_argument(
         "--no-server", action="store_true", help="open the dashboard without the API server"
     )
-    _common_model_flags(parser)
+    _common_model_flags(parser, command=False)
+    _security_flags(parser, command=False)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     serve = sub.add_parser("serve", help="start the API server")
     serve.add_argument(
-        "--bind", metavar="HOST:PORT", help="address to listen on (default 127.0.0.1:11435)"
+        "--bind",
+        metavar="HOST:PORT",
+        help="address to listen on (default 127.0.0.1:11435)",
+        **_shared(True),
     )
     serve.add_argument("--port", type=int, help="port to listen on (overrides the port of --bind)")
-    security = serve.add_argument_group("security and limits")
-    security.add_argument(
-        "--api-key",
-        action="append",
-        metavar="KEY",
-        help="require this key (Bearer or x-api-key) on every endpoint but /api/health; "
-        "repeatable; SHIMMY_API_KEY works too",
-    )
-    security.add_argument("--api-key-file", metavar="PATH", help="keys, one a line")
-    security.add_argument(
-        "--insecure",
-        action="store_true",
-        help="allow listening on a non-loopback address without an API key",
-    )
-    security.add_argument(
-        "--cors-origin",
-        action="append",
-        metavar="ORIGIN",
-        help="allow browsers on this origin (repeatable; CORS is off without it)",
-    )
-    security.add_argument(
-        "--request-timeout",
-        type=float,
-        metavar="SECONDS",
-        help="longest one generation may take (default 600)",
-    )
+    _security_flags(serve)
     serve.add_argument(
         "--no-preload",
         action="store_true",

@@ -7,13 +7,19 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.concurrency import run_in_threadpool
+from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shimmy import __version__
-from shimmy.api.errors import install_error_handlers
+from shimmy.api.errors import document_errors, install_error_handlers
+from shimmy.api.metrics import Metrics, MetricsMiddleware
 from shimmy.api.native import build_router
 from shimmy.api.openai_compat import build_openai_router
 from shimmy.api.requestlog import RequestLog, RequestLogMiddleware
+from shimmy.api.security import ApiKeyAuth
 from shimmy.errors import ShimmyError
 from shimmy.models.manager import ModelManager
 
@@ -100,11 +106,32 @@ def create_app(manager: ModelManager, *, preload: bool = False) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    document_errors(app)
     app.include_router(build_router(manager))
     app.include_router(build_openai_router(manager))
     app.add_middleware(BodySizeLimit, limit=manager.settings.max_body_bytes)
-    # Outermost, so that requests rejected by the size limit are logged too.
+    settings = manager.settings
+    if settings.api_keys:
+        app.add_middleware(ApiKeyAuth, keys=settings.api_keys)
+    metrics = Metrics(manager)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def prometheus_metrics() -> Response:
+        body = await run_in_threadpool(generate_latest, metrics.registry)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+    # Outside the size limit and auth, so that requests they reject are logged too.
     app.state.request_log = RequestLog()
     app.add_middleware(RequestLogMiddleware, request_log=app.state.request_log)
+    if settings.cors_origins:
+        # Outside auth: browsers send CORS preflights without credentials.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["GET", "POST", "OPTIONS"],
+            allow_headers=["authorization", "content-type", "x-api-key"],
+            max_age=600,
+        )
     app.state.manager = manager
     return app

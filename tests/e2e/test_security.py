@@ -1,0 +1,289 @@
+"""Auth, bind refusal, CORS, limits, cancellation and shutdown of the real `shimmy serve`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import threading
+import time
+
+import httpx
+import pytest
+import websockets
+import websockets.exceptions as websockets_exceptions
+
+from tests.e2e.harness import isolated_env, run_shimmy, start_server
+
+pytestmark = [pytest.mark.e2e, pytest.mark.model]
+
+MODEL = "smollm2-135m-instruct-q4_1"
+KEYS = ("key-one", "key-two")
+ENV_KEY = "key-from-env"
+FILE_KEY = "key-from-file"
+
+# Every route a client can reach, with a body that would succeed when authorised.
+ROUTES = [
+    ("GET", "/api/models", None),
+    ("POST", "/api/generate", {"model": MODEL, "prompt": "Hi", "max_tokens": 1}),
+    ("GET", "/v1/models", None),
+    ("GET", f"/v1/models/{MODEL}", None),
+    (
+        "POST",
+        "/v1/chat/completions",
+        {"model": MODEL, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1},
+    ),
+    ("POST", "/v1/completions", {"model": MODEL, "prompt": "Hi", "max_tokens": 1}),
+    ("POST", "/v1/embeddings", {"model": MODEL, "input": "Hi"}),
+    ("GET", "/metrics", None),
+    ("GET", "/openapi.json", None),
+    ("GET", "/docs", None),
+]
+
+
+@pytest.fixture(scope="module")
+def locked(tmp_path_factory):
+    root = tmp_path_factory.mktemp("locked")
+    key_file = root / "keys.txt"
+    key_file.write_text(f"# shimmy keys\n\n{FILE_KEY}\n")
+    env = isolated_env(root, SHIMMY_API_KEY=ENV_KEY)
+    args = ["--api-key", KEYS[0], "--api-key", KEYS[1], "--api-key-file", str(key_file)]
+    server = start_server([*args, "--ctx-size", "512"], env, cwd=root)
+    yield server
+    server.stop()
+
+
+def call(server, method, path, body, headers=None) -> httpx.Response:
+    return httpx.request(method, server.url + path, json=body, headers=headers or {}, timeout=60)
+
+
+@pytest.mark.parametrize(("method", "path", "body"), ROUTES)
+def test_every_route_needs_a_key(locked, method, path, body):
+    missing = call(locked, method, path, body)
+    assert missing.status_code == 401, missing.text
+    assert missing.json()["error"]["code"] == "unauthorized"
+    assert missing.headers["www-authenticate"].startswith("Bearer")
+    wrong = call(locked, method, path, body, {"Authorization": "Bearer nope"})
+    assert wrong.status_code == 401 and wrong.json()["error"]["code"] == "unauthorized"
+    for headers in (
+        {"Authorization": f"Bearer {KEYS[0]}"},
+        {"x-api-key": KEYS[1]},
+        {"Authorization": f"Bearer {ENV_KEY}"},
+        {"x-api-key": FILE_KEY},
+    ):
+        ok = call(locked, method, path, body, headers)
+        assert ok.status_code == 200, (headers, ok.text)
+
+
+def test_health_stays_open(locked):
+    assert call(locked, "GET", "/api/health", None).json()["status"] == "healthy"
+
+
+def test_unknown_routes_do_not_leak_without_a_key(locked):
+    assert call(locked, "GET", "/nothing-here", None).status_code == 401
+
+
+def ws_first_message(url: str, headers: dict[str, str] | None = None, query: str = "") -> dict:
+    async def run() -> dict:
+        async with websockets.connect(
+            url + "/ws/generate" + query, additional_headers=headers or {}, open_timeout=10
+        ) as ws:
+            await ws.send(json.dumps({"prompt": "Hi", "max_tokens": 2}))
+            while True:
+                message = json.loads(await asyncio.wait_for(ws.recv(), 30))
+                if "done" in message or "error" in message:
+                    return message
+
+    return asyncio.run(run())
+
+
+def test_websocket_needs_a_key(locked):
+    with pytest.raises(websockets_exceptions.InvalidStatus) as refused:
+        ws_first_message(locked.ws_url)
+    assert refused.value.response.status_code == 401
+    with pytest.raises(websockets_exceptions.InvalidStatus):
+        ws_first_message(locked.ws_url, query="?api_key=wrong")
+    assert ws_first_message(locked.ws_url, query=f"?api_key={KEYS[0]}")["done"] is True
+    assert ws_first_message(locked.ws_url, {"x-api-key": FILE_KEY})["done"] is True
+    assert ws_first_message(locked.ws_url, {"Authorization": f"Bearer {ENV_KEY}"})["done"] is True
+
+
+# -- binding ---------------------------------------------------------------------
+
+
+def test_non_loopback_bind_without_a_key_is_refused(tmp_path):
+    env = isolated_env(tmp_path)
+    result = run_shimmy(["serve", "--bind", "0.0.0.0:0"], env, cwd=tmp_path, timeout=30)
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert "Refusing to listen on 0.0.0.0 without an API key" in line and "--insecure" in line
+
+
+@pytest.mark.parametrize("extra", [["--insecure"], ["--api-key", "k"]])
+def test_non_loopback_bind_is_allowed_with_a_key_or_insecure(tmp_path, extra):
+    env = isolated_env(tmp_path)
+    server = start_server(["--bind", "0.0.0.0:0", "--no-preload", *extra], env, cwd=tmp_path)
+    try:
+        assert "serving on http://0.0.0.0:" in server.log()
+    finally:
+        server.stop()
+
+
+# -- CORS and limits -----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def limited(tmp_path_factory):
+    root = tmp_path_factory.mktemp("limited")
+    env = isolated_env(root, SHIMMY_MAX_QUEUE="1", SHIMMY_MAX_WS_CONNECTIONS="2")
+    args = [
+        "--parallel", "1", "--ctx-size", "2048", "--request-timeout", "3",
+        "--cors-origin", "http://app.example",
+    ]  # fmt: skip
+    server = start_server(args, env, cwd=root)
+    yield server
+    server.stop()
+
+
+def preflight(server, origin: str) -> httpx.Response:
+    return httpx.options(
+        server.url + "/api/generate",
+        headers={"Origin": origin, "Access-Control-Request-Method": "POST"},
+    )
+
+
+def test_cors_is_off_by_default(locked):
+    r = httpx.get(locked.url + "/api/health", headers={"Origin": "http://app.example"})
+    assert "access-control-allow-origin" not in r.headers
+
+
+def test_cors_allows_only_the_named_origins(limited):
+    ok = preflight(limited, "http://app.example")
+    assert ok.status_code == 200
+    assert ok.headers["access-control-allow-origin"] == "http://app.example"
+    other = preflight(limited, "http://evil.example")
+    assert "access-control-allow-origin" not in other.headers
+    simple = httpx.get(limited.url + "/api/health", headers={"Origin": "http://app.example"})
+    assert simple.headers["access-control-allow-origin"] == "http://app.example"
+
+
+def stream_until_tokens(url: str, body: dict, tokens: int, stop: threading.Event) -> None:
+    """Hold a stream open, reading, until told to stop (or it ends)."""
+    with httpx.Client(timeout=60) as client:
+        with client.stream("POST", url + "/api/generate", json={**body, "stream": True}) as r:
+            for _ in r.iter_lines():
+                if stop.is_set():
+                    return
+
+
+def wait_for(predicate, within: float = 20.0) -> None:
+    deadline = time.monotonic() + within
+    while not predicate():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+
+def test_full_queue_is_503_server_busy_with_retry_after(limited):
+    long = {"model": MODEL, "prompt": "Write a long essay about rivers.", "max_tokens": 2000}
+    stop = threading.Event()
+    holders = [
+        threading.Thread(target=stream_until_tokens, args=(limited.url, long, 0, stop))
+        for _ in range(2)
+    ]
+    try:
+        for t in holders:
+            t.start()
+
+        def one_running_one_waiting() -> bool:
+            health = httpx.get(limited.url + "/api/health").json()
+            return health["active_requests"] == 1 and health["queued_requests"] == 1
+
+        wait_for(one_running_one_waiting)
+        r = httpx.post(limited.url + "/api/generate", json={"model": MODEL, "prompt": "x"})
+        assert r.status_code == 503
+        assert r.json()["error"]["code"] == "server_busy"
+        assert int(r.headers["retry-after"]) >= 1
+    finally:
+        stop.set()
+        for t in holders:
+            t.join(30)
+
+
+def test_request_wall_clock_limit_ends_the_stream_with_an_error(limited):
+    body = {"model": MODEL, "prompt": "Write a long essay.", "max_tokens": 2000, "stream": True}
+    started = time.monotonic()
+    with httpx.stream("POST", limited.url + "/api/generate", json=body, timeout=60) as r:
+        events = [line[6:] for line in r.iter_lines() if line.startswith("data: ")]
+    assert time.monotonic() - started < 15
+    assert events[-1] == "[DONE]"
+    error = json.loads(events[-2])["error"]
+    assert error["code"] == "generation_failed" and "3 s limit" in error["message"]
+
+
+def test_websocket_connection_limit(limited):
+    async def run() -> tuple[dict, int]:
+        url = limited.ws_url + "/ws/generate"
+        async with websockets.connect(url), websockets.connect(url):
+            async with websockets.connect(url) as third:
+                message = json.loads(await asyncio.wait_for(third.recv(), 10))
+                with pytest.raises(websockets_exceptions.ConnectionClosed):
+                    await asyncio.wait_for(third.recv(), 10)
+                assert third.close_code is not None
+                return message, third.close_code
+
+    message, code = asyncio.run(run())
+    assert message["error"]["code"] == "server_busy" and code == 1013
+
+
+def test_disconnect_frees_the_slot_for_the_next_request_at_once(limited):
+    """With one slot: drop a long stream; the next request's first token comes at once."""
+    long = {"model": MODEL, "prompt": "Write a long essay.", "max_tokens": 2000, "stream": True}
+    short = {"model": MODEL, "prompt": "Hi", "max_tokens": 1, "stream": True, "raw": True}
+    gaps = []
+    for _ in range(3):
+        with httpx.Client(timeout=60) as first:
+            with first.stream("POST", limited.url + "/api/generate", json=long) as r:
+                lines = r.iter_lines()
+                while not next(lines).startswith("data: "):
+                    pass
+        dropped = time.monotonic()
+        with httpx.stream("POST", limited.url + "/api/generate", json=short, timeout=60) as r:
+            for line in r.iter_lines():
+                if line.startswith("data: "):
+                    gaps.append(time.monotonic() - dropped)
+                    break
+    # Measured here: well under 100 ms from the disconnect to the next request's
+    # first token. Bounded loosely so a busy CI machine does not fail it; without
+    # the cancel the next request would wait for 2000 tokens (>20 s).
+    assert sorted(gaps)[1] < 1.0, gaps
+
+
+# -- shutdown ----------------------------------------------------------------------
+
+
+def test_sigterm_ends_streams_with_a_final_event_and_exits_0(tmp_path):
+    env = isolated_env(tmp_path)
+    server = start_server(["--ctx-size", "2048"], env, cwd=tmp_path)
+    results: list[list[str]] = []
+
+    def stream() -> None:
+        body = {"model": MODEL, "prompt": "Write a long essay.", "max_tokens": 2000, "stream": True}
+        with httpx.stream("POST", server.url + "/api/generate", json=body, timeout=60) as r:
+            results.append([line[6:] for line in r.iter_lines() if line.startswith("data: ")])
+
+    threads = [threading.Thread(target=stream) for _ in range(2)]
+    for t in threads:
+        t.start()
+    wait_for(lambda: httpx.get(server.url + "/api/health").json()["active_requests"] == 2)
+    server.process.send_signal(signal.SIGTERM)
+    signalled = time.monotonic()
+    assert server.process.wait(10) == 0
+    assert time.monotonic() - signalled < 5
+    for t in threads:
+        t.join(10)
+    assert len(results) == 2
+    for events in results:
+        assert events[-1] == "[DONE]"
+        assert json.loads(events[-2])["choices"][0]["finish_reason"] == "cancelled"
+    with pytest.raises(httpx.TransportError):
+        httpx.get(server.url + "/api/health", timeout=2)
