@@ -4,9 +4,12 @@ new chat, settings, and an API request running beside a chat reply."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 import httpx
 import pytest
+from textual.app import ScreenStackError
+from textual.css.query import NoMatches
 from textual.widgets import Input
 
 from shimmy.models.manager import ModelManager
@@ -26,9 +29,21 @@ async def test_chat_streams_a_reply(manager: ModelManager, server: ServerControl
     app = make_app(manager, server, serve=False, initial_tab="chat")
     seen: list[str] = []
 
+    lengths: set[int] = set()
+
     def hook(message: object) -> None:
         if isinstance(message, ChatPane.ReplyFinished):
             seen.append(type(message).__name__)
+        # Sample the reply at every message the app handles while it streams: a
+        # loop in the test could miss it all when the reply is fast.
+        if not app.is_running or "ReplyFinished" in seen:
+            return
+        try:
+            turns = list(app.query(ChatMessage))
+            if len(turns) == 2:
+                lengths.add(len(turns[1].markdown.source))
+        except (ScreenStackError, NoMatches):  # before the screen or the reply is mounted
+            return
 
     async with app.run_test(size=(100, 30), message_hook=hook) as pilot:
         await pilot.pause()
@@ -38,11 +53,9 @@ async def test_chat_streams_a_reply(manager: ModelManager, server: ServerControl
         app.query_one("#temperature", Input).value = "0"
         await _type(pilot, "Tell me about the capital of France.")
         # Watch the reply grow on screen while it streams.
-        lengths: set[int] = set()
-        while chat.replying:
-            turns = list(app.query(ChatMessage))
-            if len(turns) == 2:
-                lengths.add(len(turns[1].markdown.source))
+        deadline = time.monotonic() + 120
+        while "ReplyFinished" not in seen:
+            assert time.monotonic() < deadline
             await asyncio.sleep(0.01)
         await app.workers.wait_for_complete()
         await pilot.pause()
