@@ -387,21 +387,28 @@ def long_first_turn(nonce: str) -> list[dict]:
 
 async def second_turn_ttft(server: ServerUnderTest) -> dict[str, float]:
     """TTFT of turn two with turn one cached (warm) and of the same-length prompt
-    with an unseen prefix (cold)."""
-    async with httpx.AsyncClient(timeout=REQUEST_TIMEOUT) as client:
-        warm_nonce = uuid.uuid4().hex[:8]
-        first = long_first_turn(warm_nonce)
-        body = {"model": server.model_field, "messages": first, "max_tokens": 32, "temperature": 0}
-        r = await client.post(server.url + "/v1/chat/completions", json=body)
-        reply = r.json()["choices"][0]["message"]["content"]
-        prompt_tokens = r.json().get("usage", {}).get("prompt_tokens", 0)
-        follow = [
-            {"role": "assistant", "content": reply},
-            {"role": "user", "content": "Which colour was the lighthouse on island 7?"},
-        ]
-        warm = await stream_chat(client, server, first + follow, 8)
-        cold_first = long_first_turn(uuid.uuid4().hex[:8])
-        cold = await stream_chat(client, server, cold_first + follow, 8)
+    with an unseen prefix (cold). A fresh connection per request: llama-server's
+    HTTP library drops reused keep-alive connections now and then."""
+
+    def client() -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            timeout=REQUEST_TIMEOUT, limits=httpx.Limits(max_keepalive_connections=0)
+        )
+
+    first = long_first_turn(uuid.uuid4().hex[:8])
+    body = {"model": server.model_field, "messages": first, "max_tokens": 32, "temperature": 0}
+    async with client() as c:
+        r = await c.post(server.url + "/v1/chat/completions", json=body)
+    reply = r.json()["choices"][0]["message"]["content"]
+    prompt_tokens = r.json().get("usage", {}).get("prompt_tokens", 0)
+    follow = [
+        {"role": "assistant", "content": reply},
+        {"role": "user", "content": "Which colour was the lighthouse on island 7?"},
+    ]
+    async with client() as c:
+        warm = await stream_chat(c, server, first + follow, 8)
+    async with client() as c:
+        cold = await stream_chat(c, server, long_first_turn(uuid.uuid4().hex[:8]) + follow, 8)
     return {"warm": warm.ttft, "cold": cold.ttft, "first_turn_tokens": prompt_tokens}
 
 
@@ -469,7 +476,7 @@ def write_report(
             )
     lines += [
         "",
-        "## Second chat turn, time to first token",
+        "### Second chat turn, time to first token",
         "",
         "| server | first turn (prompt tokens) | warm (s) | cold (s) | warm / cold |",
         "|---|---|---|---|---|",
@@ -481,7 +488,7 @@ def write_report(
         lines.append(f"| {name} | {tokens} | {warm:.3f} | {cold:.3f} | {warm / cold:.2f} |")
     lines += [
         "",
-        "## Peak RSS under the 8-client load",
+        "### Peak RSS under the 8-client load",
         "",
         "| server | peak RSS (MB) |",
         "|---|---|",
@@ -520,7 +527,7 @@ def write_report(
         ]
         lines += [
             "",
-            "## Targets (shimmy's ratios)",
+            "### Targets (shimmy's ratios)",
             "",
             "| measure | ratio | target |",
             "|---|---|---|",

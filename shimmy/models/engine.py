@@ -466,11 +466,26 @@ def _load(entry: ModelEntry, options: EngineOptions) -> tuple[Model, Context]:
             raise ShimmyError(
                 "model_load_failed", f"Model '{entry.name}' is missing a file", str(part)
             )
+    # The file may have been replaced since discovery read it: check it again
+    # (tens of milliseconds), since llama.cpp can abort the process on a bad file.
+    from shimmy.models.gguf import read_gguf_info
+
+    try:
+        read_gguf_info(entry.path)
+    except ShimmyError as exc:
+        raise ShimmyError(
+            "model_invalid", f"Model '{entry.name}' cannot be used", exc.details or exc.message
+        ) from exc
     from shimmy.models.llamacpp import Context, Model
 
     if options.parallel < 1:
         raise ShimmyError("invalid_request", "--parallel must be at least 1")
-    model = Model(entry.path)
+    try:
+        model = Model(entry.path)
+    except ShimmyError as exc:
+        raise ShimmyError(
+            "model_load_failed", f"Model '{entry.name}' failed to load", exc.details
+        ) from exc
     trained = model.n_ctx_train or options.ctx_size
     per_slot = max(64, min(options.ctx_size, trained)) if options.ctx_size > 0 else trained
     try:

@@ -25,9 +25,11 @@ from shimmy.errors import ShimmyError
 _backend_lock = threading.Lock()
 _backend_ready = False
 _llama_log = logging.getLogger("llama.cpp")
-# ggml log levels -> ours. llama.cpp is chatty at load; its warnings are mostly
-# advice ("n_ctx_seq < n_ctx_train"), so they show only with -v.
-_LOG_LEVELS = {0: logging.DEBUG, 1: logging.DEBUG, 2: logging.INFO, 3: logging.WARNING}
+# ggml log levels (none, debug, info, warn, error, cont) -> ours. llama.cpp is
+# chatty at load and its warnings are mostly advice ("n_ctx_seq < n_ctx_train"),
+# they show with -v only; shimmy's own errors carry the reason a load failed.
+_LOG_LEVELS = {1: logging.DEBUG, 2: logging.DEBUG, 3: logging.INFO, 4: logging.INFO}
+_last_error = threading.local()
 
 
 @llama_cpp.llama_log_callback
@@ -35,6 +37,15 @@ def _route_llama_log(level: int, text: bytes, _user_data: ctypes.c_void_p) -> No
     message = text.decode("utf-8", errors="replace").rstrip()
     if message:
         _llama_log.log(_LOG_LEVELS.get(level, logging.DEBUG), "%s", message)
+        if level == 4 and getattr(_last_error, "message", None) is None:
+            # The first error since the load began is the specific one; kept so
+            # a failed load can say why (llama.cpp only returns NULL).
+            _last_error.message = message.removeprefix("llama_model_load: ")
+
+
+def last_error() -> str | None:
+    """llama.cpp's first error line on this thread since the last model load began."""
+    return getattr(_last_error, "message", None)
 
 
 def _init_backend() -> None:
@@ -71,9 +82,14 @@ class Model:
         params = llama_cpp.llama_model_default_params()
         params.use_mmap = use_mmap
         params.n_gpu_layers = 0
+        _last_error.message = None
         self._ptr = llama_cpp.llama_model_load_from_file(str(path).encode(), params)
         if not self._ptr:
-            raise ShimmyError("model_load_failed", "llama.cpp could not load the model", str(path))
+            raise ShimmyError(
+                "model_load_failed",
+                "llama.cpp could not load the model",
+                last_error() or str(path),
+            )
         self.vocab = llama_cpp.llama_model_get_vocab(self._ptr)
         self.n_vocab = int(llama_cpp.llama_vocab_n_tokens(self.vocab))
         self.n_ctx_train = int(llama_cpp.llama_model_n_ctx_train(self._ptr))
