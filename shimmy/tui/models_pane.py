@@ -156,7 +156,8 @@ class ModelsPane(Vertical):
         table = self.query_one(ModelTable)
         for column in COLUMNS:
             table.add_column(column, key=column.lower())
-        self.discover(refresh=False)
+        # After the first frame, so discovery's imports never delay the first paint.
+        self.call_after_refresh(self.discover, False)
 
     def focus_default(self) -> None:
         self.query_one(ModelTable).focus()
