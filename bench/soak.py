@@ -107,7 +107,8 @@ async def chat_stream(client: httpx.AsyncClient, rng: random.Random, drop: bool)
 
 
 async def websocket_generate(url: str, rng: random.Random, drop: bool) -> Outcome:
-    async with websockets.connect(url + "/ws/generate", open_timeout=30) as ws:
+    ws_url = url.replace("http://", "ws://", 1) + "/ws/generate"
+    async with websockets.connect(ws_url, open_timeout=30) as ws:
         await ws.send(json.dumps({"prompt": rng.choice(PROMPTS), "max_tokens": 48}))
         tokens = 0
         while True:
