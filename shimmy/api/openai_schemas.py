@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from shimmy.api.schemas import stop_strings
 from shimmy.errors import ShimmyError
 from shimmy.models.generation import SamplingParams
 
@@ -143,11 +144,7 @@ class _Sampling(_Body):
         )
 
     def stop_strings(self) -> tuple[str, ...]:
-        if self.stop is None:
-            return ()
-        if isinstance(self.stop, str):
-            return (self.stop,) if self.stop else ()
-        return tuple(s for s in self.stop if s)
+        return stop_strings(self.stop)
 
     @property
     def include_usage(self) -> bool:

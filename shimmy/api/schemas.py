@@ -43,8 +43,13 @@ class GenerateBody(BaseModel):
         )
 
     def stop_strings(self) -> tuple[str, ...]:
-        if self.stop is None:
-            return ()
-        if isinstance(self.stop, str):
-            return (self.stop,) if self.stop else ()
-        return tuple(s for s in self.stop if s)
+        return stop_strings(self.stop)
+
+
+def stop_strings(stop: str | list[str] | None) -> tuple[str, ...]:
+    """A request's ``stop`` (absent, one string or a list) as a tuple, empties dropped."""
+    if stop is None:
+        return ()
+    if isinstance(stop, str):
+        return (stop,) if stop else ()
+    return tuple(s for s in stop if s)
