@@ -66,15 +66,6 @@ def add_hub_parsers(sub: Any) -> None:
 # -- search ----------------------------------------------------------------------------
 
 
-def _count(n: int | None) -> str:
-    if n is None:
-        return "-"
-    for unit, size in (("M", 1_000_000), ("k", 1_000)):
-        if n >= size:
-            return f"{n / size:.1f}{unit}"
-    return str(n)
-
-
 def _table(rows: Sequence[tuple[str, ...]]) -> None:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
@@ -83,7 +74,7 @@ def _table(rows: Sequence[tuple[str, ...]]) -> None:
 
 def cmd_search(args: argparse.Namespace) -> int:
     from shimmy.models.hub import search_models
-    from shimmy.units import format_params
+    from shimmy.units import format_count, format_params
 
     models = search_models(args.query, limit=args.limit, sort=args.sort)
     if args.json:
@@ -98,8 +89,8 @@ def cmd_search(args: argparse.Namespace) -> int:
             (
                 m.repo_id,
                 format_params(m.parameters) if m.parameters else "-",
-                _count(m.downloads),
-                _count(m.likes),
+                format_count(m.downloads),
+                format_count(m.likes),
                 m.last_modified.date().isoformat() if m.last_modified else "-",
             )
         )
@@ -108,15 +99,6 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 # -- pull ------------------------------------------------------------------------------
-
-
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "--"
-    seconds = int(seconds)
-    if seconds >= 3600:
-        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-    return f"{seconds // 60}:{seconds % 60:02d}" if seconds >= 60 else f"{seconds}s"
 
 
 class ProgressBar:
@@ -130,13 +112,13 @@ class ProgressBar:
         self.last_phase = ""
 
     def __call__(self, p: DownloadProgress) -> None:
-        from shimmy.units import format_bytes
+        from shimmy.units import format_bytes, format_duration
 
         speed = f"{format_bytes(p.bytes_per_second)}/s" if p.bytes_per_second else "-"
         text = (
             f"{p.phase:<11} {p.fraction * 100:5.1f}%  "
             f"{format_bytes(p.done)} / {format_bytes(p.total)}  {speed}  "
-            f"ETA {_duration(p.eta_seconds)}"
+            f"ETA {format_duration(p.eta_seconds)}"
         )
         if self.tty:
             width = 24

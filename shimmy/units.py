@@ -31,3 +31,23 @@ def format_params(n: int) -> str:
     if n >= 1_000:
         return f"{n / 1e3:.0f}K"
     return str(n)
+
+
+def format_count(n: int | None) -> str:
+    """A download or like count, short: "5.0k", "1.2M"; "-" when unknown."""
+    if n is None:
+        return "-"
+    for unit, size in (("M", 1_000_000), ("k", 1_000)):
+        if n >= size:
+            return f"{n / size:.1f}{unit}"
+    return str(n)
+
+
+def format_duration(seconds: float | None) -> str:
+    """A time left, as a progress bar shows it: "42s", "3:05", "1h07m"; "--" when unknown."""
+    if seconds is None:
+        return "--"
+    whole = int(seconds)
+    if whole >= 3600:
+        return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
+    return f"{whole // 60}:{whole % 60:02d}" if whole >= 60 else f"{whole}s"
