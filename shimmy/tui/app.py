@@ -23,7 +23,9 @@ from textual.worker import Worker, WorkerState
 
 from shimmy.errors import ShimmyError
 from shimmy.tui.chat_pane import ChatPane
+from shimmy.tui.download_queue import DownloadQueue
 from shimmy.tui.help_screen import HelpScreen
+from shimmy.tui.hub_pane import HubPane
 from shimmy.tui.log_pane import LogPane
 from shimmy.tui.logsink import DashboardLogHandler
 from shimmy.tui.messages import LogRecordPosted, ServerStateChanged, StatsUpdated
@@ -33,7 +35,7 @@ from shimmy.tui.server_pane import ServerPane
 
 DARK_THEME = "textual-dark"
 LIGHT_THEME = "textual-light"
-TABS = ("models", "chat", "server", "log")
+TABS = ("models", "chat", "server", "log", "hub")
 
 
 class ShimmyApp(App[int]):
@@ -48,6 +50,7 @@ class ShimmyApp(App[int]):
         Binding("f3", "show_tab('chat')", "Chat"),
         Binding("f4", "show_tab('server')", "Server"),
         Binding("f5", "show_tab('log')", "Log"),
+        Binding("f6", "show_tab('hub')", "Hub"),
         Binding("ctrl+t", "toggle_theme", "Theme", show=False),
     ]
 
@@ -83,6 +86,8 @@ class ShimmyApp(App[int]):
                 yield ServerPane(self.server, id="server-pane")
             with TabPane("Log", id="log"):
                 yield LogPane(id="log-pane")
+            with TabPane("Hub", id="hub"):
+                yield HubPane(self.manager, id="hub-pane")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -91,6 +96,11 @@ class ShimmyApp(App[int]):
         if self.log_handler is not None:
             self.log_handler.attach(self)
             self.query_one(LogPane).show_backlog(self.log_handler.backlog())
+        # Background work starts after the first frame: its imports (uvicorn,
+        # FastAPI, llama.cpp) hold the GIL and would delay the first paint.
+        self.call_after_refresh(self._start_background_work)
+
+    def _start_background_work(self) -> None:
         if self.serve:
             self.start_server()
         else:
@@ -168,6 +178,13 @@ class ShimmyApp(App[int]):
         for pane in self.query(ChatPane):
             pane.set_models([e.name for e in message.entries if e.usable])
 
+    @on(DownloadQueue.Finished)
+    def _download_finished(self, message: DownloadQueue.Finished) -> None:
+        # The download worker ran discovery again: list what it found (Models and Chat).
+        if message.state == "done":
+            for pane in self.query(ModelsPane):
+                pane.discover(refresh=False)
+
     @on(LogRecordPosted)
     def _log_record(self, message: LogRecordPosted) -> None:
         for pane in self.query(LogPane):
@@ -238,6 +255,20 @@ class ShimmyApp(App[int]):
             "Start / stop server",
             "Start or stop the embedded API server",
             self.action_toggle_server,
+        )
+        hub = self.query_one(HubPane)
+
+        def search_hub() -> None:
+            self.action_show_tab("hub")
+            hub.action_focus_search()
+
+        yield SystemCommand("Search the hub", "Search Hugging Face for GGUF models", search_hub)
+        yield SystemCommand(
+            "Download model file", "Queue the selected file of the Hub tab", hub.action_download
+        )
+        yield SystemCommand("Cancel download", "Stop the running download", hub.action_cancel)
+        yield SystemCommand(
+            "Cancel all downloads", "Stop the running and queued downloads", hub.action_cancel_all
         )
 
     # -- quitting ----------------------------------------------------------------

@@ -19,7 +19,7 @@ Every action is also in the command palette (**ctrl+p**); the mouse works too.
 | Anywhere | |
 |---|---|
 | **F1** | this help |
-| **F2 / F3 / F4 / F5** | Models / Chat / Server / Log tab |
+| **F2 / F3 / F4 / F5 / F6** | Models / Chat / Server / Log / Hub tab |
 | **ctrl+p** | command palette |
 | **ctrl+t** | dark / light theme |
 | **ctrl+q** | quit (stops the server and any reply) |
@@ -48,6 +48,13 @@ Every action is also in the command palette (**ctrl+p**); the mouse works too.
 | Log | |
 |---|---|
 | **c** | clear |
+
+| Hub | |
+|---|---|
+| type, **Enter** | search Hugging Face for GGUF models (**/** goes to the search box) |
+| **Enter** on a repository | list its model files, and whether each fits in memory |
+| **d** | download the selected file (several queue up, one runs at a time) |
+| **c** / **x** | cancel the running download / it and every queued one |
 """
 
 

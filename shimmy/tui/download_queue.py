@@ -1,0 +1,315 @@
+"""The Hub tab's downloads: a queue of model files fetched one at a time, with a
+live progress bar for the one being fetched.
+
+Each download runs in a thread worker that calls ``shimmy.models.hub.download``;
+its progress callback (about ten times a second, on the worker thread) only
+posts messages, and those merge in the queue so the screen never falls behind.
+When a file is in place the worker runs discovery again, so the model is listed
+on the Models tab at once, and names it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.message import Message
+from textual.widgets import DataTable, ProgressBar, Static
+from textual.worker import Worker, WorkerState, get_current_worker
+
+from shimmy.errors import ShimmyError
+from shimmy.units import format_bytes, format_duration
+
+JobState = Literal["queued", "downloading", "done", "cancelled", "failed"]
+DOWNLOAD_GROUP = "hub-download"
+STATE_STYLES = {
+    "queued": "dim",
+    "downloading": "yellow",
+    "done": "bold green",
+    "cancelled": "dim italic",
+    "failed": "red",
+}
+
+
+@dataclass
+class DownloadJob:
+    """One file the user asked for, and where its download stands."""
+
+    id: int
+    file: Any  # shimmy.models.hub.HubFile
+    revision: str = "main"
+    state: JobState = "queued"
+    cancel: threading.Event = field(default_factory=threading.Event)
+    progress: Any = None  # the last DownloadProgress
+    model_name: str | None = None
+    error: str | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.file.repo_id}/{self.file.name}"
+
+
+def registered_name(entries: list[Any], path: Path) -> str | None:
+    """The name discovery gave the downloaded file. The snapshot link is matched
+    first: two quantizations with the same bytes share one blob."""
+    for same in (os.path.normpath, os.path.realpath):
+        for entry in entries:
+            if same(entry.path) == same(path):
+                return str(entry.name)
+    return None
+
+
+def progress_line(progress: Any) -> str:
+    """ "downloading 45.1 MB / 98.4 MB · 20.3 MB/s · ETA 3s" """
+    speed = f"{format_bytes(progress.bytes_per_second)}/s" if progress.bytes_per_second else "-"
+    return (
+        f"{progress.phase} {format_bytes(progress.done)} / {format_bytes(progress.total)}"
+        f" · {speed} · ETA {format_duration(progress.eta_seconds)}"
+    )
+
+
+class DownloadQueue(Vertical):
+    """Downloads in the order they were asked for; one runs at a time."""
+
+    DEFAULT_CSS = """
+    DownloadQueue {
+        height: auto;
+        border: round $secondary 50%;
+        padding: 0 1;
+    }
+    DownloadQueue > DataTable {
+        height: auto;
+        max-height: 6;
+    }
+    DownloadQueue > #download-line {
+        height: 1;
+        margin-top: 1;
+    }
+    DownloadQueue > ProgressBar {
+        height: 1;
+    }
+    """
+
+    @dataclass
+    class Progressed(Message, bubble=False):
+        """A download moved on; a newer one for the same job replaces an unhandled one."""
+
+        job_id: int
+        progress: Any  # DownloadProgress
+
+        def can_replace(self, message: Message) -> bool:
+            return isinstance(message, DownloadQueue.Progressed) and message.job_id == self.job_id
+
+    @dataclass
+    class Finished(Message):
+        """A download ended: ``done`` (with the model's name), ``cancelled`` or ``failed``."""
+
+        job_id: int
+        state: JobState
+        model_name: str | None = None
+        error: str | None = None
+
+    def __init__(self, manager: Any, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.manager = manager
+        self.jobs: list[DownloadJob] = []
+        self.current: DownloadJob | None = None
+        self._ids = itertools.count(1)
+
+    def compose(self) -> ComposeResult:
+        table: DataTable[Any] = DataTable(id="download-table", cursor_type="row")
+        table.can_focus = False
+        yield table
+        yield Static(
+            Text("No downloads yet: pick a file and press d.", style="dim"), id="download-line"
+        )
+        yield ProgressBar(total=None, show_eta=False, id="download-bar")
+
+    def on_mount(self) -> None:
+        self.border_title = "Downloads"
+        table = self.query_one(DataTable)
+        table.add_column("Model file", key="file")
+        table.add_column("Size", key="size")
+        table.add_column("State", key="state")
+        self.query_one(ProgressBar).display = False  # until the first download starts
+
+    def on_unmount(self) -> None:
+        # Quitting stops a download at once (its partial file stays for next time).
+        for job in self.jobs:
+            job.cancel.set()
+
+    # -- the queue -----------------------------------------------------------------
+
+    def add(self, file: Any, revision: str = "main") -> DownloadJob | None:
+        """Queue ``file``; it starts when the downloads before it have ended."""
+        for job in self.jobs:
+            if (
+                job.state in ("queued", "downloading")
+                and job.label == f"{file.repo_id}/{file.name}"
+            ):
+                self.notify(f"{file.name} is already {job.state}", severity="warning")
+                return None
+        job = DownloadJob(next(self._ids), file, revision)
+        self.jobs.append(job)
+        self.query_one(DataTable).add_row(
+            job.label,
+            Text(format_bytes(file.size), justify="right"),
+            self._state(job),
+            key=str(job.id),
+        )
+        if self.current is not None:
+            self.notify(f"{file.name} queued", title="Download")
+        self._start_next()
+        return job
+
+    def pending(self) -> list[DownloadJob]:
+        return [j for j in self.jobs if j.state in ("queued", "downloading")]
+
+    def cancel_current(self) -> bool:
+        """Stop the running download (the next queued one starts); False when none runs."""
+        if self.current is None:
+            return False
+        self.current.cancel.set()
+        return True
+
+    def cancel_all(self) -> int:
+        """Stop the running download and drop every queued one; how many were stopped."""
+        stopped = 0
+        for job in self.jobs:
+            if job.state == "queued":
+                job.state = "cancelled"
+                self._show(job)
+                stopped += 1
+        return stopped + self.cancel_current()
+
+    def _start_next(self) -> None:
+        if self.current is not None:
+            return
+        job = next((j for j in self.jobs if j.state == "queued"), None)
+        if job is None:
+            return
+        self.current = job
+        job.state = "downloading"
+        self._show(job)
+        bar = self.query_one(ProgressBar)
+        bar.display = True
+        bar.update(total=job.file.size, progress=0)
+        self.query_one("#download-line", Static).update(
+            Text(f"{job.label}: starting…", style="italic")
+        )
+        self._download(job)
+
+    @work(thread=True, group=DOWNLOAD_GROUP, exit_on_error=False, description="download")
+    def _download(self, job: DownloadJob) -> None:
+        from shimmy.models import hub
+
+        worker = get_current_worker()
+
+        def report(progress: Any) -> None:
+            if worker.is_cancelled:  # the app is closing
+                job.cancel.set()
+            self.post_message(self.Progressed(job.id, progress))
+
+        try:
+            plan = hub.plan_pull(
+                hub.PullSpec(job.file.repo_id, filename=job.file.name, revision=job.revision),
+                files=[job.file],
+            )
+            path = hub.download(
+                plan.file, revision=plan.revision, progress=report, cancel=job.cancel
+            )
+        except hub.DownloadCancelled:
+            self.post_message(self.Finished(job.id, "cancelled"))
+            return
+        except ShimmyError as exc:
+            self.post_message(self.Finished(job.id, "failed", error=exc.one_line()))
+            return
+        name = registered_name(self.manager.registry.refresh(), path)
+        self.post_message(self.Finished(job.id, "done", model_name=name or str(path)))
+
+    # -- what the worker reports -----------------------------------------------------
+
+    def _job(self, job_id: int) -> DownloadJob | None:
+        return next((j for j in self.jobs if j.id == job_id), None)
+
+    @on(Progressed)
+    def _progressed(self, message: Progressed) -> None:
+        job = self._job(message.job_id)
+        if job is None or job.state != "downloading":
+            return
+        job.progress = message.progress
+        self._show(job)
+        self.query_one(ProgressBar).update(
+            total=message.progress.total, progress=message.progress.done
+        )
+        self.query_one("#download-line", Static).update(
+            f"{job.label}: {progress_line(message.progress)}"
+        )
+
+    @on(Finished)
+    def _finished(self, message: Finished) -> None:
+        job = self._job(message.job_id)
+        if job is None:
+            return
+        self._end(job, message.state, message.model_name, message.error)
+        # The message goes on to the app, which lists the new model.
+
+    @on(Worker.StateChanged)
+    def _worker_changed(self, event: Worker.StateChanged) -> None:
+        # A failure that is no ShimmyError (a bug): free the queue and say so.
+        if event.worker.group != DOWNLOAD_GROUP or event.state != WorkerState.ERROR:
+            return
+        error = event.worker.error
+        if self.current is not None:
+            self._end(self.current, "failed", None, f"{type(error).__name__}: {error}")
+
+    def _end(
+        self, job: DownloadJob, state: JobState, model_name: str | None, error: str | None
+    ) -> None:
+        job.state, job.model_name, job.error = state, model_name, error
+        self._show(job)
+        line = self.query_one("#download-line", Static)
+        if state == "done":
+            self.query_one(ProgressBar).update(total=job.file.size, progress=job.file.size)
+            line.update(Text(f"{job.label}: downloaded as {model_name}", style="green"))
+            self.notify(
+                f"{model_name} is ready: see the Models tab, chat with it on the Chat tab",
+                title="Download finished",
+            )
+        elif state == "cancelled":
+            line.update(
+                Text(f"{job.label}: cancelled; download it again to resume", style="italic")
+            )
+            self.notify(
+                f"{job.file.name}: cancelled, the part downloaded is kept", title="Download"
+            )
+        else:
+            line.update(Text(f"{job.label}: {error}", style="red"))
+            self.notify(error or "failed", title="Download failed", severity="error", timeout=10)
+        if self.current is job:
+            self.current = None
+        self._start_next()
+
+    def _state(self, job: DownloadJob) -> Text:
+        if job.state == "downloading" and job.progress is not None:
+            text = f"{job.progress.phase} {job.progress.fraction * 100:.0f}%"
+        elif job.state == "done":
+            text = f"done: {job.model_name}"
+        elif job.state == "failed":
+            text = "failed"
+        else:
+            text = job.state
+        return Text(text, style=STATE_STYLES[job.state])
+
+    def _show(self, job: DownloadJob) -> None:
+        table = self.query_one(DataTable)
+        if str(job.id) in table.rows:
+            table.update_cell(str(job.id), "state", self._state(job))
