@@ -128,9 +128,7 @@ class DownloadQueue(Vertical):
         table: DataTable[Any] = DataTable(id="download-table", cursor_type="row")
         table.can_focus = False
         yield table
-        yield Static(
-            Text("No downloads yet: pick a file and press d.", style="dim"), id="download-line"
-        )
+        yield Static("", id="download-line")
         yield ProgressBar(total=None, show_eta=False, id="download-bar")
 
     def on_mount(self) -> None:
@@ -139,7 +137,7 @@ class DownloadQueue(Vertical):
         table.add_column("Model file", key="file")
         table.add_column("Size", key="size")
         table.add_column("State", key="state")
-        self.query_one(ProgressBar).display = False  # until the first download starts
+        self.display = False  # until the first download is asked for
 
     def on_unmount(self) -> None:
         # Quitting stops a download at once (its partial file stays for next time).
@@ -158,6 +156,7 @@ class DownloadQueue(Vertical):
                 self.notify(f"{file.name} is already {job.state}", severity="warning")
                 return None
         job = DownloadJob(next(self._ids), file, revision)
+        self.display = True
         self.jobs.append(job)
         self.query_one(DataTable).add_row(
             job.label,
@@ -199,11 +198,9 @@ class DownloadQueue(Vertical):
         self.current = job
         job.state = "downloading"
         self._show(job)
-        bar = self.query_one(ProgressBar)
-        bar.display = True
-        bar.update(total=job.file.size, progress=0)
+        self.query_one(ProgressBar).update(total=job.file.size, progress=0)
         self.query_one("#download-line", Static).update(
-            Text(f"{job.label}: starting…", style="italic")
+            Text(f"{job.file.name}: starting…", style="italic")
         )
         self._download(job)
 
@@ -251,7 +248,7 @@ class DownloadQueue(Vertical):
             total=message.progress.total, progress=message.progress.done
         )
         self.query_one("#download-line", Static).update(
-            f"{job.label}: {progress_line(message.progress)}"
+            f"{job.file.name}: {progress_line(message.progress)}"
         )
 
     @on(Finished)
@@ -279,20 +276,20 @@ class DownloadQueue(Vertical):
         line = self.query_one("#download-line", Static)
         if state == "done":
             self.query_one(ProgressBar).update(total=job.file.size, progress=job.file.size)
-            line.update(Text(f"{job.label}: downloaded as {model_name}", style="green"))
+            line.update(Text(f"{job.file.name}: downloaded as {model_name}", style="green"))
             self.notify(
                 f"{model_name} is ready: see the Models tab, chat with it on the Chat tab",
                 title="Download finished",
             )
         elif state == "cancelled":
             line.update(
-                Text(f"{job.label}: cancelled; download it again to resume", style="italic")
+                Text(f"{job.file.name}: cancelled; download it again to resume", style="italic")
             )
             self.notify(
                 f"{job.file.name}: cancelled, the part downloaded is kept", title="Download"
             )
         else:
-            line.update(Text(f"{job.label}: {error}", style="red"))
+            line.update(Text(f"{job.file.name}: {error}", style="red"))
             self.notify(error or "failed", title="Download failed", severity="error", timeout=10)
         if self.current is job:
             self.current = None

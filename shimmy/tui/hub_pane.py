@@ -97,7 +97,7 @@ class HubPane(Vertical):
                 select_on_focus=False,
             )
             yield Select(SORTS, value="downloads", allow_blank=False, id="hub-sort", compact=True)
-        with Horizontal(id="hub-body"):
+        with Vertical(id="hub-body"):
             results: DataTable[Any] = DataTable(id="hub-results", cursor_type="row")
             results.border_title = "Repositories"
             yield results
