@@ -6,11 +6,13 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from shimmy.api.requestlog import RequestLog
 from shimmy.models.generation import Piece
+from shimmy.models.hub import Fit, HubFile, HubModel, HubPart, quantization_of
 from shimmy.models.manager import LoadedModel, ManagerStats, UsageTotals
 from shimmy.tui.server_control import ServerControl
 
@@ -226,3 +228,53 @@ class FakeServer(ServerControl):
 
     def stop(self) -> None:
         self._running = False
+
+
+# -- the Hub tab -------------------------------------------------------------------
+
+
+def _hub_fakes() -> tuple[list[Any], list[Any], list[Any]]:
+    models = [
+        HubModel(
+            "bartowski/SmolLM2-135M-Instruct-GGUF",
+            48_210,
+            31,
+            datetime(2025, 3, 1, tzinfo=UTC),
+            134_515_008,
+        ),
+        HubModel(
+            "Qwen/Qwen2.5-0.5B-Instruct-GGUF",
+            1_204_332,
+            142,
+            datetime(2024, 9, 20, tzinfo=UTC),
+            494_032_768,
+        ),
+        HubModel(
+            "unsloth/Llama-3.2-3B-Instruct-GGUF",
+            312_900,
+            88,
+            datetime(2025, 1, 14, tzinfo=UTC),
+            None,
+        ),
+    ]
+    repo = models[0].repo_id
+    sizes = {
+        "SmolLM2-135M-Instruct-IQ4_XS.gguf": 91_700_000,
+        "SmolLM2-135M-Instruct-Q4_K_M.gguf": 105_500_000,
+        "SmolLM2-135M-Instruct-Q8_0.gguf": 144_800_000,
+        "SmolLM2-135M-Instruct-F16.gguf": 271_100_000,
+    }
+    files = [
+        HubFile(repo, name, (HubPart(name, size, "0" * 64),), quantization_of(name))
+        for name, size in sizes.items()
+    ]
+    total, available = 16_000_000_000, 9_400_000_000
+    verdicts = ["fits", "fits", "tight", "too_large"]  # fixed, whatever this machine has
+    fits = [
+        Fit(f.size + 256_000_000, total, available, v)  # type: ignore[arg-type]
+        for f, v in zip(files, verdicts, strict=True)
+    ]
+    return models, files, fits
+
+
+HUB_MODELS, HUB_FILES, HUB_FITS = _hub_fakes()

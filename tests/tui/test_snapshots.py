@@ -15,13 +15,16 @@ import pytest
 from textual.pilot import Pilot
 from textual.widgets import Input
 
+from shimmy.models.hub import DownloadProgress
 from shimmy.tui.app import LIGHT_THEME, ShimmyApp
 from shimmy.tui.chat_pane import ChatPane
+from shimmy.tui.download_queue import DownloadQueue
+from shimmy.tui.hub_pane import HubPane
 from shimmy.tui.logsink import DashboardLogHandler
 from shimmy.tui.messages import StatsUpdated
 from shimmy.tui.models_pane import ModelsPane
 from shimmy.tui.server_pane import ServerPane
-from tests.tui.fakes import STATS, FakeManager, FakeServer
+from tests.tui.fakes import HUB_FILES, HUB_FITS, HUB_MODELS, STATS, FakeManager, FakeServer
 
 MODEL = "smollm2-135m-instruct-q4_1"
 LOG_LINES = [
@@ -143,3 +146,27 @@ def test_log(snap_compare: Any) -> None:
 
 def test_help(snap_compare: Any) -> None:
     assert snap_compare(dashboard(), press=["f1"], terminal_size=(100, 40), run_before=settle())
+
+
+def test_hub(snap_compare: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    # No hub and no download: fixed results, and a download held at 38%.
+    monkeypatch.setattr(DownloadQueue, "_download", lambda self, job: None)
+
+    async def browsing(pilot: Pilot[Any]) -> None:
+        pane = pilot.app.query_one(HubPane)
+        pane.query_one("#hub-query", Input).value = "smollm2"
+        pane.post_message(HubPane.SearchDone("smollm2", HUB_MODELS))
+        pane.post_message(HubPane.FilesListed(HUB_MODELS[0].repo_id, HUB_FILES, HUB_FITS))
+        await pilot.pause()
+        queue = pane.downloads
+        queue.add(HUB_FILES[1])
+        queue.add(HUB_FILES[2])
+        file = HUB_FILES[1]
+        progress = DownloadProgress(
+            file, file.name, 40_090_000, file.size, 12_500_000, "downloading"
+        )
+        queue.post_message(DownloadQueue.Progressed(1, progress))
+        await pilot.pause()
+        pilot.app.clear_notifications()
+
+    assert snap_compare(dashboard("hub"), terminal_size=(120, 34), run_before=settle(browsing))
