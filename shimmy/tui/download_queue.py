@@ -309,4 +309,4 @@ class DownloadQueue(Vertical):
     def _show(self, job: DownloadJob) -> None:
         table = self.query_one(DataTable)
         if str(job.id) in table.rows:
-            table.update_cell(str(job.id), "state", self._state(job))
+            table.update_cell(str(job.id), "state", self._state(job), update_width=True)

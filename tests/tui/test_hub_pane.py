@@ -118,6 +118,9 @@ async def test_search_download_then_list_and_chat(
         assert any(0 < p.fraction < 1 for p in downloading)
         assert progress[-1].phase == "done" and progress[-1].fraction == 1.0
         assert app.query_one("#download-bar", ProgressBar).percentage == 1.0
+        # The State column widens to what it shows ("done: NAME"), not cut to "downloading".
+        states = queue.query_one(DataTable)
+        assert states.columns["state"].content_width >= len(f"done: {PULLED}")  # type: ignore[index]
         finished = record.of(DownloadQueue.Finished)
         assert [(m.state, m.model_name) for m in finished] == [
             ("done", PULLED),
