@@ -252,3 +252,24 @@ async def test_f6_help_and_palette_reach_the_hub() -> None:
         assert {"Go to Hub", "Search the hub", "Download model file", "Cancel download"} <= titles
         await pilot.press("f1")
         assert isinstance(app.screen, HelpScreen)
+
+
+@pytest.mark.model
+async def test_quitting_stops_a_download(
+    manager: ModelManager, server: ServerControl, fake_hub: FakeHub
+) -> None:
+    fake_hub.throttle_bytes_per_second = 5_000_000
+    record = Recorder()
+    app = make_app(manager, server, serve=False, stats_interval=0, initial_tab="hub")
+    async with app.run_test(size=(140, 40), message_hook=record) as pilot:
+        pane = await search_and_list(app, pilot)
+        file = pane.selected_file()
+        await pilot.press("d")
+        await until(pilot, lambda: bool(record.of(DownloadQueue.Progressed)), timeout=30)
+        (job,) = pane.downloads.jobs
+        await pilot.press("ctrl+q")
+    assert job.cancel.is_set()
+    time.sleep(1)  # the worker thread sees the event at its next chunk
+    kept = hub.partial_bytes(file)
+    time.sleep(0.5)
+    assert hub.partial_bytes(file) == kept < file.size
