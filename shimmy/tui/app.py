@@ -19,11 +19,12 @@ from textual.binding import Binding, BindingType
 from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widgets import Footer, Header, TabbedContent, TabPane
-from textual.worker import Worker, WorkerState
+from textual.worker import Worker
 
 from shimmy.errors import ShimmyError
 from shimmy.tui.chat_pane import ChatPane
 from shimmy.tui.download_queue import DownloadQueue
+from shimmy.tui.failures import notify_if_failed
 from shimmy.tui.help_screen import HelpScreen
 from shimmy.tui.hub_pane import HubPane
 from shimmy.tui.log_pane import LogPane
@@ -194,15 +195,7 @@ class ShimmyApp(App[int]):
 
     @on(Worker.StateChanged)
     def _worker_failed(self, event: Worker.StateChanged) -> None:
-        if event.state != WorkerState.ERROR:
-            return
-        error = event.worker.error
-        if isinstance(error, ShimmyError):
-            text = error.one_line()
-        else:
-            text = f"{type(error).__name__}: {error}"
-        self.log.error(f"worker {event.worker.description!r} failed: {text}")
-        self.notify(text, title=event.worker.description or "Error", severity="error", timeout=8)
+        notify_if_failed(self, event)
 
     # -- navigation, help, themes ---------------------------------------------------
 

@@ -15,8 +15,10 @@ from textual.events import Key
 from textual.message import Message
 from textual.reactive import reactive
 from textual.widgets import DataTable, Input, Static
+from textual.worker import Worker
 
 from shimmy.errors import ShimmyError
+from shimmy.tui.failures import notify_if_failed
 from shimmy.units import format_bytes, format_params
 
 COLUMNS = ("Name", "Source", "Size", "Quant", "Arch", "Params", "Ctx", "State")
@@ -395,6 +397,10 @@ class ModelsPane(Vertical):
 
     def target_for(self, action: str) -> str | None:
         return self._target(usable=action != "unload")
+
+    @on(Worker.StateChanged)
+    def _worker_failed(self, event: Worker.StateChanged) -> None:
+        notify_if_failed(self, event)
 
     @on(ModelWorkDone)
     def _work_done(self, message: ModelWorkDone) -> None:

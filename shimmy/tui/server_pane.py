@@ -137,8 +137,6 @@ class ServerPane(VerticalScroll):
             table.add_row("url", Text(server.url or "", style="underline"))
             uptime = server.uptime_seconds
             table.add_row("uptime", format_duration(uptime) if uptime is not None else "-")
-        if self._default_model:
-            table.add_row("default", Text(self._default_model, overflow="ellipsis", no_wrap=True))
         elif error:
             table.add_row("state", Text("● not running", style="bold red"))
             table.add_row("why", Text(error, style="red"))
@@ -146,6 +144,12 @@ class ServerPane(VerticalScroll):
         else:
             table.add_row("state", Text("○ stopped", style="dim"))
             table.add_row("address", server.bind)
+        if server.manager.settings.api_keys:
+            table.add_row("auth", Text("API key required", style="green"))
+        else:
+            table.add_row("auth", Text("none (anyone who can reach the address)", style="yellow"))
+        if self._default_model:
+            table.add_row("default", Text(self._default_model, overflow="ellipsis", no_wrap=True))
         self.query_one("#server-state", Static).update(table)
         self.query_one("#server-start", Button).disabled = server.running
         self.query_one("#server-stop", Button).disabled = not server.running

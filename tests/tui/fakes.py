@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from shimmy.api.requestlog import RequestLog
+from shimmy.config import Settings
 from shimmy.models.generation import Piece
 from shimmy.models.hub import Fit, HubFile, HubModel, HubPart, quantization_of
 from shimmy.models.manager import LoadedModel, ManagerStats, UsageTotals
@@ -133,6 +134,7 @@ class FakeManager:
         self.registry = FakeRegistry()
         self.default_model_name = "smollm2-135m-instruct-q4_1"
         self.loaded = {"smollm2-135m-instruct-q4_1"}
+        self.settings = Settings(threads=2)
 
     def loaded_names(self) -> list[str]:
         return sorted(self.loaded)

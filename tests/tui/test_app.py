@@ -111,3 +111,37 @@ async def test_help_theme_tabs_and_palette(manager: ModelManager, server: Server
         titles = {c.title for c in app.get_system_commands(app.screen)}
         assert {"Probe model", "Load model", "Unload model", "Set default model"} <= titles
         assert {"New chat", "Regenerate reply", "Stop reply", "Start / stop server"} <= titles
+
+
+async def test_server_tab_shows_whether_auth_is_on(isolated_home) -> None:  # type: ignore[no-untyped-def]
+    import io
+    import re
+
+    from rich.console import Console
+    from textual.widgets import Static
+
+    from shimmy.config import Settings
+
+    def state_text(app) -> str:  # type: ignore[no-untyped-def]
+        console = Console(width=200, record=True, file=io.StringIO())
+        console.print(app.query_one("#server-state", Static).content)
+        return console.export_text()
+
+    for keys, expected in (((), r"auth\s+none"), (("secret",), r"auth\s+API key required")):
+        manager = ModelManager(Settings(keep_alive=-1, preload=False, api_keys=keys))
+        control = ServerControl(manager, "127.0.0.1", 0)
+        try:
+            app = make_app(manager, control, initial_tab="server")
+            async with app.run_test(size=(120, 40)) as pilot:
+                await app.workers.wait_for_complete()
+                await pilot.pause()
+                assert re.search(expected, state_text(app)), state_text(app)
+                if keys:  # and the embedded server really wants the key
+                    url = control.url
+                    assert url is not None
+                    r = await asyncio.to_thread(httpx.get, url + "/api/models")
+                    assert r.status_code == 401
+                await pilot.press("ctrl+q")
+        finally:
+            control.stop()
+            manager.close()

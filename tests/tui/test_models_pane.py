@@ -96,3 +96,22 @@ async def test_probe_load_unload_default(manager: ModelManager, server: ServerCo
         await app.workers.wait_for_complete()
         await pilot.pause()
         assert table.row_count == len(pane.entries) >= 1
+
+
+async def test_a_failed_action_is_a_notification(
+    manager: ModelManager, server: ServerControl, isolated_home: Path
+) -> None:
+    from tests.models import write_model
+
+    alien = write_model(isolated_home.parent / "alien" / "alien.gguf", arch="notarealarch")
+    manager.registry.model_dirs = (str(alien),)
+    app = make_app(manager, server, serve=False)
+    async with app.run_test(size=(140, 30)) as pilot:
+        await _ready(app, pilot)
+        table = app.query_one(ModelTable)
+        table.move_cursor(row=table.get_row_index("alien"))
+        await pilot.press("l")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        shown = [n.message for n in app._notifications]
+        assert any("Model 'alien' failed to load" in m for m in shown), shown
