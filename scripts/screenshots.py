@@ -12,6 +12,7 @@ import os
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "screenshots"
@@ -38,6 +39,18 @@ async def take(app, pilot, name: str) -> None:  # type: ignore[no-untyped-def]
     print(f"screenshots/{name}.svg", file=sys.stderr)
 
 
+async def settle(app: Any) -> None:
+    """Wait for every worker; an exclusive worker replaced by a newer one is fine."""
+    from textual.worker import WorkerCancelled
+
+    for _ in range(20):
+        try:
+            await app.workers.wait_for_complete()
+            return
+        except WorkerCancelled:
+            continue
+
+
 async def main() -> None:
     import httpx
     from textual.widgets import Input
@@ -56,22 +69,24 @@ async def main() -> None:
     app = ShimmyApp(manager, server, log_handler=log_handler)
     try:
         async with app.run_test(size=SIZE) as pilot:
-            await app.workers.wait_for_complete()
+            await settle(app)
             if not server.running:  # 11435 is taken here: any free port will do
                 server.rebind("127.0.0.1:0")
                 app.start_server()
-                await app.workers.wait_for_complete()
+                await settle(app)
             url = server.url
             assert url is not None
 
             await pilot.press("p")  # probe the selected (only) model
-            await app.workers.wait_for_complete()
+            await settle(app)
             await take(app, pilot, "models")
 
             await pilot.press("f3")
             app.query_one("#max-tokens", Input).value = "160"
             await pilot.press(*"Give me three tips for writing clear code.", "enter")
             chat = app.query_one(ChatPane)
+            await asyncio.sleep(0.5)  # the reply's worker starts after the key is handled
+            await settle(app)
             while chat.replying:
                 await asyncio.sleep(0.1)
             await take(app, pilot, "chat")
