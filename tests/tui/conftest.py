@@ -38,3 +38,17 @@ def make_app(manager: ModelManager, server: ServerControl, **kwargs: object) -> 
 def anyio_backend() -> str:
     """Pilot tests are coroutines; anyio's pytest plugin runs them on asyncio."""
     return "asyncio"
+
+
+async def server_url(app: ShimmyApp, server: ServerControl, within: float = 30.0) -> str:
+    """The embedded server's URL once it runs: the app starts it after its first
+    frame, so a test must wait for that rather than for the workers of the moment."""
+    import asyncio
+    import time
+
+    deadline = time.monotonic() + within
+    while server.url is None or not server.running:
+        assert time.monotonic() < deadline, "the embedded server did not start"
+        await asyncio.sleep(0.02)
+    await app.workers.wait_for_complete()
+    return server.url

@@ -12,7 +12,7 @@ from shimmy.models.manager import ModelManager
 from shimmy.tui.app import DARK_THEME, LIGHT_THEME
 from shimmy.tui.help_screen import HelpScreen
 from shimmy.tui.server_control import ServerControl
-from tests.tui.conftest import make_app
+from tests.tui.conftest import make_app, server_url
 
 pytestmark = pytest.mark.anyio
 
@@ -22,9 +22,7 @@ async def test_server_answers_while_running_and_not_after_quit(
 ) -> None:
     app = make_app(manager, server)
     async with app.run_test() as pilot:
-        await app.workers.wait_for_complete()
-        url = server.url
-        assert url is not None
+        url = await server_url(app, server)
         assert url in str(app.sub_title)
         # An HTTP client in another thread, as other programs would call it.
         response = await asyncio.to_thread(httpx.get, url + "/api/health")

@@ -15,7 +15,7 @@ from textual.widgets import Input
 from shimmy.models.manager import ModelManager
 from shimmy.tui.chat_pane import ChatMessage, ChatPane
 from shimmy.tui.server_control import ServerControl
-from tests.tui.conftest import MODEL, make_app
+from tests.tui.conftest import MODEL, make_app, server_url
 
 pytestmark = [pytest.mark.anyio, pytest.mark.model]
 
@@ -117,9 +117,7 @@ async def test_api_request_and_chat_reply_at_once(
 ) -> None:
     app = make_app(manager, server, initial_tab="chat")
     async with app.run_test(size=(100, 30)) as pilot:
-        await app.workers.wait_for_complete()
-        url = server.url
-        assert url is not None
+        url = await server_url(app, server)
         app.query_one("#max-tokens", Input).value = "32"
         body = {"model": MODEL, "prompt": "Count to ten.", "max_tokens": 32}
         api = asyncio.create_task(
