@@ -284,10 +284,10 @@ class Engine:
                 return
             generation = self._waiting.popleft()
             if generation.cancelled or self._draining:
-                self._finish_unstarted(generation, FINISH_CANCELLED)
+                self._finished(generation, FINISH_CANCELLED)
                 continue
             if time.monotonic() - generation.created_at > self.options.request_timeout:
-                self._finish_unstarted(generation, FINISH_ERROR, self._timeout_error())
+                self._finished(generation, FINISH_ERROR, self._timeout_error())
                 continue
             prompt = list(generation.request.prompt_tokens)
             slot = max(free, key=lambda s: (_common_prefix(s.cached, prompt), -s.last_used))
@@ -295,7 +295,7 @@ class Engine:
                 self._start(slot, generation, prompt)
             except ShimmyError as exc:
                 self._release(slot)
-                self._finish_unstarted(generation, FINISH_ERROR, exc)
+                self._finished(generation, FINISH_ERROR, exc)
 
     def _start(self, slot: _Slot, generation: Generation, prompt: list[int]) -> None:
         from shimmy.models.llamacpp import Sampler, SamplerSettings
@@ -421,11 +421,6 @@ class Engine:
         slot.stream = None
         slot.last_used = time.monotonic()
 
-    def _finish_unstarted(
-        self, generation: Generation, reason: str, error: ShimmyError | None = None
-    ) -> None:
-        self._finished(generation, reason, error)
-
     def _finished(
         self, generation: Generation, reason: str, error: ShimmyError | None = None
     ) -> None:
@@ -453,7 +448,7 @@ class Engine:
             if item is not None:
                 self._waiting.append(item)
         while self._waiting:
-            self._finish_unstarted(self._waiting.popleft(), reason, error)
+            self._finished(self._waiting.popleft(), reason, error)
 
 
 def _load(entry: ModelEntry, options: EngineOptions) -> tuple[Model, Context]:
