@@ -74,13 +74,13 @@ async def search_and_list(app: Any, pilot: Any) -> HubPane:
     pane = app.query_one(HubPane)
     await until(pilot, lambda: bool(pane.models))
     results = app.query_one("#hub-results", DataTable)
-    assert results.has_focus
+    await until(pilot, lambda: results.has_focus, timeout=5)  # Widget.focus() is deferred
     assert [str(c) for c in results.get_row(REPO)] == [REPO, "135M", "5.0k", "40", "2025-03-01"]
     assert results.get_row_index(REPO) == 0  # sorted by downloads
     await pilot.press("enter")
     await until(pilot, lambda: bool(pane.files))
     files = app.query_one("#hub-files", DataTable)
-    assert files.has_focus
+    await until(pilot, lambda: files.has_focus, timeout=5)
     assert [str(files.get_row_at(i)[0]) for i in range(files.row_count)] == [
         "IQ4_XS",
         "Q4_K_M",
