@@ -18,6 +18,7 @@ processes see changes.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -571,7 +572,7 @@ def _fetch(url: str, partial: Path, size: int, tracker: _Tracker, part: str) -> 
                         digest = hashlib.sha256()
                     for chunk in response.iter_bytes(CHUNK_SIZE):
                         tracker.report(part, out.tell(), "downloading")
-                        out.write(chunk)
+                        _write_all(out, chunk, part, partial, size)
                         digest.update(chunk)
                         tracker.fetched += len(chunk)
                         retries = TRANSFER_RETRIES  # progress was made
@@ -585,6 +586,29 @@ def _fetch(url: str, partial: Path, size: int, tracker: _Tracker, part: str) -> 
                     raise
                 retries -= 1
                 time.sleep(1)
+
+
+NO_ROOM = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}  # disk full, quota, file size limit
+
+
+def _write_all(out: Any, chunk: bytes, part: str, partial: Path, size: int) -> None:
+    """Write all of ``chunk`` (an unbuffered write may take only part of it, as
+    it does when the disk fills up). A failed write keeps what is on disk, so the
+    next pull resumes from it; it never reaches the user as a traceback."""
+    view = memoryview(chunk)
+    while view:
+        try:
+            written = out.write(view)
+        except OSError as exc:
+            kept = f"{out.tell():,} of {size:,} bytes kept in {partial}"
+            if exc.errno in NO_ROOM:
+                raise _download_failed(
+                    f"No room left to write {part}: {os.strerror(exc.errno or 0).lower()}",
+                    f"{kept}; free some space (or set HF_HOME to another disk) "
+                    "and pull again to resume",
+                ) from exc
+            raise _download_failed(f"Cannot write the download: {exc.strerror}", kept) from exc
+        view = view[written:]
 
 
 def download(

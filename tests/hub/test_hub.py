@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import resource
 import socket
 import threading
 import time
@@ -107,6 +108,34 @@ def test_download_cancel_then_resume_with_range(fake_hub: FakeHub, smollm2_path:
     # Discovery source 4 lists it at once.
     entry = ModelRegistry().resolve("smollm2-135m-instruct-q4_k_m")
     assert entry.source == "huggingface" and entry.origin == REPO and entry.usable
+
+
+def test_disk_full_mid_download_keeps_the_bytes_to_resume(
+    fake_hub: FakeHub, smollm2_path: Path
+) -> None:
+    """A write that fails for want of room (here the kernel's file size limit, which
+    fails write() with EFBIG as a full disk fails it with ENOSPC) is a clear
+    download_failed; the bytes written so far stay, and the next pull resumes."""
+    plan = hub.plan_pull(REPO)
+    limit = 20_000_000
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
+    try:
+        with pytest.raises(ShimmyError) as info:
+            hub.download(plan.file)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    error = info.value
+    assert error.code == "download_failed"
+    assert error.message == f"No room left to write {plan.file.name}: file too large"
+    assert f"{limit:,} of {plan.file.size:,} bytes kept" in (error.details or "")
+    assert "pull again to resume" in (error.details or "")
+    assert hub.partial_bytes(plan.file) == limit  # every byte that fitted, none twice
+
+    fake_hub.requests.clear()
+    path = hub.download(plan.file)
+    assert fake_hub.ranges() == [f"bytes={limit}-"]
+    assert path.read_bytes() == smollm2_path.read_bytes()
 
 
 def test_split_model_fetches_every_part(fake_hub: FakeHub) -> None:

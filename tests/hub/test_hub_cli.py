@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import resource
 import signal
 import subprocess
 import time
@@ -137,6 +138,37 @@ def test_ctrl_c_stops_cleanly(fake_hub: FakeHub, env: dict[str, str], tmp_path: 
             process.wait()
     assert process.returncode == ExitCode.INTERRUPTED
     assert "run the same command to resume" in err and "Traceback" not in err
+
+
+def test_disk_full_is_a_clear_error_and_the_next_pull_resumes(
+    env: dict[str, str], tmp_path: Path, smollm2_path: Path
+) -> None:
+    limit = 30_000_000  # the kernel fails writes past it (EFBIG), as a full disk does (ENOSPC)
+
+    def no_room_past_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    done = subprocess.run(
+        [SHIMMY, "pull", REPO],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=no_room_past_limit,
+    )
+    assert done.returncode == ExitCode.DOWNLOAD_FAILED
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith(
+        "error: No room left to write SmolLM2-135M-Instruct-Q4_K_M.gguf: file too large ("
+    )
+    assert f"{limit:,} of" in last and "pull again to resume" in last
+    assert "Traceback" not in done.stderr
+    done = run_shimmy(["pull", REPO], env, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "resuming: 30.0 MB already downloaded" in done.stderr
+    (model,) = _hf_models(env, tmp_path)
+    assert Path(model["path"]).read_bytes() == smollm2_path.read_bytes()
 
 
 def test_errors(env: dict[str, str], tmp_path: Path) -> None:
