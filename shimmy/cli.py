@@ -256,9 +256,10 @@ def _manager(settings: Settings) -> Any:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from shimmy.api.address import parse_bind
     from shimmy.api.app import create_app
     from shimmy.api.security import check_bind
-    from shimmy.api.server import open_socket, parse_bind, serve_forever, url_for
+    from shimmy.api.server import open_socket, serve_forever, url_for
 
     settings = _settings(args)
     host, port = parse_bind(args.bind, args.port, settings.host)
@@ -514,7 +515,7 @@ def cmd_diag(args: argparse.Namespace) -> int:
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
-    from shimmy.api.server import parse_bind
+    from shimmy.api.address import parse_bind
     from shimmy.config import Paths
     from shimmy.tui.app import ShimmyApp
     from shimmy.tui.logsink import DashboardLogHandler, route_logging_to

@@ -57,7 +57,7 @@ class ServerControl:
 
     def rebind(self, bind: str) -> None:
         """Take a new ``HOST:PORT`` (used by the next start); raises on a bad address."""
-        from shimmy.api.server import parse_bind
+        from shimmy.api.address import parse_bind
 
         self.host, self.port = parse_bind(bind, None, self.host)
 

@@ -1,0 +1,42 @@
+"""The ``--bind`` address: parsed without importing the web stack, so the
+dashboard can check it before its first paint."""
+
+from __future__ import annotations
+
+from shimmy.config import DEFAULT_PORT
+from shimmy.errors import ShimmyError
+
+
+def parse_bind(bind: str | None, port: int | None, default_host: str) -> tuple[str, int]:
+    """``HOST:PORT``, ``[v6]:PORT``, ``HOST`` or ``:PORT``; ``--port`` overrides the port."""
+    host, bound_port = default_host, DEFAULT_PORT
+    if bind:
+        text = bind.strip()
+        if text.startswith("["):
+            end = text.find("]")
+            if end == -1:
+                raise ShimmyError("invalid_request", f"Bad --bind address '{bind}'")
+            host = text[1:end]
+            rest = text[end + 1 :]
+            if rest:
+                if not rest.startswith(":"):
+                    raise ShimmyError("invalid_request", f"Bad --bind address '{bind}'")
+                bound_port = _port(rest[1:], bind)
+        elif text.count(":") == 1:
+            head, tail = text.split(":")
+            host = head or default_host
+            bound_port = _port(tail, bind)
+        else:
+            host = text  # a bare host, or a bare IPv6 address
+    if port is not None:
+        bound_port = port
+    if not 0 <= bound_port <= 65535:
+        raise ShimmyError("invalid_request", f"Port {bound_port} is out of range (0-65535)")
+    return host, bound_port
+
+
+def _port(text: str, bind: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ShimmyError("invalid_request", f"Bad port in --bind '{bind}'") from None
