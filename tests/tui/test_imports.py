@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -33,3 +34,25 @@ def test_models_never_import_api() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_dashboard_paints_before_importing_the_heavy_packages(tmp_path: Path) -> None:
+    """The first frame waits for every import made before ``App.run``: FastAPI,
+    uvicorn, llama.cpp and huggingface_hub (about half a second together here)
+    load later, in the workers that need them. Runs the real ``shimmy`` entry
+    point with ``App.run`` replaced by a probe of ``sys.modules``."""
+    code = (
+        "import sys\n"
+        "from shimmy import cli\n"
+        "from shimmy.tui.app import ShimmyApp\n"
+        "heavy = ('fastapi', 'uvicorn', 'llama_cpp', 'huggingface_hub', 'pydantic')\n"
+        "def probe(self):\n"
+        "    print(sorted(m for m in sys.modules if m.split('.')[0] in heavy))\n"
+        "    return 0\n"
+        "ShimmyApp.run = probe\n"
+        "sys.exit(cli.main(['--bind', '127.0.0.1:0']))\n"
+    )
+    env = {"SHIMMY_HOME": str(tmp_path / "shimmy"), "HOME": str(tmp_path), "PATH": ""}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
