@@ -18,6 +18,7 @@ from shimmy.api.requestlog import WEBSOCKET_OPEN
 from shimmy.errors import ShimmyError
 from shimmy.tui.messages import ServerStateChanged
 from shimmy.tui.server_control import ServerControl
+from shimmy.tui.tables import Row, sync_rows
 from shimmy.units import format_bytes
 
 HISTORY_SECONDS = 300  # the sparkline shows the last five minutes
@@ -198,8 +199,7 @@ class ServerPane(VerticalScroll):
         self._show_requests()
 
     def _show_loaded(self, stats: Any) -> None:
-        table = self.query_one("#loaded-models", DataTable)
-        table.clear()
+        rows: list[Row] = []
         for model in stats.loaded:
             state = "busy" if model.busy else "idle"
             slots = getattr(model, "slots", 0)
@@ -207,19 +207,19 @@ class ServerPane(VerticalScroll):
                 state = f"{getattr(model, 'slots_busy', 0)}/{slots} slots busy"
             if model.queued:
                 state += f", {model.queued} queued"
-            table.add_row(
+            cells = (
                 model.name,
                 Text(format_bytes(model.memory_bytes), justify="right"),
                 Text(str(model.n_ctx), justify="right"),
                 Text(f"{model.load_seconds:.2f} s", justify="right"),
                 state,
                 format_duration(model.idle_seconds),
-                key=model.name,
             )
+            rows.append((model.name, cells))
         if not stats.loaded:
-            table.add_row(
-                Text("none loaded: they load on first use", style="dim"), "", "", "", "", ""
-            )
+            none = Text("none loaded: they load on first use", style="dim")
+            rows.append(("", (none, "", "", "", "", "")))
+        sync_rows(self.query_one("#loaded-models", DataTable), rows)
 
     def _show_requests(self) -> None:
         request_log = self.server.request_log
@@ -229,9 +229,8 @@ class ServerPane(VerticalScroll):
             return
         self._log_version = request_log.version
         table = self.query_one("#request-log", DataTable)
-        table.clear()
-        for record in reversed(records[-LOG_ROWS:]):
-            table.add_row(*request_row(record), key=str(record.id))
+        newest = reversed(records[-LOG_ROWS:])
+        sync_rows(table, [(str(record.id), request_row(record)) for record in newest])
         table.border_subtitle = f"{len(records)} logged"
 
 
