@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from shimmy.api.schemas import stop_strings
+from shimmy.api.schemas import sampling_of, stop_strings
 from shimmy.errors import ShimmyError
 from shimmy.models.generation import SamplingParams
 
@@ -132,16 +132,7 @@ class _Sampling(_Body):
         return value
 
     def sampling(self) -> SamplingParams:
-        return SamplingParams(
-            temperature=self.temperature,
-            top_p=self.top_p,
-            top_k=self.top_k,
-            min_p=self.min_p,
-            repeat_penalty=self.repeat_penalty,
-            presence_penalty=self.presence_penalty,
-            frequency_penalty=self.frequency_penalty,
-            seed=self.seed,
-        )
+        return sampling_of(self)
 
     def stop_strings(self) -> tuple[str, ...]:
         return stop_strings(self.stop)

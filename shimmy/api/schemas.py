@@ -7,6 +7,8 @@ README.md; the seed's defaults are kept exactly.
 
 from __future__ import annotations
 
+import dataclasses
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from shimmy.models.generation import SamplingParams
@@ -33,17 +35,22 @@ class GenerateBody(BaseModel):
     raw: bool = False
 
     def sampling(self) -> SamplingParams:
-        return SamplingParams(
-            temperature=self.temperature,
-            top_p=self.top_p,
-            top_k=self.top_k,
-            min_p=self.min_p,
-            repeat_penalty=self.repeat_penalty,
-            seed=self.seed,
-        )
+        return sampling_of(self)
 
     def stop_strings(self) -> tuple[str, ...]:
         return stop_strings(self.stop)
+
+
+SAMPLING_FIELDS = tuple(f.name for f in dataclasses.fields(SamplingParams))
+
+
+def sampling_of(body: BaseModel) -> SamplingParams:
+    """The engine's sampling parameters from those a request body has (the
+    native body has no penalties but repeat_penalty; the OpenAI ones have all)."""
+    fields = type(body).model_fields
+    return SamplingParams(
+        **{name: getattr(body, name) for name in SAMPLING_FIELDS if name in fields}
+    )
 
 
 def stop_strings(stop: str | list[str] | None) -> tuple[str, ...]:
