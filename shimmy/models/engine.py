@@ -8,8 +8,9 @@ The scheduler does continuous batching, as llama.cpp's own server does: the
 context holds ``parallel`` sequence slots; each step builds one batch with the
 next token of every running sequence plus chunks of waiting prompts, calls
 ``llama_decode`` once, and samples each sequence from its own logits with its
-own sampler chain. A new request takes the free slot whose cached tokens share
-the longest prefix with its prompt, and decodes only the rest.
+own sampler chain. A new request takes a free slot whose cached tokens its
+prompt continues (a later turn of the same chat, the same prompt again) and
+decodes only the rest; see :func:`choose_slot`.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ from shimmy.models.generation import (
     Generation,
     GenerationRequest,
 )
+from shimmy.models.promptcache import PromptCache
+from shimmy.models.promptcache import common_prefix as _common_prefix
 from shimmy.models.textstream import TextStream
 
 if TYPE_CHECKING:
@@ -54,6 +57,7 @@ class EngineOptions:
     batch_size: int = 512  # most tokens in one decode step
     max_queue: int = 16  # requests waiting for a slot before server_busy
     request_timeout: float = 600.0  # wall-clock seconds from submit to the last token
+    prompt_cache_bytes: int = 1 << 30  # host memory for prompts whose slot was taken
 
 
 def process_rss() -> int:
@@ -84,13 +88,31 @@ class _Slot:
         return self.generation is None
 
 
-def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n
+# A slot's cache "continues" a prompt when they share this fraction of the shorter
+# of the two: the same prompt again, or a later turn of the same chat.
+CONTINUES = 0.9
+
+
+def choose_slot(free: Sequence[_Slot], prompt: Sequence[int]) -> _Slot:
+    """The free slot for ``prompt``.
+
+    A slot whose cache the prompt continues is taken, the longest shared prefix
+    first. Otherwise an empty slot (lowest first: llama.cpp attends over the range
+    of sequence streams a batch touches, so running sequences are best kept
+    together), else the least recently used. A prompt that shares only a short
+    prefix with a slot (a system prompt) must not take it: that would evict the
+    slot's conversation, whose next turn would then recompute everything and evict
+    another in turn.
+    """
+    best: _Slot | None = None
+    best_shared = 0
+    for slot in free:
+        shared = _common_prefix(slot.cached, prompt)
+        if shared > best_shared and shared >= CONTINUES * min(len(prompt), len(slot.cached)):
+            best, best_shared = slot, shared
+    if best is not None:
+        return best
+    return min(free, key=lambda s: (bool(s.cached), s.last_used, s.seq))
 
 
 class Engine:
@@ -128,6 +150,7 @@ class Engine:
         self.n_parallel = options.parallel
         self.n_ctx = self._context.n_ctx // options.parallel  # per request
         self._slots = [_Slot(seq=i) for i in range(options.parallel)]
+        self._prompt_cache = PromptCache(options.prompt_cache_bytes)
         info = entry.info
         self.template = ChatTemplate.for_model(
             info.chat_template if info else None,
@@ -227,9 +250,10 @@ class Engine:
             generation.cancel()
 
     def memory_bytes(self) -> int:
-        """Weights plus the KV cache of every slot (compute buffers not counted)."""
+        """Weights, the KV cache of every slot and the saved prompts (compute
+        buffers not counted)."""
         kv = self._model.kv_bytes_per_token() * self._context.n_ctx
-        return self._model.size_bytes() + kv
+        return self._model.size_bytes() + kv + self._prompt_cache.size_bytes
 
     def close(self, timeout: float = 10.0) -> None:
         """Cancel everything queued or running, stop the thread, free llama.cpp memory."""
@@ -277,7 +301,7 @@ class Engine:
             idle = False
 
     def _admit(self) -> None:
-        """Give waiting generations free slots, preferring the longest cached prefix."""
+        """Give waiting generations free slots (see :func:`choose_slot`)."""
         while self._waiting:
             free = [s for s in self._slots if s.free]
             if not free:
@@ -290,12 +314,34 @@ class Engine:
                 self._finished(generation, FINISH_ERROR, self._timeout_error())
                 continue
             prompt = list(generation.request.prompt_tokens)
-            slot = max(free, key=lambda s: (_common_prefix(s.cached, prompt), -s.last_used))
+            slot = choose_slot(free, prompt)
             try:
+                self._swap_saved_prompts(slot, prompt)
                 self._start(slot, generation, prompt)
             except ShimmyError as exc:
                 self._release(slot)
                 self._finished(generation, FINISH_ERROR, exc)
+
+    def _swap_saved_prompts(self, slot: _Slot, prompt: list[int]) -> None:
+        """Before ``prompt`` takes ``slot``: save the conversation it would evict,
+        and bring back a saved one that ``prompt`` continues further than what the
+        slot holds (see :mod:`shimmy.models.promptcache`)."""
+        cache = self._prompt_cache
+        keep = _common_prefix(slot.cached, prompt)
+        if cache.wants(slot.cached, keep):
+            try:
+                cache.add(slot.cached, self._context.save_sequence(slot.seq))
+            except ShimmyError:  # only a lost optimisation: the request goes on
+                log.warning("engine %s could not save a prompt", self.name)
+        saved = cache.take(prompt, keep)
+        if saved is None:
+            return
+        if self._context.restore_sequence(slot.seq, saved.data):
+            slot.cached = saved.tokens
+        else:  # the sequence's state is unknown now: start it from nothing
+            log.warning("engine %s could not restore a saved prompt", self.name)
+            self._context.forget(slot.seq, 0)
+            slot.cached = []
 
     def _start(self, slot: _Slot, generation: Generation, prompt: list[int]) -> None:
         from shimmy.models.llamacpp import Sampler, SamplerSettings

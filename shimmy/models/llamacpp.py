@@ -196,6 +196,21 @@ class Context:
         """Drop the cached tokens of ``seq`` from position ``start`` on."""
         llama_cpp.llama_memory_seq_rm(self.memory, seq, start, -1)
 
+    def save_sequence(self, seq: int) -> Any:
+        """A copy of the KV state of ``seq`` in host memory (a ctypes byte array)."""
+        size = llama_cpp.llama_state_seq_get_size(self._ptr, seq)
+        data = (ctypes.c_uint8 * size)()
+        written = llama_cpp.llama_state_seq_get_data(self._ptr, data, size, seq)
+        if written != size:
+            raise ShimmyError("generation_failed", "llama.cpp could not copy a sequence")
+        return data
+
+    def restore_sequence(self, seq: int, data: Any) -> bool:
+        """Replace the KV state of ``seq`` with one :meth:`save_sequence` took."""
+        return bool(
+            llama_cpp.llama_state_seq_set_data(self._ptr, data, len(data), seq) == len(data)
+        )
+
     def close(self) -> None:
         self.batch.close()
         if self._ptr:

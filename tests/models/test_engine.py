@@ -286,3 +286,34 @@ def test_multibyte_characters_split_across_tokens_arrive_whole(engine):
         except UnicodeDecodeError:
             split += 1
     assert split > 0
+
+
+def test_a_prompt_whose_slot_was_taken_comes_back_from_host_memory(smollm2_path):
+    """One slot, two conversations taking turns: each evicts the other, whose KV
+    state is saved first and restored when it comes back (not decoded again),
+    and the restored state gives the same greedy output."""
+    manager = ModelManager(
+        Settings(model=str(smollm2_path), ctx_size=1024, parallel=1, keep_alive=-1),
+        ModelRegistry([smollm2_path]),
+    )
+    try:
+        engine = manager.engine(None)
+
+        def run(topic: str) -> tuple[str, int, int]:
+            long_turn = f"Here are my notes on {topic}. " + "They are long and detailed. " * 30
+            tokens = engine.chat_tokens([{"role": "user", "content": long_turn + "Summarise."}])
+            generation = engine.submit(GenerationRequest(tokens, max_tokens=8, sampling=GREEDY))
+            generation.wait(60)
+            return generation.output, generation.cached_tokens, len(tokens)
+
+        first_a, cached, _ = run("lighthouses")
+        assert cached == 0
+        first_b, _, _ = run("steam engines")  # takes the slot; A is saved
+        again_a, cached, prompt = run("lighthouses")  # A comes back
+        assert cached == prompt - 1  # all but the token decoded for fresh logits
+        assert again_a == first_a
+        again_b, cached, prompt = run("steam engines")
+        assert cached == prompt - 1 and again_b == first_b
+        assert engine._prompt_cache.hits == 2
+    finally:
+        manager.close()

@@ -1,0 +1,46 @@
+"""PromptCache bookkeeping (no model: the saved states are plain byte strings here)."""
+
+from __future__ import annotations
+
+from shimmy.models.promptcache import MIN_GAIN, MIN_TOKENS, PromptCache
+
+LONG = list(range(100))
+
+
+def test_takes_the_longest_shared_prefix_and_only_when_worth_it() -> None:
+    cache = PromptCache(limit_bytes=10_000)
+    cache.add(LONG, b"a" * 10)
+    cache.add([*LONG[:40], *range(500, 560)], b"b" * 10)
+    assert cache.size_bytes == 20 and len(cache) == 2
+    # The slot already shares 95 tokens: 100 is not MIN_GAIN better.
+    assert cache.take([*LONG, 1, 2], better_than=100 - MIN_GAIN + 1) is None
+    saved = cache.take([*LONG, 1, 2], better_than=10)
+    assert saved is not None and saved.tokens == LONG and saved.data == b"a" * 10
+    assert len(cache) == 1 and cache.size_bytes == 10 and cache.hits == 1  # taken out
+
+
+def test_wants_only_what_is_new_and_long_enough() -> None:
+    cache = PromptCache(limit_bytes=10_000)
+    assert not cache.wants(LONG, keep=100 - MIN_TOKENS + 1)  # too little would be lost
+    assert cache.wants(LONG, keep=0)
+    cache.add(LONG, b"x")
+    assert not cache.wants(LONG[:80], keep=0)  # already inside a saved prompt
+    assert not PromptCache(limit_bytes=0).wants(LONG, keep=0)  # switched off
+
+
+def test_a_longer_state_of_a_conversation_replaces_the_shorter() -> None:
+    cache = PromptCache(limit_bytes=10_000)
+    cache.add(LONG[:60], b"s" * 5)
+    cache.add(LONG, b"l" * 8)
+    assert len(cache) == 1 and cache.size_bytes == 8
+
+
+def test_oldest_go_first_past_the_limit() -> None:
+    cache = PromptCache(limit_bytes=25)
+    for n in range(3):
+        cache.add([n, *LONG], bytes(10))
+    assert len(cache) == 2 and cache.size_bytes == 20
+    assert cache.take([0, *LONG], better_than=0) is None  # the oldest went
+    assert cache.take([2, *LONG], better_than=0) is not None
+    cache.add([9, *LONG], bytes(26))  # larger than the whole cache: not kept
+    assert len(cache) == 1
