@@ -108,6 +108,13 @@ def _engine_flags(parser: argparse.ArgumentParser) -> None:
         help="prompt tokens decoded per step (default 512)",
     )
     group.add_argument(
+        "--cache-ram",
+        type=int,
+        metavar="MIB",
+        help="host memory per model for prompts whose slot another request took, "
+        "restored when they come back (default 1024; 0: off)",
+    )
+    group.add_argument(
         "--keep-alive",
         type=float,
         metavar="SECONDS",
@@ -232,6 +239,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         insecure=getattr(args, "insecure", False) or None,
         request_timeout=getattr(args, "request_timeout", None),
         batch_size=getattr(args, "batch_size", None),
+        cache_ram=getattr(args, "cache_ram", None),
         keep_alive=getattr(args, "keep_alive", None),
         verbose=args.verbose or None,
     )

@@ -85,6 +85,7 @@ class Settings:
     ctx_size: int = 4096  # context tokens per request slot (capped at the trained length)
     parallel: int = 4  # request slots per loaded model, decoded together
     batch_size: int = 512
+    cache_ram: int = 1024  # MiB per model for prompts whose slot was taken (0: off)
     max_queue: int = 16  # generations waiting per model before server_busy
     max_tokens_limit: int = 4096  # largest max_tokens a request may ask for
     max_body_bytes: int = 1_000_000

@@ -212,6 +212,7 @@ class ModelManager:
             batch_size=s.batch_size,
             max_queue=s.max_queue,
             request_timeout=s.request_timeout,
+            prompt_cache_bytes=max(0, s.cache_ram) * 1024 * 1024,
         )
 
     # -- generating ----------------------------------------------------------
