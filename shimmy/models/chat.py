@@ -56,8 +56,12 @@ def _tojson(value: Any, indent: int | None = None, **_: Any) -> str:
 
 @lru_cache(maxsize=32)
 def _compile(source: str) -> jinja2.Template:
+    # As transformers renders chat templates: some use {% break %} / {% continue %}.
     env = ImmutableSandboxedEnvironment(
-        trim_blocks=True, lstrip_blocks=True, undefined=jinja2.ChainableUndefined
+        trim_blocks=True,
+        lstrip_blocks=True,
+        undefined=jinja2.ChainableUndefined,
+        extensions=["jinja2.ext.loopcontrols"],
     )
     env.filters["tojson"] = _tojson
     env.globals["raise_exception"] = _raise_exception

@@ -92,3 +92,20 @@ def test_sandbox_blocks_attribute_escapes():
     evil = "{{ messages.__class__.__mro__[1].__subclasses__() }}"
     with pytest.raises(ShimmyError):
         ChatTemplate.for_model(evil, "", "").render([{"role": "user", "content": "x"}])
+
+
+def test_templates_may_use_loop_controls():
+    # Some templates (Qwen's tool-calling ones, for example) find the last user
+    # turn with {% break %}; transformers enables loop controls, so must we.
+    source = (
+        "{% for m in messages %}{% if m.role == 'system' %}{% continue %}{% endif %}"
+        "[{{ m.content }}]{% if loop.index >= 2 %}{% break %}{% endif %}{% endfor %}"
+    )
+    template = ChatTemplate.for_model(source, "", "")
+    messages = [
+        {"role": "system", "content": "s"},
+        {"role": "user", "content": "a"},
+        {"role": "assistant", "content": "b"},
+        {"role": "user", "content": "c"},
+    ]
+    assert template.render(messages) == "[a]"
