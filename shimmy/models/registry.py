@@ -83,8 +83,8 @@ class ModelRegistry:
         for entry in entries:
             if entry.name == key:
                 return entry
-        path = Path(wanted).expanduser()
-        if path.is_file():
+        path = _existing_file(wanted)
+        if path is not None:
             return self._entry_for_path(path, entries)
         for matches in (
             [e for e in entries if e.name.startswith(key)],
@@ -133,3 +133,14 @@ def _identity(path: Path) -> tuple[int, int] | None:
     except OSError:
         return None
     return st.st_dev, st.st_ino
+
+
+def _existing_file(text: str) -> Path | None:
+    """The file ``text`` names (``~`` expanded), for any text a client sent: a name
+    too long for the file system, one with a NUL byte or an unknown ``~user`` is no
+    file, not an error."""
+    try:
+        path = Path(text).expanduser()
+        return path if path.is_file() else None
+    except (OSError, ValueError, RuntimeError):
+        return None

@@ -67,6 +67,10 @@ def test_ambiguous_and_unknown_names(models: Path) -> None:
     assert error.details == "Model 'no-such-model' is not available"
     assert error.status == 404
     not_found(registry, "")
+    # Names no file system takes (found by the schemathesis fuzzing of /v1/models/{id}).
+    assert not_found(registry, "é" * 300).status == 404  # ENAMETOOLONG
+    assert not_found(registry, "a\x00b").status == 404  # NUL byte
+    assert not_found(registry, "~no-such-user-here/m.gguf").status == 404  # unknown ~user
 
 
 def test_resolve_an_unlisted_file_by_path(isolated_home: Path, tmp_path: Path) -> None:
