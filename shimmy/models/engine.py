@@ -88,6 +88,10 @@ class _Slot:
         return self.generation is None
 
 
+# An idle engine waits this long for more arrivals before decoding (see _receive).
+ARRIVAL_GAP = 0.003
+ARRIVAL_WINDOW = 0.025
+
 # A slot's cache "continues" a prompt when they share this fraction of the shorter
 # of the two: the same prompt again, or a later turn of the same chat.
 CONTINUES = 0.9
@@ -288,16 +292,31 @@ class Engine:
 
     def _receive(self) -> bool:
         """Move submissions into the waiting line; block only when there is no work.
-        False once the engine is closed."""
+        False once the engine is closed.
+
+        When the engine was idle, it lingers while requests keep arriving (each
+        within ``ARRIVAL_GAP`` of the last, ``ARRIVAL_WINDOW`` at most), so that
+        clients starting together begin in one step: decoding the first alone
+        would keep llama.cpp's threads spinning on every core while the HTTP
+        thread is still reading the others, and they would start a step later."""
         idle = all(s.free for s in self._slots) and not self._waiting
+        lingering_until = 0.0
         while True:
+            timeout = lingering_until - time.monotonic()
             try:
-                item = self._inbox.get(block=idle)
+                if idle:
+                    item = self._inbox.get()
+                elif timeout > 0:
+                    item = self._inbox.get(timeout=min(timeout, ARRIVAL_GAP))
+                else:
+                    item = self._inbox.get_nowait()
             except queue.Empty:
                 return True
             if item is None:
                 return False
             self._waiting.append(item)
+            if idle:
+                lingering_until = time.monotonic() + ARRIVAL_WINDOW
             idle = False
 
     def _admit(self) -> None:
