@@ -36,8 +36,7 @@ from shimmy.models.generation import (
     Generation,
     GenerationRequest,
 )
-from shimmy.models.promptcache import PromptCache
-from shimmy.models.promptcache import common_prefix as _common_prefix
+from shimmy.models.promptcache import PromptCache, common_prefix
 from shimmy.models.textstream import TextStream
 
 if TYPE_CHECKING:
@@ -111,7 +110,7 @@ def choose_slot(free: Sequence[_Slot], prompt: Sequence[int]) -> _Slot:
     best: _Slot | None = None
     best_shared = 0
     for slot in free:
-        shared = _common_prefix(slot.cached, prompt)
+        shared = common_prefix(slot.cached, prompt)
         if shared > best_shared and shared >= CONTINUES * min(len(prompt), len(slot.cached)):
             best, best_shared = slot, shared
     if best is not None:
@@ -335,18 +334,19 @@ class Engine:
             prompt = list(generation.request.prompt_tokens)
             slot = choose_slot(free, prompt)
             try:
-                self._swap_saved_prompts(slot, prompt)
-                self._start(slot, generation, prompt)
+                shared = self._swap_saved_prompts(slot, prompt)
+                self._start(slot, generation, prompt, shared)
             except ShimmyError as exc:
                 self._release(slot)
                 self._finished(generation, FINISH_ERROR, exc)
 
-    def _swap_saved_prompts(self, slot: _Slot, prompt: list[int]) -> None:
+    def _swap_saved_prompts(self, slot: _Slot, prompt: list[int]) -> int:
         """Before ``prompt`` takes ``slot``: save the conversation it would evict,
         and bring back a saved one that ``prompt`` continues further than what the
-        slot holds (see :mod:`shimmy.models.promptcache`)."""
+        slot holds (see :mod:`shimmy.models.promptcache`). Returns how many of the
+        slot's cached tokens ``prompt`` then shares."""
         cache = self._prompt_cache
-        keep = _common_prefix(slot.cached, prompt)
+        keep = common_prefix(slot.cached, prompt)
         if cache.wants(slot.cached, keep):
             try:
                 cache.add(slot.cached, self._context.save_sequence(slot.seq))
@@ -354,19 +354,22 @@ class Engine:
                 log.warning("engine %s could not save a prompt", self.name)
         saved = cache.take(prompt, keep)
         if saved is None:
-            return
+            return keep
         if self._context.restore_sequence(slot.seq, saved.data):
             slot.cached = saved.tokens
-        else:  # the sequence's state is unknown now: start it from nothing
-            log.warning("engine %s could not restore a saved prompt", self.name)
-            self._context.forget(slot.seq, 0)
-            slot.cached = []
+            return common_prefix(saved.tokens, prompt)
+        # The sequence's state is unknown now: start it from nothing.
+        log.warning("engine %s could not restore a saved prompt", self.name)
+        self._context.forget(slot.seq, 0)
+        slot.cached = []
+        return 0
 
-    def _start(self, slot: _Slot, generation: Generation, prompt: list[int]) -> None:
+    def _start(self, slot: _Slot, generation: Generation, prompt: list[int], reuse: int) -> None:
+        """Run ``generation`` in ``slot``, whose first ``reuse`` cached tokens are
+        the prompt's own."""
         from shimmy.models.llamacpp import Sampler, SamplerSettings
 
         request = generation.request
-        reuse = _common_prefix(slot.cached, prompt)
         if reuse == len(prompt):
             reuse -= 1  # decode at least one token to get fresh logits
         self._context.forget(slot.seq, reuse)

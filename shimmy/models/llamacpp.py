@@ -207,9 +207,8 @@ class Context:
 
     def restore_sequence(self, seq: int, data: Any) -> bool:
         """Replace the KV state of ``seq`` with one :meth:`save_sequence` took."""
-        return bool(
-            llama_cpp.llama_state_seq_set_data(self._ptr, data, len(data), seq) == len(data)
-        )
+        read: int = llama_cpp.llama_state_seq_set_data(self._ptr, data, len(data), seq)
+        return read == len(data)
 
     def close(self) -> None:
         self.batch.close()
