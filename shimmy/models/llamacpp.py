@@ -153,7 +153,7 @@ class Model:
 
 
 class Context:
-    """A llama.cpp context holding ``n_seq`` sequences in one unified KV cache."""
+    """A llama.cpp context holding ``n_seq`` sequences, each in its own KV stream."""
 
     def __init__(self, model: Model, *, n_ctx: int, n_seq: int, n_batch: int, threads: int) -> None:
         params = llama_cpp.llama_context_default_params()

@@ -75,6 +75,7 @@ class ShimmyApp(App[int]):
         self.theme = DARK_THEME
         self.sub_title = "starting…" if serve else "server off"
         self._chat: ChatPane | None = None  # read by the stats worker thread
+        self._stats_worker: Worker[Any] | None = None
 
     def compose(self) -> ComposeResult:
         yield Header(icon="◆")
@@ -107,8 +108,8 @@ class ShimmyApp(App[int]):
         else:
             self.post_message(ServerStateChanged(False, None, None))
         if self.stats_interval > 0:
-            self.set_interval(self.stats_interval, self.take_stats)
-            self.take_stats()
+            self.set_interval(self.stats_interval, self.refresh_stats)
+            self.refresh_stats()
 
     # -- the embedded server -----------------------------------------------------
 
@@ -151,7 +152,15 @@ class ShimmyApp(App[int]):
 
     # -- live figures ------------------------------------------------------------
 
-    @work(thread=True, exclusive=True, group="stats", exit_on_error=False)
+    def refresh_stats(self) -> None:
+        """Take fresh figures in a thread, unless the last taking is still running
+        (the manager is busy loading, say): cancelling it would not stop its thread,
+        and threads would pile up one per tick."""
+        if self._stats_worker is not None and not self._stats_worker.is_finished:
+            return
+        self._stats_worker = self.take_stats()
+
+    @work(thread=True, group="stats", exit_on_error=False)
     def take_stats(self) -> None:
         stats = self.manager.stats()
         # Totals count a generation when it ends; add the tokens of those still running
@@ -169,10 +178,10 @@ class ShimmyApp(App[int]):
         stats = message.stats
         try:
             server_pane, models_pane = self.query_one(ServerPane), self.query_one(ModelsPane)
+            server_pane.stats_changed(stats, message.live_completion_tokens)
+            models_pane.loaded_changed({m.name for m in stats.loaded}, stats.default_model)
         except NoMatches:  # a worker's last report, arriving while the app shuts down
             return
-        server_pane.stats_changed(stats, message.live_completion_tokens)
-        models_pane.loaded_changed({m.name for m in stats.loaded}, stats.default_model)
 
     @on(ModelsPane.EntriesLoaded)
     def _entries_loaded(self, message: ModelsPane.EntriesLoaded) -> None:

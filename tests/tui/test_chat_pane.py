@@ -132,8 +132,7 @@ async def test_api_request_and_chat_reply_at_once(
         assert app.query(ChatMessage).last().markdown.source.strip()
         # The API request shows in the Server tab's request log.
         await pilot.press("f4")
-        app.take_stats()
-        await app.workers.wait_for_complete()
+        await app.take_stats().wait()
         await pilot.pause()
         log = app.query_one("#request-log")
         assert log.row_count >= 1  # type: ignore[attr-defined]
