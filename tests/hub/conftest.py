@@ -12,11 +12,17 @@ from tests.hub.fakehub import FakeHub, smollm2_repos
 
 @pytest.fixture
 def fake_hub(
-    smollm2_path: Path, isolated_home: Path, monkeypatch: pytest.MonkeyPatch
+    smollm2_path: Path,
+    isolated_home: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[FakeHub]:
-    """A started fake hub that ``HF_ENDPOINT`` points at, in an isolated home."""
+    """A started fake hub that ``HF_ENDPOINT`` points at, in an isolated home.
+
+    Its split model (a real llama.cpp split of SmolLM2) is built once per test
+    session, in the session's temporary folder, and shared by every test."""
     with FakeHub() as hub:
-        for repo in smollm2_repos(smollm2_path):
+        for repo in smollm2_repos(smollm2_path, tmp_path_factory.getbasetemp() / "fakehub"):
             hub.add(repo)
         monkeypatch.setenv("HF_ENDPOINT", hub.url)
         monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)

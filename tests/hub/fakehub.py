@@ -5,12 +5,19 @@ does: model search (``/api/models``), repo trees with LFS sizes and sha256,
 ``resolve`` with ETag / X-Repo-Commit / X-Linked-Size and a redirect to a
 separate "CDN" origin, which serves Range requests, optionally throttled so a
 test can stop a client half-way. Errors carry the hub's ``X-Error-Code``.
+
+The split repository serves a real llama.cpp split of the SmolLM2 file
+(:func:`split_gguf`), so a pulled split model loads and generates.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
+import os
+import shutil
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -334,11 +341,77 @@ def _handler(hub: FakeHub, role: str) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-def smollm2_repos(model: Path) -> list[FakeRepo]:
-    """The repositories the hub tests and docs use, all serving the real SmolLM2 bytes."""
-    size = model.stat().st_size
-    half = size // 2
+SPLIT_STEM = "SmolLM2-Q4_K_M"  # the split repo's parts: SPLIT_STEM-0000N-of-00002.gguf
+
+
+def split_gguf(source: Path, folder: Path, stem: str, parts: int = 2) -> list[Path]:
+    """``source`` as llama.cpp's ``gguf-split --split-max-tensors`` writes it:
+    ``folder/stem-00001-of-0000N.gguf`` and on, each a valid GGUF. The first holds
+    every metadata key of ``source``; every part holds ``split.no`` (u16, 0-based),
+    ``split.count`` (u16) and ``split.tensors.count`` (i32, all parts' tensors) and
+    its share of the tensors, their types and bytes copied unchanged.
+
+    A finished earlier build in ``folder`` is reused; a build is written aside and
+    renamed into place, so an interrupted one is never mistaken for a finished one.
+    """
+    import gguf
+
+    names = [folder / f"{stem}-{i:05d}-of-{parts:05d}.gguf" for i in range(1, parts + 1)]
+    if all(p.is_file() for p in names):
+        return names
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    building = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        reader = gguf.GGUFReader(source)
+        arch = reader.get_field(gguf.Keys.General.ARCHITECTURE)
+        assert arch is not None, f"{source} has no general.architecture"
+        per_part = math.ceil(len(reader.tensors) / parts)
+        writer = gguf.GGUFWriter(
+            None, str(arch.contents()), endianess=reader.endianess, split_max_tensors=per_part
+        )  # it writes general.architecture first, then the split keys after the rest
+        for f in reader.fields.values():
+            if f.name.startswith("GGUF.") or f.name == gguf.Keys.General.ARCHITECTURE:
+                continue
+            if f.name == gguf.Keys.General.ALIGNMENT:
+                writer.data_alignment = int(f.contents())
+            sub_type = f.types[-1] if f.types[0] == gguf.GGUFValueType.ARRAY else None
+            writer.add_key_value(f.name, f.contents(), f.types[0], sub_type=sub_type)
+        for t in reader.tensors:
+            writer.add_tensor_info(t.name, t.data.shape, t.data.dtype, t.data.nbytes, t.tensor_type)
+        assert len(writer.tensors) == parts, f"{len(reader.tensors)} tensors, {parts} parts"
+        writer.write_header_to_file(building / f"{stem}.gguf")
+        writer.write_kv_data_to_file()
+        writer.write_ti_data_to_file()
+        for t in reader.tensors:
+            writer.write_tensor_data(t.data, tensor_endianess=reader.endianess)
+        writer.close()
+        assert sorted(p.name for p in building.iterdir()) == [p.name for p in names]
+        try:
+            os.rename(building, folder)
+        except OSError:  # another process finished the same build first
+            if not all(p.is_file() for p in names):
+                raise
+    finally:
+        shutil.rmtree(building, ignore_errors=True)
+    return names
+
+
+def default_cache_dir() -> Path:
+    """Where :func:`smollm2_repos` keeps the split model when no folder is given."""
+    return Path(tempfile.gettempdir()) / f"shimmy-fakehub-{os.getuid()}"
+
+
+def smollm2_repos(model: Path, cache_dir: Path | None = None) -> list[FakeRepo]:
+    """The repositories the hub tests and docs use, all serving the real SmolLM2 bytes.
+
+    The split model is built from ``model`` into ``cache_dir`` once (by default a
+    folder in the system's temporary folder), named after the model file's size
+    and time so that another model file gets its own build."""
+    stat = model.stat()
+    size = stat.st_size
     whole = {"source": model, "length": size}
+    key = hashlib.sha1(f"{model}:{size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
+    split = split_gguf(model, (cache_dir or default_cache_dir()) / f"split-{key}", SPLIT_STEM)
     readme = FakeFile("README.md", text=b"# SmolLM2 135M Instruct, GGUF\n")
     return [
         FakeRepo(
@@ -357,10 +430,7 @@ def smollm2_repos(model: Path) -> list[FakeRepo]:
         ),
         FakeRepo(
             "shimmy-test/SmolLM2-split-GGUF",
-            [
-                FakeFile("Q4_K_M/SmolLM2-Q4_K_M-00001-of-00002.gguf", model, 0, half),
-                FakeFile("Q4_K_M/SmolLM2-Q4_K_M-00002-of-00002.gguf", model, half, size - half),
-            ],
+            [FakeFile(f"Q4_K_M/{part.name}", part, 0, part.stat().st_size) for part in split],
             downloads=10,
             likes=90,
             last_modified="2025-02-01T10:00:00.000Z",

@@ -18,6 +18,7 @@ from shimmy.models.registry import ModelRegistry
 from tests.hub.fakehub import FakeHub
 
 REPO = "shimmy-test/SmolLM2-135M-Instruct-GGUF"
+SPLIT = "shimmy-test/SmolLM2-split-GGUF"
 
 
 def test_quantization_and_specs() -> None:
@@ -61,7 +62,12 @@ def test_search(fake_hub: FakeHub) -> None:
     assert found[0].parameters == 134_515_008
     assert found[0].last_modified is not None and found[0].last_modified.year == 2025
     by_likes = hub.search_models("smollm2", sort="likes", limit=1)
-    assert [m.repo_id for m in by_likes] == ["shimmy-test/SmolLM2-split-GGUF"]
+    assert [m.repo_id for m in by_likes] == [SPLIT]
+    # "updated": newest first, as the hub sorts lastModified.
+    by_date = hub.search_models("smollm2", sort="updated")
+    assert [m.repo_id for m in by_date] == ["shimmy-test/SmolLM2-corrupt-GGUF", REPO, SPLIT]
+    dates = [m.last_modified for m in by_date]
+    assert all(dates) and dates == sorted(dates, reverse=True)  # type: ignore[type-var]
     assert hub.search_models("no-such-words") == []
 
 
@@ -73,9 +79,53 @@ def test_list_files_groups_splits_and_skips_projectors(
     sha = hashlib.sha256(smollm2_path.read_bytes()).hexdigest()
     assert all(f.size == smollm2_path.stat().st_size and f.parts[0].sha256 == sha for f in files)
     assert files[0].fit().verdict in {"fits", "tight", "too_large"}
-    (split,) = hub.list_gguf_files("shimmy-test/SmolLM2-split-GGUF")
+    (split,) = hub.list_gguf_files(SPLIT)
     assert split.name == "Q4_K_M/SmolLM2-Q4_K_M.gguf" and len(split.parts) == 2
-    assert split.size == smollm2_path.stat().st_size
+    served = fake_hub.repos[SPLIT].files  # the tree's sizes and LFS sha256 are the bytes'
+    assert [p.path for p in split.parts] == [f.path for f in served]
+    for part, f in zip(split.parts, served, strict=True):
+        assert f.source is not None
+        assert part.size == f.source.stat().st_size
+        assert part.sha256 == hashlib.sha256(f.source.read_bytes()).hexdigest()
+
+
+def test_the_fake_split_is_a_llama_cpp_split(fake_hub: FakeHub, smollm2_path: Path) -> None:
+    """What `gguf-split --split-max-tensors` writes: every part a GGUF; the first
+    with all of the model's metadata, each with split.no / split.count (u16) and
+    split.tensors.count (i32); the tensors, their types and bytes unchanged."""
+    import gguf
+
+    source = gguf.GGUFReader(smollm2_path)
+    paths = [f.source for f in fake_hub.repos[SPLIT].files]
+    assert [p.name for p in paths if p] == [
+        "SmolLM2-Q4_K_M-00001-of-00002.gguf",
+        "SmolLM2-Q4_K_M-00002-of-00002.gguf",
+    ]
+    parts = [gguf.GGUFReader(p) for p in paths if p]
+    u16, i32 = gguf.GGUFValueType.UINT16, gguf.GGUFValueType.INT32
+    for number, part in enumerate(parts):
+        split = {
+            k: (f.types, f.contents()) for k, f in part.fields.items() if k.startswith("split.")
+        }
+        assert split == {
+            "split.no": ([u16], number),
+            "split.count": ([u16], 2),
+            "split.tensors.count": ([i32], len(source.tensors)),
+        }
+        assert 0 < len(part.tensors) < len(source.tensors)
+    first, second = parts
+    model_keys = [k for k in source.fields if not k.startswith("GGUF.")]
+    assert [k for k in first.fields if not k.startswith(("GGUF.", "split."))] == model_keys
+    for key in model_keys:
+        assert first.fields[key].types == source.fields[key].types, key
+        assert first.fields[key].contents() == source.fields[key].contents(), key
+    assert [k for k in second.fields if not k.startswith(("GGUF.", "split."))] == []
+    tensors = [*first.tensors, *second.tensors]
+    assert [t.name for t in tensors] == [t.name for t in source.tensors]
+    for ours, theirs in zip(tensors, source.tensors, strict=True):
+        assert ours.tensor_type == theirs.tensor_type, ours.name
+        assert list(ours.shape) == list(theirs.shape), ours.name
+        assert ours.data.tobytes() == theirs.data.tobytes(), ours.name
 
 
 def test_download_cancel_then_resume_with_range(fake_hub: FakeHub, smollm2_path: Path) -> None:
@@ -139,15 +189,22 @@ def test_disk_full_mid_download_keeps_the_bytes_to_resume(
 
 
 def test_split_model_fetches_every_part(fake_hub: FakeHub) -> None:
-    (split,) = hub.list_gguf_files("shimmy-test/SmolLM2-split-GGUF")
+    (split,) = hub.list_gguf_files(SPLIT)
     first = hub.download(split)
     assert first.name == "SmolLM2-Q4_K_M-00001-of-00002.gguf"
     assert sorted(p.name for p in first.parent.iterdir()) == [
         "SmolLM2-Q4_K_M-00001-of-00002.gguf",
         "SmolLM2-Q4_K_M-00002-of-00002.gguf",
     ]
-    entries = [e for e in ModelRegistry().entries() if e.source == "huggingface"]
-    assert len(entries) == 1 and len(entries[0].parts) == 2
+    served = [f.source for f in fake_hub.repos[SPLIT].files]
+    pulled = sorted(first.parent.iterdir())
+    assert [p.read_bytes() for p in pulled] == [s.read_bytes() for s in served if s]
+    (entry,) = [e for e in ModelRegistry().entries() if e.source == "huggingface"]
+    assert entry.name == "smollm2-q4_k_m" and entry.origin == SPLIT
+    assert entry.parts == tuple(pulled) and entry.path == first
+    assert entry.usable, entry.error
+    assert entry.info is not None and entry.info.split_count == 2
+    assert entry.architecture == "llama" and entry.size == split.size
 
 
 def test_sha256_mismatch_deletes_the_download(fake_hub: FakeHub) -> None:
