@@ -35,6 +35,7 @@ from shimmy.models.generation import (
     FINISH_STOP,
     Generation,
     GenerationRequest,
+    wake_readers,
 )
 from shimmy.models.promptcache import PromptCache, common_prefix
 from shimmy.models.textstream import TextStream
@@ -396,6 +397,16 @@ class Engine:
         slot.max_tokens = min(request.max_tokens, self.n_ctx - len(prompt))
         generation.cached_tokens = reuse
         generation._start()
+        log.debug(
+            "engine %s: generation %d takes slot %d after %.1f ms in line; %d of %d prompt"
+            " tokens cached",
+            self.name,
+            generation.id,
+            slot.seq,
+            1000 * (time.monotonic() - generation.created_at),
+            reuse,
+            len(prompt),
+        )
 
     def _step(self) -> None:
         """One decode of every running sequence's next token plus prompt chunks."""
@@ -418,12 +429,14 @@ class Engine:
                 slot.cached.append(slot.next_token)
                 slot.next_token = None
         budget = max(0, self._context.n_batch - batch.n)
+        prompt_read = 0
         for slot in running:
             if not slot.pending or budget == 0:
                 continue
             chunk = slot.pending[:budget]
             del slot.pending[: len(chunk)]
             budget -= len(chunk)
+            prompt_read += len(chunk)
             last = len(chunk) - 1
             for i, token in enumerate(chunk):
                 index = batch.add(token, len(slot.cached), slot.seq, i == last and not slot.pending)
@@ -432,6 +445,7 @@ class Engine:
                     slot.logits_at = index
         if batch.n == 0:
             return
+        started = time.monotonic()
         try:
             with self._decode_lock:
                 self._context.decode()
@@ -442,9 +456,20 @@ class Engine:
                 slot.cached.clear()
                 self._end(slot, FINISH_ERROR, exc)
             return
+        sampled = [s.generation for s in running if s.logits_at >= 0 and s.generation]
         for slot in running:
             if slot.logits_at >= 0 and slot.generation is not None:
                 self._sample(slot)
+        wake_readers(sampled)
+        if prompt_read:  # steps that only generate are too many to log
+            log.debug(
+                "engine %s: step of %d tokens (%d of prompts) for %d sequences in %.1f ms",
+                self.name,
+                batch.n,
+                prompt_read,
+                len(running),
+                1000 * (time.monotonic() - started),
+            )
 
     def _sample(self, slot: _Slot) -> None:
         assert slot.sampler is not None and slot.generation is not None
@@ -456,7 +481,14 @@ class Engine:
             self._end(slot, FINISH_STOP)
             return
         slot.produced += 1
-        generation._emit(slot.stream.feed(self._model.piece(token)), token)
+        if slot.produced == 1:
+            log.debug(
+                "engine %s: generation %d has its first token %.1f ms after it came",
+                self.name,
+                generation.id,
+                1000 * (time.monotonic() - generation.created_at),
+            )
+        generation._emit(slot.stream.feed(self._model.piece(token)), token, wake=False)
         if slot.stream.stopped:
             self._end(slot, FINISH_STOP)
         elif slot.produced >= slot.max_tokens:

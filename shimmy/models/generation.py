@@ -11,7 +11,7 @@ import asyncio
 import itertools
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from shimmy.errors import ShimmyError
@@ -184,7 +184,9 @@ class Generation:
     def _start(self) -> None:
         self.started_at = time.monotonic()
 
-    def _emit(self, text: str, token_id: int | None) -> None:
+    def _emit(self, text: str, token_id: int | None, *, wake: bool = True) -> None:
+        """Add a piece; ``wake`` false leaves waking the readers to a later
+        :func:`wake_readers` that wakes several generations' readers at once."""
         now = time.monotonic()
         with self._lock:
             if token_id is not None:
@@ -193,7 +195,8 @@ class Generation:
                     self.first_token_at = now
             if text or token_id is not None:
                 self._pieces.append(Piece(text, token_id))
-            self._notify()
+            if wake:
+                self._notify()
 
     def _finish(self, reason: str, error: ShimmyError | None = None) -> None:
         with self._lock:
@@ -203,3 +206,27 @@ class Generation:
             self.finished_at = time.monotonic()
             self.finish_reason = reason
             self._notify()
+
+
+def wake_readers(generations: Iterable[Generation]) -> None:
+    """Wake the readers of ``generations`` with one call into each event loop.
+
+    The scheduler emits a token for every running sequence in a step; waking an
+    event loop once per token would write its self-pipe and run its loop once per
+    stream, on cores that llama.cpp's threads need for the next step."""
+    events: dict[asyncio.AbstractEventLoop, list[asyncio.Event]] = {}
+    for generation in generations:
+        with generation._lock:
+            generation._changed.notify_all()
+            for loop, wake in generation._async_waiters:
+                events.setdefault(loop, []).append(wake)
+    for loop, wakes in events.items():
+        try:
+            loop.call_soon_threadsafe(_set_all, wakes)
+        except RuntimeError:  # that event loop closed; its readers are gone
+            pass
+
+
+def _set_all(events: list[asyncio.Event]) -> None:
+    for event in events:
+        event.set()

@@ -347,3 +347,15 @@ def test_a_prompt_whose_slot_was_taken_comes_back_from_host_memory(smollm2_path,
             assert engine._prompt_cache.hits == 0
     finally:
         manager.close()
+
+
+def test_debug_log_tells_each_requests_wait_cache_and_first_token(engine, caplog):
+    tokens = engine.chat_tokens([{"role": "user", "content": "Say hello to the log."}])
+    with caplog.at_level("DEBUG", logger="shimmy.models.engine"):
+        generation = engine.submit(GenerationRequest(tokens, max_tokens=3, sampling=GREEDY))
+        assert generation.wait(30)
+    mine = [r.getMessage() for r in caplog.records]
+    took = [m for m in mine if f"generation {generation.id} takes slot" in m]
+    assert took and f"{generation.cached_tokens} of {len(tokens)} prompt tokens cached" in took[0]
+    assert any(f"generation {generation.id} has its first token" in m for m in mine)
+    assert any(f"({len(tokens) - generation.cached_tokens} of prompts)" in m for m in mine), mine

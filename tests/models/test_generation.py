@@ -1,0 +1,74 @@
+"""Generation handles: how the scheduler thread hands pieces to their readers."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+from shimmy.models.generation import Generation, GenerationRequest, wake_readers
+
+
+def make() -> Generation:
+    return Generation(GenerationRequest([1, 2, 3], max_tokens=4), "model")
+
+
+def test_one_wake_per_event_loop_for_a_whole_step() -> None:
+    asyncio.run(_one_wake_per_event_loop())
+
+
+async def _one_wake_per_event_loop() -> None:
+    loop = asyncio.get_running_loop()
+    generations = [make() for _ in range(4)]
+    firsts: list[asyncio.Future[str]] = [loop.create_future() for _ in generations]
+
+    async def read(generation: Generation, first: asyncio.Future[str]) -> str:
+        text = ""
+        async for piece in generation.stream():
+            if not first.done():
+                first.set_result(piece.text)
+            text += piece.text
+        return text
+
+    readers = [asyncio.create_task(read(g, f)) for g, f in zip(generations, firsts, strict=True)]
+    await asyncio.sleep(0.05)  # every reader waits for its first piece
+
+    calls = 0
+    original = loop.call_soon_threadsafe
+
+    def counting(*args):  # type: ignore[no-untyped-def]
+        nonlocal calls
+        calls += 1
+        return original(*args)
+
+    loop.call_soon_threadsafe = counting  # type: ignore[method-assign]
+
+    def scheduler_step() -> None:  # as the engine's thread does it
+        for i, generation in enumerate(generations):
+            generation._emit(f"t{i}", 100 + i, wake=False)
+        wake_readers(generations)
+
+    thread = threading.Thread(target=scheduler_step)
+    thread.start()
+    thread.join()
+    assert await asyncio.wait_for(asyncio.gather(*firsts), 5) == ["t0", "t1", "t2", "t3"]
+    assert calls == 1  # one wake for the four streams
+    loop.call_soon_threadsafe = original  # type: ignore[method-assign]
+
+    for generation in generations:
+        generation._finish("length")
+    assert await asyncio.wait_for(asyncio.gather(*readers), 5) == ["t0", "t1", "t2", "t3"]
+
+
+def test_pieces_emitted_without_a_wake_reach_thread_readers_after_wake_readers() -> None:
+    generation = make()
+    seen: list[str] = []
+    reader = threading.Thread(target=lambda: seen.extend(p.text for p in generation))
+    reader.start()
+    generation._emit("a", 7, wake=False)
+    generation._emit("b", 8, wake=False)
+    wake_readers([generation])
+    generation._finish("length")
+    reader.join(5)
+    assert not reader.is_alive()
+    assert seen == ["a", "b"]
+    assert generation.completion_tokens == 2
