@@ -77,13 +77,21 @@ class Server:
         return self.process.returncode
 
 
-def start_server(args: list[str], env: dict[str, str], *, cwd: Path, timeout: float = 30) -> Server:
-    """`shimmy serve --port 0 ...`; returns once /api/health answers."""
+def start_server(
+    args: list[str],
+    env: dict[str, str],
+    *,
+    cwd: Path,
+    timeout: float = 30,
+    bind: str | None = "127.0.0.1:0",
+) -> Server:
+    """`shimmy serve --bind 127.0.0.1:0 ...` (``bind=None``: no --bind at all);
+    returns once /api/health answers at the address the server says it serves on."""
     log_path = cwd / f"serve-{time.monotonic_ns()}.log"
     started = time.monotonic()
     with log_path.open("w") as log_file:  # the child keeps its own copy of the descriptor
         process = subprocess.Popen(
-            [SHIMMY, "serve", "--bind", "127.0.0.1:0", *args],
+            [SHIMMY, "serve", *(["--bind", bind] if bind else []), *args],
             env=env,
             cwd=cwd,
             stdout=log_file,

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
 from shimmy import __version__
-from tests.e2e.harness import isolated_env, run_shimmy
+from tests.e2e.harness import SHIMMY, isolated_env, run_shimmy
 
 pytestmark = [pytest.mark.e2e]
 
@@ -105,6 +108,81 @@ def test_generate_reads_stdin_and_reports_stats_with_verbose(env, home):
     )
     assert result.returncode == 0, result.stderr
     assert "completion tokens" in result.stderr and "tok/s" in result.stderr
+
+
+POEM = ["generate", "--prompt", "Write a poem about the sea.", "--max-tokens", "24"]
+# Temperature 1 over the whole vocabulary: only the flag under test narrows it.
+UNTRUNCATED = ["--temperature", "1", "--top-k", "0", "--top-p", "1", "--min-p", "0"]
+
+
+def generated(args: list[str], env: dict[str, str], home: Path) -> str:
+    result = run_shimmy(args, env, cwd=home)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip()
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def greedy_poem(env, home) -> str:
+    return generated([*POEM, "--temperature", "0"], env, home)
+
+
+@pytest.mark.model
+def test_generate_seed_repeats_at_temperature_one(env, home, greedy_poem):
+    seeded = [*POEM, "--temperature", "1"]
+    first = generated([*seeded, "--seed", "5"], env, home)
+    assert generated([*seeded, "--seed", "5"], env, home) == first
+    assert generated([*seeded, "--seed", "6"], env, home) != first
+    assert first != greedy_poem
+
+
+@pytest.mark.model
+def test_generate_stop_ends_the_text_before_the_stop_string(env, home, greedy_poem):
+    words = greedy_poem.split()
+    assert len(words) >= 4, greedy_poem
+    stop = words[3]
+    cut = generated([*POEM, "--temperature", "0", "--stop", stop, "--stop", "\u2603"], env, home)
+    assert cut == greedy_poem[: greedy_poem.index(stop)] + "\n"
+
+
+@pytest.mark.model
+def test_generate_top_k_1_is_greedy(env, home, greedy_poem):
+    sampled = generated([*POEM, *UNTRUNCATED, "--seed", "5"], env, home)
+    assert sampled != greedy_poem  # the control: this seed alone is not greedy
+    top_k = generated([*POEM, *UNTRUNCATED, "--seed", "5", "--top-k", "1"], env, home)
+    assert top_k == greedy_poem
+
+
+@pytest.mark.model
+def test_generate_streams_output_before_it_finishes(env, home):
+    """The first words reach stdout (a pipe, not a terminal) long before the last."""
+    args = ["generate", "--prompt", "Write a long essay about the history of Rome."]
+    env = {k: v for k, v in env.items() if k != "PYTHONUNBUFFERED"}  # as a user's shell has it
+    with (home / "stream-stderr.log").open("w+") as stderr:
+        process = subprocess.Popen(
+            [SHIMMY, *args, "--max-tokens", "200", "--temperature", "0"],
+            env=env,
+            cwd=home,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+        )
+        assert process.stdout is not None
+        arrivals: list[tuple[float, bytes]] = []
+        try:
+            while chunk := os.read(process.stdout.fileno(), 65536):
+                arrivals.append((time.monotonic(), chunk))
+            returncode = process.wait(600)
+        finally:
+            process.kill()
+            process.stdout.close()
+        exited = time.monotonic()
+        stderr.seek(0)
+        assert returncode == 0, stderr.read()
+    text = b"".join(chunk for _, chunk in arrivals).decode()
+    assert len(text.split()) > 60, text  # a long answer, not an early stop
+    first, last = arrivals[0][0], arrivals[-1][0]
+    assert len(arrivals) >= 10, [c for _, c in arrivals]
+    assert last - first >= 0.5 and exited - first >= 0.5, (first, last, exited)
 
 
 def test_generate_errors_are_one_line_with_exit_codes(env, home):

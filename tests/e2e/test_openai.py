@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from typing import Any
 
 import httpx
 import jsonschema
@@ -14,6 +15,7 @@ import pytest
 from shimmy.models.chat import ChatTemplate
 from shimmy.models.gguf import read_gguf_info
 from tests.e2e.harness import Server, isolated_env, start_server
+from tests.models import write_model
 
 pytestmark = [pytest.mark.e2e, pytest.mark.model]
 
@@ -244,6 +246,65 @@ def test_body_over_the_size_limit_is_413(client):
         chat(client, messages=[{"role": "user", "content": "x" * 1_100_000}])
     assert err.value.status_code == 413
     assert err.value.type == "invalid_request_error"
+
+
+# -- keys and server faults -------------------------------------------------------------------
+
+KEY = "sk-shimmy-test"
+
+
+@pytest.fixture(scope="module")
+def keyed_server(tmp_path_factory) -> Server:
+    """A server that requires KEY and also offers a model llama.cpp cannot load
+    (a well-formed GGUF of an architecture it does not know)."""
+    root = tmp_path_factory.mktemp("openai-keyed")
+    folder = root / "models"
+    folder.mkdir()
+    write_model(folder / "alien.gguf", arch="notarealarch")
+    args = ["--api-key", KEY, "--model-dirs", str(folder), "--no-preload", "--ctx-size", "512"]
+    srv = start_server(args, isolated_env(root), cwd=root)
+    yield srv
+    srv.stop()
+
+
+def keyed_client(server: Server, api_key: str, sent: list[Any]) -> openai.OpenAI:
+    return openai.OpenAI(
+        base_url=server.url + "/v1",
+        api_key=api_key,
+        max_retries=0,
+        timeout=240,
+        http_client=openai.DefaultHttpxClient(event_hooks={"request": [sent.append]}),
+    )
+
+
+def test_missing_or_wrong_key_raises_authentication_error(keyed_server):
+    sent: list[Any] = []  # the SDK's own (httpx2) requests, as sent
+    with keyed_client(keyed_server, KEY, sent) as client:
+        assert MODEL in [m.id for m in client.models.list().data]
+        # No key at all: the SDK insists on one unless the header is omitted outright.
+        with pytest.raises(openai.AuthenticationError) as err:
+            chat(client, extra_headers={"Authorization": openai.omit})
+        assert "authorization" not in sent[-1].headers
+        assert err.value.status_code == 401 and err.value.code == "unauthorized"
+    with keyed_client(keyed_server, "sk-wrong", sent) as client:
+        with pytest.raises(openai.AuthenticationError) as err:
+            chat(client)
+        assert sent[-1].headers["authorization"] == "Bearer sk-wrong"
+        assert err.value.status_code == 401 and err.value.code == "unauthorized"
+        with pytest.raises(openai.AuthenticationError):
+            client.models.list()
+
+
+def test_model_that_fails_to_load_raises_internal_server_error(keyed_server):
+    with keyed_client(keyed_server, KEY, []) as client:
+        with pytest.raises(openai.InternalServerError) as err:
+            chat(client, model="alien")
+        assert err.value.status_code == 500
+        assert err.value.code == "model_load_failed"
+        assert "alien" in err.value.message
+        assert "notarealarch" in str(err.value.body)
+        # The fault is the model's, not the server's: the next request is served.
+        assert chat(client, max_tokens=2).choices[0].finish_reason in {"stop", "length"}
 
 
 # -- completions and embeddings ---------------------------------------------------------------
