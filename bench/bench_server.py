@@ -9,9 +9,10 @@ installed llama-cpp-python (pip download of that sdist, cmake; cached in
 ~/.cache/shimmy-bench), makes a venv there with llama-cpp-python[server], starts
 all three servers on the same model with the same threads and context per
 slot, and drives each with the same streaming chat requests at 1, 4 and 8
-concurrent clients, servers taking turns, for several rounds; it reports
-medians. It also times the first token of a second chat turn after a
-~1000-token first turn, with the prefix cached (warm) and not (cold). Results
+concurrent clients, servers taking turns at each load, for several rounds
+(after one unmeasured warm-up request each); it reports medians. It also
+times the first token of a second chat turn after a ~1000-token first turn,
+with the prefix cached (warm) and not (cold). Results
 go to bench/RESULTS.md and bench/throughput.png. Loopback only; every loop is
 bounded in count and time.
 """
@@ -462,7 +463,8 @@ def write_report(
         f"{LLAMA_VERSION}; llama-cpp-python's server {LLAMA_VERSION} (interrupt_requests off); "
         f"shimmy {importlib.metadata.version('shimmy-llm')}",
         f"- Streaming chat requests of {args.max_tokens} tokens (temperature 0.7), "
-        f"{args.rounds} rounds, servers taking turns in each round; medians.",
+        f"{args.rounds} rounds, servers taking turns at each load after one unmeasured "
+        "warm-up request each; medians.",
         "",
         "| server | clients | per-stream tok/s | total tok/s | median TTFT (s) |",
         "|---|---|---|---|---|",
@@ -596,11 +598,17 @@ def main() -> int:
         for server in servers:
             server.start(log_dir)
             print(f"started {server.name} on {server.url}", file=sys.stderr, flush=True)
+        for server in servers:
+            # Unmeasured: the first request of a fresh process pays for warming up
+            # (lazy loads, first allocations, cold caches), which no round should.
+            asyncio.run(load_round(server, 1, 16))
         for round_no in range(args.rounds):
-            # Rotate the order so no server always goes first (or last) in a round.
+            # Rotate the order so no server always goes first (or last), and let the
+            # servers take turns at each load, so that a slow spell of this shared
+            # machine falls on all of them rather than on one server's whole turn.
             order = servers[round_no % len(servers) :] + servers[: round_no % len(servers)]
-            for server in order:
-                for n in args.clients:
+            for n in args.clients:
+                for server in order:
                     with PeakRss(server) as peak:
                         figures = asyncio.run(load_round(server, n, args.max_tokens))
                     if n == max(args.clients):
@@ -614,6 +622,7 @@ def main() -> int:
                         file=sys.stderr,
                         flush=True,
                     )
+            for server in order:
                 turn = asyncio.run(second_turn_ttft(server))
                 turns[server.name].append(turn)
                 print(

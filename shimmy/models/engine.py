@@ -349,15 +349,31 @@ class Engine:
         cache = self._prompt_cache
         keep = common_prefix(slot.cached, prompt)
         if cache.wants(slot.cached, keep):
+            started = time.monotonic()
             try:
                 cache.add(slot.cached, self._context.save_sequence(slot.seq))
             except ShimmyError:  # only a lost optimisation: the request goes on
                 log.warning("engine %s could not save a prompt", self.name)
+            log.debug(
+                "engine %s: saved the %d tokens of slot %d in %.1f ms",
+                self.name,
+                len(slot.cached),
+                slot.seq,
+                1000 * (time.monotonic() - started),
+            )
+        started = time.monotonic()
         saved = cache.take(prompt, keep)
         if saved is None:
             return keep
         if self._context.restore_sequence(slot.seq, saved.data):
             slot.cached = saved.tokens
+            log.debug(
+                "engine %s: restored %d saved tokens into slot %d in %.1f ms",
+                self.name,
+                len(saved.tokens),
+                slot.seq,
+                1000 * (time.monotonic() - started),
+            )
             return common_prefix(saved.tokens, prompt)
         # The sequence's state is unknown now: start it from nothing.
         log.warning("engine %s could not restore a saved prompt", self.name)
