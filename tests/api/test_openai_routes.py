@@ -524,3 +524,39 @@ def test_create_app_serves_the_v1_routes(isolated_home):
         manager.close()
     assert {"/v1/models", "/v1/chat/completions", "/v1/completions", "/v1/embeddings"} <= paths
     assert "/api/generate" in paths
+
+
+def test_a_bug_is_a_500_server_error_without_a_traceback_and_the_next_request_works(
+    app, manager, run
+):
+    calls = 0
+    real = manager._generation
+
+    def buggy(*args: Any, **kwargs: Any) -> Generation:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("secret internals /home/someone/file.py line 12")
+        return real(*args, **kwargs)
+
+    manager._generation = buggy
+    # As uvicorn does, send the 500 and don't raise the exception into the client.
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    client = httpx.AsyncClient(transport=transport, base_url="http://test")
+    try:
+        broken = run(client.post("/v1/chat/completions", json=chat_body()))
+        after = run(client.post("/v1/chat/completions", json=chat_body()))
+    finally:
+        run(client.aclose())
+    assert broken.status_code == 500
+    assert broken.json() == {
+        "error": {
+            "code": "server_error",
+            "message": "Internal server error",
+            "details": "RuntimeError",
+            "type": "server_error",
+        }
+    }
+    assert "Traceback" not in broken.text and "secret" not in broken.text
+    assert after.status_code == 200
+    assert after.json()["choices"][0]["message"]["content"] == "Hello, world"

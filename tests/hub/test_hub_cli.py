@@ -9,6 +9,7 @@ import resource
 import select
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -181,6 +182,43 @@ def test_killed_pull_resumes_from_kept_bytes(
     assert int(resumed_from.removeprefix("bytes=").rstrip("-")) >= kept
     (model,) = _hf_models(env, tmp_path)
     assert Path(model["path"]).read_bytes() == smollm2_path.read_bytes()
+
+
+def test_huggingface_hub_alone_starts_a_killed_download_over(
+    fake_hub: FakeHub, env: dict[str, str], tmp_path: Path
+) -> None:
+    """Why shimmy fetches the bytes itself (DESIGN.md, hub.py): huggingface_hub's
+    own ``hf_hub_download``, killed half-way, leaves an ``.incomplete`` blob that
+    the next process does not resume from. Should a later huggingface_hub resume,
+    this test fails, and shimmy could leave the transfer to it."""
+    fake_hub.throttle_bytes_per_second = 10_000_000
+    blobs = Path(env["HF_HOME"]) / "hub" / "models--shimmy-test--SmolLM2-135M-Instruct-GGUF"
+    download = [
+        sys.executable,
+        "-c",
+        "import huggingface_hub as h; "
+        f"h.hf_hub_download({REPO!r}, 'SmolLM2-135M-Instruct-Q4_K_M.gguf')",
+    ]
+    process = subprocess.Popen(
+        download, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    kept = 0
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and kept < 15_000_000:
+            partials = list(blobs.glob("blobs/*.incomplete"))
+            kept = partials[0].stat().st_size if partials else 0
+            time.sleep(0.05)
+    finally:
+        process.kill()
+        process.wait()
+    assert kept >= 15_000_000
+    fake_hub.throttle_bytes_per_second = None
+    fake_hub.requests.clear()
+    again = subprocess.run(download, env=env, cwd=tmp_path, capture_output=True, timeout=120)
+    assert again.returncode == 0, again.stderr
+    starts = [int(r.removeprefix("bytes=").split("-")[0]) for r in fake_hub.ranges()]
+    assert all(start == 0 for start in starts), starts  # the whole file again
 
 
 def test_ctrl_c_stops_cleanly(fake_hub: FakeHub, env: dict[str, str], tmp_path: Path) -> None:
