@@ -354,13 +354,14 @@ class Engine:
                 cache.add(slot.cached, self._context.save_sequence(slot.seq))
             except ShimmyError:  # only a lost optimisation: the request goes on
                 log.warning("engine %s could not save a prompt", self.name)
-            log.debug(
-                "engine %s: saved the %d tokens of slot %d in %.1f ms",
-                self.name,
-                len(slot.cached),
-                slot.seq,
-                1000 * (time.monotonic() - started),
-            )
+            else:
+                log.debug(
+                    "engine %s: saved the %d tokens of slot %d in %.1f ms",
+                    self.name,
+                    len(slot.cached),
+                    slot.seq,
+                    1000 * (time.monotonic() - started),
+                )
         started = time.monotonic()
         saved = cache.take(prompt, keep)
         if saved is None:

@@ -211,7 +211,15 @@ def test_full_queue_is_503_server_busy_with_retry_after(limited):
 
 
 def test_request_wall_clock_limit_ends_the_stream_with_an_error(limited):
-    body = {"model": MODEL, "prompt": "Write a long essay.", "max_tokens": 2000, "stream": True}
+    # A raw greedy count goes on well past the limit; a sampled essay may end first.
+    body = {
+        "model": MODEL,
+        "prompt": "1, 2, 3, 4, 5, 6, 7, 8, 9, 10,",
+        "raw": True,
+        "temperature": 0,
+        "max_tokens": 2000,
+        "stream": True,
+    }
     started = time.monotonic()
     with httpx.stream("POST", limited.url + "/api/generate", json=body, timeout=60) as r:
         events = [line[6:] for line in r.iter_lines() if line.startswith("data: ")]
