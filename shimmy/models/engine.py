@@ -473,11 +473,11 @@ class Engine:
                 slot.cached.clear()
                 self._end(slot, FINISH_ERROR, exc)
             return
-        sampled = [s.generation for s in running if s.logits_at >= 0 and s.generation]
-        for slot in running:
-            if slot.logits_at >= 0 and slot.generation is not None:
-                self._sample(slot)
-        wake_readers(sampled)
+        # Each with its generation, which _sample may take from the slot.
+        sampled = [(s, s.generation) for s in running if s.logits_at >= 0 and s.generation]
+        for slot, _ in sampled:
+            self._sample(slot)
+        wake_readers(generation for _, generation in sampled)
         if prompt_read:  # steps that only generate are too many to log
             log.debug(
                 "engine %s: step of %d tokens (%d of prompts) for %d sequences in %.1f ms",

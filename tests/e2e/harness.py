@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -116,3 +117,8 @@ def start_server(
         time.sleep(0.02)
     process.kill()
     raise RuntimeError(f"shimmy serve did not become healthy:\n{log_path.read_text()}")
+
+
+def sse_data(lines: Iterable[str]) -> list[str]:
+    """The payloads of the ``data:`` lines of a server-sent event stream."""
+    return [line[len("data: ") :] for line in lines if line.startswith("data: ")]

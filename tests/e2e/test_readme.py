@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.harness import Server, isolated_env, run_shimmy, start_server
+from tests.e2e.harness import Server, isolated_env, run_shimmy, sse_data, start_server
 
 pytestmark = [pytest.mark.e2e, pytest.mark.model]
 
@@ -207,10 +207,6 @@ def test_openai_sdk_script(server: Server, tmp_path: Path) -> None:
     assert (actual["count"], actual["size"]) == (expected["count"], expected["size"])
 
 
-def sse_events(text: str) -> list[str]:
-    return [line[len("data: ") :] for line in text.splitlines() if line.startswith("data: ")]
-
-
 def test_openai_curl_commands(server: Server, tmp_path: Path) -> None:
     found = blocks(section("OpenAI-compatible API"))
     steps = [step for language, body in found[2:] for step in console_steps(body)]
@@ -229,7 +225,7 @@ def test_openai_curl_commands(server: Server, tmp_path: Path) -> None:
             usage = reply["usage"]
             assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
             continue
-        events, shown_events = sse_events(done.stdout), sse_events(step.shown)
+        events, shown_events = sse_data(done.stdout.splitlines()), sse_data(step.shown.splitlines())
         assert events[-1] == shown_events[-1] == "[DONE]", done.stdout
         assert len(events) == len(shown_events), f"{done.stdout}\nvs the README's\n{step.shown}"
         chunks = [json.loads(event) for event in events[:-1]]

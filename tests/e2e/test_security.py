@@ -14,7 +14,7 @@ import pytest
 import websockets
 import websockets.exceptions as websockets_exceptions
 
-from tests.e2e.harness import isolated_env, run_shimmy, start_server
+from tests.e2e.harness import isolated_env, run_shimmy, sse_data, start_server
 
 pytestmark = [pytest.mark.e2e, pytest.mark.model]
 
@@ -222,7 +222,7 @@ def test_request_wall_clock_limit_ends_the_stream_with_an_error(limited):
     }
     started = time.monotonic()
     with httpx.stream("POST", limited.url + "/api/generate", json=body, timeout=60) as r:
-        events = [line[6:] for line in r.iter_lines() if line.startswith("data: ")]
+        events = sse_data(r.iter_lines())
     assert time.monotonic() - started < 15
     assert events[-1] == "[DONE]"
     error = json.loads(events[-2])["error"]
@@ -285,7 +285,7 @@ def test_sigterm_ends_streams_with_a_final_event_and_exits_0(tmp_path):
     def stream() -> None:
         body = {"model": MODEL, "prompt": "Write a long essay.", "max_tokens": 2000, "stream": True}
         with httpx.stream("POST", server.url + "/api/generate", json=body, timeout=60) as r:
-            results.append([line[6:] for line in r.iter_lines() if line.startswith("data: ")])
+            results.append(sse_data(r.iter_lines()))
 
     threads = [threading.Thread(target=stream) for _ in range(2)]
     for t in threads:

@@ -11,7 +11,7 @@ import httpx
 import pytest
 import websockets
 
-from tests.e2e.harness import Server, isolated_env, start_server
+from tests.e2e.harness import Server, isolated_env, sse_data, start_server
 
 pytestmark = [pytest.mark.e2e, pytest.mark.model]
 
@@ -37,7 +37,7 @@ def client(server) -> httpx.Client:
 
 
 def sse_events(response: httpx.Response) -> list[str]:
-    return [line[len("data: ") :] for line in response.iter_lines() if line.startswith("data: ")]
+    return sse_data(response.iter_lines())
 
 
 def assert_error(response: httpx.Response, status: int, code: str) -> dict:

@@ -150,28 +150,35 @@ def test_pull_split_model_then_generate(env: dict[str, str], tmp_path: Path) -> 
     assert done.stdout.strip(), done.stderr
 
 
-def test_killed_pull_resumes_from_kept_bytes(
-    fake_hub: FakeHub, env: dict[str, str], tmp_path: Path, smollm2_path: Path
-) -> None:
-    fake_hub.throttle_bytes_per_second = 10_000_000
-    blobs = Path(env["HF_HOME"]) / "hub" / "models--shimmy-test--SmolLM2-135M-Instruct-GGUF"
+BLOBS = "hub/models--shimmy-test--SmolLM2-135M-Instruct-GGUF/blobs"
+
+
+def kill_half_way(command: list[str], env: dict[str, str], cwd: Path, partial: str) -> int:
+    """Run ``command`` (a download through the throttled fake hub) and SIGKILL it,
+    no chance to clean up, once its partial file (``partial``, a glob in the
+    cache's blobs) holds 15 MB; returns the bytes it holds then."""
+    blobs = Path(env["HF_HOME"]) / BLOBS
     process = subprocess.Popen(
-        [SHIMMY, "pull", REPO],
-        env=env,
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        command, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     kept = 0
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and kept < 15_000_000:
-            partials = list(blobs.glob("blobs/*.shimmy.incomplete"))
+            partials = list(blobs.glob(partial))
             kept = partials[0].stat().st_size if partials else 0
             time.sleep(0.05)
     finally:
-        process.kill()  # SIGKILL: no chance to clean up
+        process.kill()
         process.wait()
+    return kept
+
+
+def test_killed_pull_resumes_from_kept_bytes(
+    fake_hub: FakeHub, env: dict[str, str], tmp_path: Path, smollm2_path: Path
+) -> None:
+    fake_hub.throttle_bytes_per_second = 10_000_000
+    kept = kill_half_way([SHIMMY, "pull", REPO], env, tmp_path, "*.shimmy.incomplete")
     assert 15_000_000 <= kept < smollm2_path.stat().st_size
     fake_hub.throttle_bytes_per_second = None
     fake_hub.requests.clear()
@@ -192,26 +199,13 @@ def test_huggingface_hub_alone_starts_a_killed_download_over(
     the next process does not resume from. Should a later huggingface_hub resume,
     this test fails, and shimmy could leave the transfer to it."""
     fake_hub.throttle_bytes_per_second = 10_000_000
-    blobs = Path(env["HF_HOME"]) / "hub" / "models--shimmy-test--SmolLM2-135M-Instruct-GGUF"
     download = [
         sys.executable,
         "-c",
         "import huggingface_hub as h; "
         f"h.hf_hub_download({REPO!r}, 'SmolLM2-135M-Instruct-Q4_K_M.gguf')",
     ]
-    process = subprocess.Popen(
-        download, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    kept = 0
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and kept < 15_000_000:
-            partials = list(blobs.glob("blobs/*.incomplete"))
-            kept = partials[0].stat().st_size if partials else 0
-            time.sleep(0.05)
-    finally:
-        process.kill()
-        process.wait()
+    kept = kill_half_way(download, env, tmp_path, "*.incomplete")
     assert kept >= 15_000_000
     fake_hub.throttle_bytes_per_second = None
     fake_hub.requests.clear()
