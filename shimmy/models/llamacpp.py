@@ -256,11 +256,38 @@ class Batch:
             self.raw = None
 
 
+def _tokens_kept_after_penalties(s: SamplerSettings) -> int | None:
+    """How many of the best tokens the chain after the penalties can pick from, when
+    the penalties can only lower logits; None when either is unbounded."""
+    if s.repeat_penalty < 1.0 or s.frequency_penalty < 0.0 or s.presence_penalty < 0.0:
+        return None  # a penalty that raises logits can lift any token to the top
+    if s.temperature <= 0:
+        return 1  # greedy
+    return s.top_k if s.top_k > 0 else None
+
+
 class Sampler:
     """One request's sampler chain, as llama.cpp's server builds it: grammar,
-    penalties, then greedy or top-k / top-p / min-p / temperature / seeded draw."""
+    penalties, then greedy or top-k / top-p / min-p / temperature / seeded draw.
 
-    def __init__(self, model: Model, settings: SamplerSettings, prompt: Sequence[int]) -> None:
+    llama.cpp's penalties look up every token of the vocabulary in their table of
+    recent tokens: for SmolLM2's 49,152 tokens that is three times the cost of the
+    rest of the chain, paid for every token of every stream while llama.cpp's
+    threads wait. When the penalties can only lower logits and the chain keeps at
+    most k tokens afterwards, a top-(k + penalty_last_n) cut before them changes
+    nothing: at most penalty_last_n distinct tokens are penalised, so a token
+    outside that cut still has k unpenalised tokens above it. The cut makes the
+    penalties cost as little as the rest. ``prefilter=False`` builds the plain
+    chain (the tests compare the two)."""
+
+    def __init__(
+        self,
+        model: Model,
+        settings: SamplerSettings,
+        prompt: Sequence[int],
+        *,
+        prefilter: bool = True,
+    ) -> None:
         self._ptr = llama_cpp.llama_sampler_chain_init(
             llama_cpp.llama_sampler_chain_default_params()
         )
@@ -285,6 +312,9 @@ class Sampler:
             # must not reach the grammar, which only sees generated text).
             for token in prompt[-s.penalty_last_n :]:
                 llama_cpp.llama_sampler_accept(penalties, token)
+            kept = _tokens_kept_after_penalties(s)
+            if prefilter and kept is not None and s.penalty_last_n > 0:
+                self._add(llama_cpp.llama_sampler_init_top_k(kept + s.penalty_last_n))
             self._add(penalties)
         if s.temperature <= 0:
             self._add(llama_cpp.llama_sampler_init_greedy())
