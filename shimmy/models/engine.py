@@ -82,6 +82,9 @@ class _Slot:
     produced: int = 0
     max_tokens: int = 0
     last_used: float = 0.0
+    # The conversation left here by the last request may not be in the prompt
+    # cache yet (see Engine._save_an_idle_slot).
+    unsaved: bool = False
 
     @property
     def free(self) -> bool:
@@ -108,15 +111,41 @@ def choose_slot(free: Sequence[_Slot], prompt: Sequence[int]) -> _Slot:
     slot's conversation, whose next turn would then recompute everything and evict
     another in turn.
     """
+    return continued_slot(free, prompt) or min(
+        free, key=lambda s: (bool(s.cached), s.last_used, s.seq)
+    )
+
+
+def continued_slot(free: Sequence[_Slot], prompt: Sequence[int]) -> _Slot | None:
+    """The free slot whose cache ``prompt`` continues, the longest shared prefix
+    first; None if there is none."""
     best: _Slot | None = None
     best_shared = 0
     for slot in free:
         shared = common_prefix(slot.cached, prompt)
         if shared > best_shared and shared >= CONTINUES * min(len(prompt), len(slot.cached)):
             best, best_shared = slot, shared
-    if best is not None:
-        return best
-    return min(free, key=lambda s: (bool(s.cached), s.last_used, s.seq))
+    return best
+
+
+def assign_slots(free: Sequence[_Slot], prompts: Sequence[Sequence[int]]) -> list[_Slot]:
+    """A slot for each of ``prompts`` (no more than there are free slots), which
+    start together: the prompts that continue a slot's cache take theirs first, so
+    that a prompt with none cannot take, and evict, the slot that another prompt of
+    the same batch continues (see :func:`choose_slot`). Without this, clients
+    coming back together can shuffle their conversations through the slots: each
+    eviction saves a state to host memory and each return copies one back, all
+    before the first step."""
+    assert len(prompts) <= len(free)
+    left = list(free)
+    chosen: dict[int, _Slot] = {}
+    homeless_last = sorted(
+        range(len(prompts)), key=lambda i: continued_slot(free, prompts[i]) is None
+    )
+    for i in homeless_last:
+        chosen[i] = choose_slot(left, prompts[i])
+        left.remove(chosen[i])
+    return [chosen[i] for i in range(len(prompts))]
 
 
 class Engine:
@@ -305,7 +334,7 @@ class Engine:
             timeout = lingering_until - time.monotonic()
             try:
                 if idle:
-                    item = self._inbox.get()
+                    item = self._next_while_idle()
                 elif timeout > 0:
                     item = self._inbox.get(timeout=min(timeout, ARRIVAL_GAP))
                 else:
@@ -319,21 +348,49 @@ class Engine:
                 lingering_until = time.monotonic() + ARRIVAL_WINDOW
             idle = False
 
+    def _next_while_idle(self) -> Generation | None:
+        """The next submission; until it comes, save the conversations that idle
+        slots hold to the prompt cache, one at a time, looking at the inbox between."""
+        while True:
+            try:
+                return self._inbox.get_nowait()
+            except queue.Empty:
+                if not self._save_an_idle_slot():
+                    return self._inbox.get()
+
+    def _save_an_idle_slot(self) -> bool:
+        """Save one idle slot's conversation that the prompt cache lacks; false when
+        there is none left.
+
+        A conversation is saved when a request takes its slot, before that request's
+        first step: a long one delays every request starting in that step (16-75 ms
+        for 1,000 tokens of SmolLM2). Saved here, while nothing runs, the eviction
+        finds it in the cache and costs nothing. (llama-server saves idle slots
+        too, when a task starts.)"""
+        for slot in self._slots:
+            if not slot.unsaved:
+                continue
+            slot.unsaved = False
+            if self._prompt_cache.wants(slot.cached, 0):
+                self._save(slot)
+                return True
+        return False
+
     def _admit(self) -> None:
-        """Give waiting generations free slots (see :func:`choose_slot`)."""
-        while self._waiting:
-            free = [s for s in self._slots if s.free]
-            if not free:
-                return
+        """Give waiting generations free slots, first come first served (which slot
+        each takes: :func:`assign_slots`)."""
+        free = [s for s in self._slots if s.free]
+        starting: list[tuple[Generation, list[int]]] = []
+        while self._waiting and len(starting) < len(free):
             generation = self._waiting.popleft()
             if generation.cancelled or self._draining:
                 self._finished(generation, FINISH_CANCELLED)
-                continue
-            if time.monotonic() - generation.created_at > self.options.request_timeout:
+            elif time.monotonic() - generation.created_at > self.options.request_timeout:
                 self._finished(generation, FINISH_ERROR, self._timeout_error())
-                continue
-            prompt = list(generation.request.prompt_tokens)
-            slot = choose_slot(free, prompt)
+            else:
+                starting.append((generation, list(generation.request.prompt_tokens)))
+        slots = assign_slots(free, [prompt for _, prompt in starting])
+        for slot, (generation, prompt) in zip(slots, starting, strict=True):
             try:
                 shared = self._swap_saved_prompts(slot, prompt)
                 self._start(slot, generation, prompt, shared)
@@ -349,19 +406,7 @@ class Engine:
         cache = self._prompt_cache
         keep = common_prefix(slot.cached, prompt)
         if cache.wants(slot.cached, keep):
-            started = time.monotonic()
-            try:
-                cache.add(slot.cached, self._context.save_sequence(slot.seq))
-            except ShimmyError:  # only a lost optimisation: the request goes on
-                log.warning("engine %s could not save a prompt", self.name)
-            else:
-                log.debug(
-                    "engine %s: saved the %d tokens of slot %d in %.1f ms",
-                    self.name,
-                    len(slot.cached),
-                    slot.seq,
-                    1000 * (time.monotonic() - started),
-                )
+            self._save(slot)
         started = time.monotonic()
         saved = cache.take(prompt, keep)
         if saved is None:
@@ -381,6 +426,22 @@ class Engine:
         self._context.forget(slot.seq, 0)
         slot.cached = []
         return 0
+
+    def _save(self, slot: _Slot) -> None:
+        """Copy the conversation ``slot`` holds into the prompt cache."""
+        started = time.monotonic()
+        try:
+            self._prompt_cache.add(slot.cached, self._context.save_sequence(slot.seq))
+        except ShimmyError:  # only a lost optimisation: the request goes on
+            log.warning("engine %s could not save a prompt", self.name)
+        else:
+            log.debug(
+                "engine %s: saved the %d tokens of slot %d in %.1f ms",
+                self.name,
+                len(slot.cached),
+                slot.seq,
+                1000 * (time.monotonic() - started),
+            )
 
     def _start(self, slot: _Slot, generation: Generation, prompt: list[int], reuse: int) -> None:
         """Run ``generation`` in ``slot``, whose first ``reuse`` cached tokens are
@@ -537,6 +598,7 @@ class Engine:
         slot.next_token = None
         slot.stream = None
         slot.last_used = time.monotonic()
+        slot.unsaved = True
 
     def _finished(
         self, generation: Generation, reason: str, error: ShimmyError | None = None

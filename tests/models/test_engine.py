@@ -349,6 +349,44 @@ def test_a_prompt_whose_slot_was_taken_comes_back_from_host_memory(smollm2_path,
         manager.close()
 
 
+def test_an_idle_engine_saves_its_slots_so_a_new_request_need_not(smollm2_path, caplog):
+    """Saving a long conversation when a request takes its slot would delay that
+    request's first token: an idle engine saves it beforehand, so the eviction has
+    nothing left to copy, and the conversation still comes back from host memory."""
+    settings = Settings(model=str(smollm2_path), ctx_size=1024, parallel=1, keep_alive=-1)
+    manager = ModelManager(settings, ModelRegistry([smollm2_path]))
+    try:
+        engine = manager.engine(None)
+
+        def submit(topic: str):
+            turn = f"Here are my notes on {topic}. " + "They are long and detailed. " * 30
+            tokens = engine.chat_tokens([{"role": "user", "content": turn + "Summarise."}])
+            generation = engine.submit(GenerationRequest(tokens, max_tokens=8, sampling=GREEDY))
+            assert generation.wait(60)
+            return generation, len(tokens)
+
+        def saves(before: str = "") -> list[str]:
+            """The saves logged so far, or before the first message containing ``before``."""
+            messages = [r.getMessage() for r in caplog.records]
+            if before:
+                messages = messages[: next(i for i, m in enumerate(messages) if before in m)]
+            return [m for m in messages if "saved the" in m]
+
+        with caplog.at_level("DEBUG", logger="shimmy.models.engine"):
+            submit("lighthouses")
+            deadline = time.monotonic() + 10
+            while not saves() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert len(saves()) == 1  # while idle, with nothing waiting
+            newcomer, _ = submit("steam engines")  # takes the slot: nothing left to save
+            assert len(saves(before=f"generation {newcomer.id} takes slot")) == 1
+            again, prompt = submit("lighthouses")
+        assert again.cached_tokens == prompt - 1  # restored, not decoded again
+        assert engine._prompt_cache.hits == 1
+    finally:
+        manager.close()
+
+
 def test_debug_log_tells_each_requests_wait_cache_and_first_token(engine, caplog):
     tokens = engine.chat_tokens([{"role": "user", "content": "Say hello to the log."}])
     with caplog.at_level("DEBUG", logger="shimmy.models.engine"):

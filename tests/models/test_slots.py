@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from shimmy.models.engine import _Slot, choose_slot
+from shimmy.models.engine import _Slot, assign_slots, choose_slot
 
 SYSTEM = list(range(1000, 1024))  # a 24-token system prompt every chat shares
 
@@ -42,3 +42,31 @@ def test_with_no_continuation_and_no_empty_slot_the_least_recently_used_goes() -
     recent = slot(0, [*SYSTEM, 7, 8, *range(300, 340)], last_used=9.0)
     old = slot(1, [*SYSTEM, 5, 6, *range(900, 1900)], last_used=2.0)
     assert choose_slot([recent, old], [*SYSTEM, 1, 2, 3]) is old
+
+
+def test_prompts_starting_together_keep_the_slots_they_continue() -> None:
+    # Two clients come back at once; a newcomer arrived first. The newcomer takes
+    # the least recently used slot that no prompt of the batch continues, not the
+    # one the returning chat continues (which is older still).
+    chat_a = [*SYSTEM, 1, 2, *range(400, 440)]
+    chat_b = [*SYSTEM, 3, 4, *range(500, 540)]
+    a = slot(0, chat_a, last_used=1.0)
+    b = slot(1, chat_b, last_used=3.0)
+    other = slot(2, [*SYSTEM, 5, 6, *range(600, 640)], last_used=2.0)
+    newcomer = [*SYSTEM, 9, 9, 9]
+    got = assign_slots([a, b, other], [newcomer, [*chat_a, 7], [*chat_b, 8]])
+    assert got == [other, a, b]
+
+
+def test_one_prompt_alone_takes_what_choose_slot_gives() -> None:
+    free = [slot(0, [*SYSTEM, 1], last_used=2.0), slot(1, [*SYSTEM, 2], last_used=1.0)]
+    prompt = [*SYSTEM, 3, 4]
+    assert assign_slots(free, [prompt]) == [choose_slot(free, prompt)]
+
+
+def test_the_same_prompt_twice_takes_its_slot_once() -> None:
+    prompt = [*SYSTEM, 1, 2, 3]
+    ran_it = slot(1, [*prompt, *range(200, 260)], last_used=5.0)
+    empty = slot(0, [])
+    got = assign_slots([ran_it, empty], [prompt, prompt])
+    assert got == [ran_it, empty]
