@@ -39,47 +39,55 @@ def make_hf_repo(
     hub: Path, repo_id: str, files: dict[str, bytes], revision: str = "a" * 40
 ) -> Path:
     """A Hugging Face cache repo: blobs, snapshots/<rev>/<file> symlinks, refs/main."""
+    repo = hf_repo_dir(hub, repo_id, revision)
+    for rel, data in files.items():
+        blob = repo / "blobs" / f"{abs(hash((repo_id, revision, rel))):064x}"
+        blob.write_bytes(data)
+        hf_snapshot_link(repo, revision, rel, blob)
+    return repo / "snapshots" / revision
+
+
+def hf_repo_dir(hub: Path, repo_id: str, revision: str) -> Path:
+    """The folder huggingface_hub keeps a repo in, with blobs/ and refs/main."""
     repo = hub / ("models--" + repo_id.replace("/", "--"))
     (repo / "blobs").mkdir(parents=True, exist_ok=True)
     (repo / "refs").mkdir(exist_ok=True)
     (repo / "refs" / "main").write_text(revision)
-    snapshot = repo / "snapshots" / revision
-    for rel, data in files.items():
-        blob = repo / "blobs" / f"{abs(hash((repo_id, revision, rel))):064x}"
-        blob.write_bytes(data)
-        link = snapshot / rel
-        link.parent.mkdir(parents=True, exist_ok=True)
-        link.symlink_to(os.path.relpath(blob, link.parent))
-    return snapshot
+    return repo
+
+
+def hf_snapshot_link(repo: Path, revision: str, rel: str, blob: Path) -> Path:
+    """snapshots/<revision>/<rel>, a relative symlink to ``blob``, as huggingface_hub makes."""
+    link = repo / "snapshots" / revision / rel
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.symlink_to(os.path.relpath(blob, link.parent))
+    return link
 
 
 def make_ollama_model(root: Path, namespace: str, model: str, tag: str, blob: bytes | None) -> Path:
     """An Ollama manifest pointing at a model blob (written unless blob is None)."""
     digest = f"{abs(hash((namespace, model, tag))):064x}"
-    manifest = root / "manifests" / "registry.ollama.ai" / namespace / model / tag
-    manifest.parent.mkdir(parents=True, exist_ok=True)
-    manifest.write_text(
-        json.dumps(
-            {
-                "schemaVersion": 2,
-                "layers": [
-                    {
-                        "mediaType": "application/vnd.ollama.image.license",
-                        "digest": "sha256:" + "0" * 64,
-                    },
-                    {
-                        "mediaType": "application/vnd.ollama.image.model",
-                        "digest": f"sha256:{digest}",
-                    },
-                ],
-            }
-        )
-    )
+    license_layer = ("license", "0" * 64)
+    ollama_manifest(root, namespace, model, tag, [license_layer, ("model", digest)])
     path = root / "blobs" / f"sha256-{digest}"
     if blob is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(blob)
     return path
+
+
+def ollama_manifest(
+    root: Path, namespace: str, model: str, tag: str, layers: list[tuple[str, str]]
+) -> Path:
+    """Ollama's manifest for namespace/model:tag, listing (kind, sha256) layers."""
+    manifest = root / "manifests" / "registry.ollama.ai" / namespace / model / tag
+    manifest.parent.mkdir(parents=True, exist_ok=True)
+    entries = [
+        {"mediaType": f"application/vnd.ollama.image.{kind}", "digest": f"sha256:{digest}"}
+        for kind, digest in layers
+    ]
+    manifest.write_text(json.dumps({"schemaVersion": 2, "layers": entries}))
+    return manifest
 
 
 TINY = gguf_bytes(model_metadata())
@@ -310,15 +318,10 @@ def in_shimmy_home(t: Tree) -> Placed:
 def real_hf_repo(t: Tree, hub: Path, *, hard_blob: bool) -> Path:
     """The cache layout huggingface_hub writes: blobs/<sha256>, refs/main and
     snapshots/<revision>/<file> as a relative symlink to the blob."""
-    repo = hub / ("models--" + REAL_REPO.replace("/", "--"))
     revision = "0123456789abcdef0123456789abcdef01234567"
+    repo = hf_repo_dir(hub, REAL_REPO, revision)
     blob = link_real(t.real, repo / "blobs" / t.sha256, hard=hard_blob)
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text(revision)
-    snapshot = repo / "snapshots" / revision / REAL_FILE
-    snapshot.parent.mkdir(parents=True)
-    snapshot.symlink_to(os.path.relpath(blob, snapshot.parent))
-    return snapshot
+    return hf_snapshot_link(repo, revision, REAL_FILE, blob)
 
 
 def in_hf_home(t: Tree) -> Placed:
@@ -335,12 +338,9 @@ def in_hf_hub_cache(t: Tree) -> Placed:
 def in_ollama(t: Tree) -> Placed:
     root = t.tmp / "ollama"  # OLLAMA_MODELS
     blob = link_real(t.real, root / "blobs" / f"sha256-{t.sha256}", hard=True)
-    manifest = root / "manifests" / "registry.ollama.ai" / "library" / "SmolLM2" / "135m"
-    manifest.parent.mkdir(parents=True)
-    media = "application/vnd.ollama.image."
-    layer = {"mediaType": media + "model", "digest": f"sha256:{t.sha256}"}
-    template = {"mediaType": media + "template", "digest": "sha256:" + "1" * 64}
-    manifest.write_text(json.dumps({"schemaVersion": 2, "layers": [layer, template]}))
+    ollama_manifest(
+        root, "library", "SmolLM2", "135m", [("model", t.sha256), ("template", "1" * 64)]
+    )
     return Placed((), blob, "smollm2:135m", "library/SmolLM2:135m")
 
 
