@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -85,7 +85,7 @@ class _LiveState(Collector):
     def __init__(self, manager: ModelManager) -> None:
         self.manager = manager
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[Metric]:
         stats = self.manager.stats()
         queued = GaugeMetricFamily(
             "shimmy_queue_depth", "Requests waiting for a slot", labels=["model"]
@@ -97,15 +97,28 @@ class _LiveState(Collector):
             "Weights and KV cache of each loaded model",
             labels=["model"],
         )
+        saved = GaugeMetricFamily(
+            "shimmy_saved_prompts",
+            "Conversations kept in host memory (--cache-ram)",
+            labels=["model"],
+        )
+        saved_bytes = GaugeMetricFamily(
+            "shimmy_saved_prompt_bytes", "Bytes of the saved conversations", labels=["model"]
+        )
+        reused = CounterMetricFamily(
+            "shimmy_saved_prompt_hits",
+            "Prompts restored from a saved conversation instead of decoded again",
+            labels=["model"],
+        )
         for model in stats.loaded:
             queued.add_metric([model.name], model.queued)
             busy.add_metric([model.name], model.slots_busy)
             slots.add_metric([model.name], model.slots)
             memory.add_metric([model.name], model.memory_bytes)
-        yield queued
-        yield busy
-        yield slots
-        yield memory
+            saved.add_metric([model.name], model.saved_prompts)
+            saved_bytes.add_metric([model.name], model.saved_prompt_bytes)
+            reused.add_metric([model.name], model.saved_prompt_hits)
+        yield from (queued, busy, slots, memory, saved, saved_bytes, reused)
         yield GaugeMetricFamily("shimmy_models_loaded", "Loaded models", value=len(stats.loaded))
         yield GaugeMetricFamily(
             "shimmy_process_resident_bytes", "Process RSS", value=stats.rss_bytes

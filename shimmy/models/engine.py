@@ -253,6 +253,11 @@ class Engine:
         return generation
 
     @property
+    def prompt_cache(self) -> PromptCache:
+        """The saved conversations (read-only outside the scheduler thread)."""
+        return self._prompt_cache
+
+    @property
     def slots_busy(self) -> int:
         return sum(1 for s in self._slots if not s.free)
 

@@ -257,8 +257,8 @@ class Batch:
 
 
 def _tokens_kept_after_penalties(s: SamplerSettings) -> int | None:
-    """How many of the best tokens the chain after the penalties can pick from, when
-    the penalties can only lower logits; None when either is unbounded."""
+    """How many of the best tokens the chain after the penalties can pick from;
+    None when that is not bounded (no top-k) or when a penalty can raise logits."""
     if s.repeat_penalty < 1.0 or s.frequency_penalty < 0.0 or s.presence_penalty < 0.0:
         return None  # a penalty that raises logits can lift any token to the top
     if s.temperature <= 0:

@@ -37,6 +37,11 @@ class LoadedModel:
     idle_seconds: float
     slots: int
     slots_busy: int
+    # Conversations kept in host memory (--cache-ram), their bytes, and how many
+    # prompts were restored from them instead of decoded again.
+    saved_prompts: int = 0
+    saved_prompt_bytes: int = 0
+    saved_prompt_hits: int = 0
 
 
 @dataclass
@@ -335,6 +340,9 @@ class ModelManager:
                 idle_seconds=now - e.last_used,
                 slots=e.n_parallel,
                 slots_busy=e.slots_busy,
+                saved_prompts=len(e.prompt_cache),
+                saved_prompt_bytes=e.prompt_cache.size_bytes,
+                saved_prompt_hits=e.prompt_cache.hits,
             )
             for e in engines
         ]

@@ -113,7 +113,7 @@ class ServerPane(VerticalScroll):
 
     def on_mount(self) -> None:
         loaded = self.query_one("#loaded-models", DataTable)
-        for column in ("Model", "Memory", "Context", "Load", "State", "Idle"):
+        for column in ("Model", "Memory", "Context", "Load", "State", "Saved prompts", "Idle"):
             loaded.add_column(column, key=column.lower())
         log = self.query_one("#request-log", DataTable)
         for column in REQUEST_COLUMNS:
@@ -213,12 +213,13 @@ class ServerPane(VerticalScroll):
                 Text(str(model.n_ctx), justify="right"),
                 Text(f"{model.load_seconds:.2f} s", justify="right"),
                 state,
+                saved_prompts(model),
                 format_duration(model.idle_seconds),
             )
             rows.append((model.name, cells))
         if not stats.loaded:
             none = Text("none loaded: they load on first use", style="dim")
-            rows.append(("", (none, "", "", "", "", "")))
+            rows.append(("", (none, "", "", "", "", "", "")))
         sync_rows(self.query_one("#loaded-models", DataTable), rows)
 
     def _show_requests(self) -> None:
@@ -232,6 +233,17 @@ class ServerPane(VerticalScroll):
         newest = reversed(records[-LOG_ROWS:])
         sync_rows(table, [(str(record.id), request_row(record)) for record in newest])
         table.border_subtitle = f"{len(records)} logged"
+
+
+def saved_prompts(model: Any) -> Text:
+    """The conversations a model keeps in host memory (--cache-ram): how many, their
+    size, and how many prompts came back from them instead of being decoded again."""
+    count = getattr(model, "saved_prompts", 0)
+    hits = getattr(model, "saved_prompt_hits", 0)
+    if not count and not hits:
+        return Text("none", style="dim")
+    size = format_bytes(getattr(model, "saved_prompt_bytes", 0))
+    return Text(f"{count} in {size}, {hits} reused")
 
 
 def figures_table(stats: Any, rate: float) -> Table:

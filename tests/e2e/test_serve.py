@@ -10,6 +10,7 @@ import time
 import httpx
 import pytest
 import websockets
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.harness import Server, isolated_env, sse_data, start_server
 
@@ -286,6 +287,57 @@ def test_server_keeps_serving_after_errors(client):
     client.post("/api/generate", content=b"{oops", headers={"content-type": "application/json"})
     r = client.post("/api/generate", json={"model": MODEL, "prompt": "Hi", "max_tokens": 2})
     assert r.status_code == 200
+
+
+# -- metrics ----------------------------------------------------------------
+
+
+def scrape(client: httpx.Client) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """/metrics parsed: (sample name, sorted labels) -> value."""
+    r = client.get("/metrics")
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("text/plain")
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(r.text)
+        for sample in family.samples
+    }
+
+
+def test_metrics_count_a_generation_and_show_the_engine(client):
+    route = (("endpoint", "/api/generate"), ("method", "POST"), ("status", "200"))
+    model = (("model", MODEL),)
+    before = scrape(client)
+    body = {"model": MODEL, "prompt": "Count to five.", "max_tokens": 12, "temperature": 0}
+    r = client.post("/api/generate", json=body)
+    assert r.status_code == 200
+    made = r.json()["usage"]["completion_tokens"]
+    # The finish listener runs on the engine's thread, just after the response.
+    deadline = time.monotonic() + 5
+    while True:
+        after = scrape(client)
+        done = after.get(("shimmy_completion_tokens_total", model), 0)
+        if done - before.get(("shimmy_completion_tokens_total", model), 0) == made:
+            break
+        assert time.monotonic() < deadline, after
+        time.sleep(0.05)
+    assert (
+        after[("shimmy_requests_total", route)]
+        == before.get(("shimmy_requests_total", route), 0) + 1
+    )
+    ttft = ("shimmy_time_to_first_token_seconds_count", model)
+    assert after[ttft] == before.get(ttft, 0) + 1
+    assert after[("shimmy_slots", model)] == 4
+    assert after[("shimmy_slots_busy", model)] == 0
+    assert after[("shimmy_model_memory_bytes", model)] > 50_000_000
+    assert after[("shimmy_process_resident_bytes", ())] > 50_000_000
+    # The idle engine saves the conversation its slot holds (prompt and reply).
+    deadline = time.monotonic() + 5
+    while scrape(client)[("shimmy_saved_prompts", model)] < 1:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert scrape(client)[("shimmy_saved_prompt_bytes", model)] > 0
+    assert ("shimmy_saved_prompt_hits_total", model) in after
 
 
 # -- cancellation -----------------------------------------------------------

@@ -161,6 +161,9 @@ STATS = ManagerStats(
             idle_seconds=0.0,
             slots=4,
             slots_busy=1,
+            saved_prompts=3,
+            saved_prompt_bytes=41_200_000,
+            saved_prompt_hits=5,
         )
     ],
     rss_bytes=629_600_000,
