@@ -341,10 +341,10 @@ def test_a_prompt_whose_slot_was_taken_comes_back_from_host_memory(smollm2_path,
         if cache_ram:
             assert cached == prompt - 1  # all but the token decoded for fresh logits
             assert cached_b == prompt_b - 1
-            assert engine._prompt_cache.hits == 2
+            assert engine.prompt_cache.hits == 2
         else:
             assert cached < 40 and cached_b < 40  # only the template's system prompt
-            assert engine._prompt_cache.hits == 0
+            assert engine.prompt_cache.hits == 0
     finally:
         manager.close()
 
@@ -382,7 +382,7 @@ def test_an_idle_engine_saves_its_slots_so_a_new_request_need_not(smollm2_path, 
             assert len(saves(before=f"generation {newcomer.id} takes slot")) == 1
             again, prompt = submit("lighthouses")
         assert again.cached_tokens == prompt - 1  # restored, not decoded again
-        assert engine._prompt_cache.hits == 1
+        assert engine.prompt_cache.hits == 1
     finally:
         manager.close()
 
