@@ -31,6 +31,10 @@ MESSAGE = "Give me three tips for writing clear code."
 REPLY_TIMEOUT = 120.0
 
 
+def label(interval: float) -> str:
+    return f"{interval:g} s"
+
+
 async def run(rounds: int, intervals: list[float], max_tokens: int) -> dict[str, list[float]]:
     from textual.widgets import Input
 
@@ -47,7 +51,7 @@ async def run(rounds: int, intervals: list[float], max_tokens: int) -> dict[str,
     route_logging_to(log_handler, verbose=False)
     manager = ModelManager(Settings(keep_alive=-1, preload=False))
     app = ShimmyApp(manager, ServerControl(manager, "127.0.0.1", 0), log_handler=log_handler)
-    figures: dict[str, list[float]] = {f"{i:g} s": [] for i in intervals}
+    figures: dict[str, list[float]] = {label(i): [] for i in intervals}
     figures["not drawn"] = []
     try:
         async with app.run_test(size=(120, 36)) as pilot:
@@ -69,7 +73,7 @@ async def run(rounds: int, intervals: list[float], max_tokens: int) -> dict[str,
                     totals = manager.stats().totals
                     if totals.requests != before + 1:
                         raise SystemExit("the Chat tab did not send the message")
-                    figures[f"{interval:g} s"].append(totals.last_tokens_per_second or 0.0)
+                    figures[label(interval)].append(totals.last_tokens_per_second or 0.0)
                 generation = await asyncio.to_thread(
                     manager.submit_chat,
                     None,
@@ -116,10 +120,10 @@ def main() -> int:
         "| redraw interval | tok/s | vs not drawn |",
         "|---|---|---|",
     ]
-    for label, values in figures.items():
-        shipped = " (shipped)" if label == f"{STREAM_INTERVAL:g} s" else ""
+    for name, values in figures.items():
+        shipped = " (shipped)" if name == label(STREAM_INTERVAL) else ""
         tps = statistics.median(values)
-        lines.append(f"| {label}{shipped} | {tps:.1f} | {tps / undrawn:.2f} |")
+        lines.append(f"| {name}{shipped} | {tps:.1f} | {tps / undrawn:.2f} |")
     report = "\n".join([*lines, ""])
     print(report)
     replace_section("## Dashboard chat", report)

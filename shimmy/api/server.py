@@ -56,11 +56,7 @@ def _config(app: FastAPI, log_level: str) -> uvicorn.Config:
         app,
         log_level=log_level,
         log_config=None,  # keep the root logging set up by the CLI or the dashboard
-        ws="websockets-sansio",
-        # "auto" is httptools and uvloop (dependencies), asyncio's own where uvloop
-        # does not exist (Windows).
-        http="auto",
-        loop="auto",
+        ws="websockets-sansio",  # http and loop stay "auto": httptools and uvloop
         timeout_graceful_shutdown=3,
         access_log=False,
     )

@@ -137,13 +137,13 @@ def assign_slots(free: Sequence[_Slot], prompts: Sequence[Sequence[int]]) -> lis
     eviction saves a state to host memory and each return copies one back, all
     before the first step."""
     assert len(prompts) <= len(free)
+    homes = [continued_slot(free, prompt) for prompt in prompts]
     left = list(free)
     chosen: dict[int, _Slot] = {}
-    homeless_last = sorted(
-        range(len(prompts)), key=lambda i: continued_slot(free, prompts[i]) is None
-    )
-    for i in homeless_last:
-        chosen[i] = choose_slot(left, prompts[i])
+    for i in sorted(range(len(prompts)), key=lambda i: homes[i] is None):
+        home = homes[i]
+        # A home another prompt of the batch took first: choose again among the rest.
+        chosen[i] = home if home in left else choose_slot(left, prompts[i])
         left.remove(chosen[i])
     return [chosen[i] for i in range(len(prompts))]
 

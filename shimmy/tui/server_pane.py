@@ -23,6 +23,7 @@ from shimmy.units import format_bytes
 
 HISTORY_SECONDS = 300  # the sparkline shows the last five minutes
 LOG_ROWS = 200  # newest request-log lines shown
+LOADED_COLUMNS = ("Model", "Memory", "Context", "Load", "State", "Saved prompts", "Idle")
 REQUEST_COLUMNS = (
     "Time",
     "Client",
@@ -113,7 +114,7 @@ class ServerPane(VerticalScroll):
 
     def on_mount(self) -> None:
         loaded = self.query_one("#loaded-models", DataTable)
-        for column in ("Model", "Memory", "Context", "Load", "State", "Saved prompts", "Idle"):
+        for column in LOADED_COLUMNS:
             loaded.add_column(column, key=column.lower())
         log = self.query_one("#request-log", DataTable)
         for column in REQUEST_COLUMNS:
@@ -219,7 +220,7 @@ class ServerPane(VerticalScroll):
             rows.append((model.name, cells))
         if not stats.loaded:
             none = Text("none loaded: they load on first use", style="dim")
-            rows.append(("", (none, "", "", "", "", "", "")))
+            rows.append(("", (none, *[""] * (len(LOADED_COLUMNS) - 1))))
         sync_rows(self.query_one("#loaded-models", DataTable), rows)
 
     def _show_requests(self) -> None:
@@ -238,12 +239,10 @@ class ServerPane(VerticalScroll):
 def saved_prompts(model: Any) -> Text:
     """The conversations a model keeps in host memory (--cache-ram): how many, their
     size, and how many prompts came back from them instead of being decoded again."""
-    count = getattr(model, "saved_prompts", 0)
-    hits = getattr(model, "saved_prompt_hits", 0)
-    if not count and not hits:
+    if not model.saved_prompts and not model.saved_prompt_hits:
         return Text("none", style="dim")
-    size = format_bytes(getattr(model, "saved_prompt_bytes", 0))
-    return Text(f"{count} in {size}, {hits} reused")
+    size = format_bytes(model.saved_prompt_bytes)
+    return Text(f"{model.saved_prompts} in {size}, {model.saved_prompt_hits} reused")
 
 
 def figures_table(stats: Any, rate: float) -> Table:
