@@ -72,7 +72,8 @@ def _security_flags(parser: argparse.ArgumentParser, *, command: bool = True) ->
         "--cors-origin",
         action="append",
         metavar="ORIGIN",
-        help="allow browsers on this origin (repeatable; CORS is off without it)",
+        help="also allow web pages from this origin (repeatable; '*' wildcards, never '*' "
+        "alone); pages from localhost and local apps are allowed without it",
         **_shared(command),
     )
     group.add_argument(
@@ -153,6 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
         **_shared(True),
     )
     serve.add_argument("--port", type=int, help="port to listen on (overrides the port of --bind)")
+    serve.add_argument(
+        "-v", "--verbose", action="store_true", help="enable verbose logging", **_shared(True)
+    )
     _security_flags(serve)
     serve.add_argument(
         "--no-preload",
@@ -214,7 +218,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _setup_logging(verbose: bool) -> None:
+    from shimmy.redact import RedactQueryStrings
+
     handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(RedactQueryStrings())
     handler.setFormatter(
         logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S")
     )
@@ -228,7 +235,10 @@ def _setup_logging(verbose: bool) -> None:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    return load_settings(
+    from shimmy.api.browser import check_cors_origins
+    from shimmy.api.security import check_keys
+
+    settings = load_settings(
         model=getattr(args, "model", None),
         model_dirs=tuple(getattr(args, "model_dirs", None) or ()) or None,
         threads=getattr(args, "threads", None),
@@ -243,6 +253,9 @@ def _settings(args: argparse.Namespace) -> Settings:
         keep_alive=getattr(args, "keep_alive", None),
         verbose=args.verbose or None,
     )
+    check_keys(settings.api_keys)
+    check_cors_origins(settings.cors_origins)
+    return settings
 
 
 def _api_keys(args: argparse.Namespace) -> tuple[str, ...]:
@@ -313,7 +326,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     manager = _manager(settings)
     try:
         generation = manager.submit_prompt(
-            args.model,
+            None,  # the default: --model, which may be a path (settings.model)
             prompt,
             max_tokens=args.max_tokens,
             sampling=SamplingParams(
@@ -415,7 +428,10 @@ def cmd_probe(args: argparse.Namespace) -> int:
     settings = _settings(args)
     manager = _manager(settings)
     try:
-        report = probe_model(manager, args.model_name)
+        name = args.model_name
+        if name is not None:  # the operator may name a file, unlike an API client
+            name = manager.registry.resolve_operator(name).name
+        report = probe_model(manager, name)
     finally:
         manager.close()
     info = report.info
@@ -538,7 +554,10 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
         check_bind(host, settings.api_keys, settings.insecure)
     # Nothing may print onto the screen the dashboard draws: Python logging goes to
     # the Log tab, llama.cpp's own stderr to a file.
+    from shimmy.redact import RedactQueryStrings
+
     log_handler = DashboardLogHandler()
+    log_handler.addFilter(RedactQueryStrings())
     previous = route_logging_to(log_handler, args.verbose)
     manager = _manager(settings)
     server = ServerControl(manager, host, port)

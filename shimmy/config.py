@@ -91,6 +91,7 @@ class Settings:
     max_body_bytes: int = 1_000_000
     request_timeout: float = 600.0  # wall-clock seconds one generation may take
     max_ws_connections: int = 32  # open /ws/generate connections at once
+    ws_idle_timeout: float = 300.0  # seconds a WebSocket may stay silent between requests
     api_keys: tuple[str, ...] = ()  # with keys, every endpoint but /api/health needs one
     cors_origins: tuple[str, ...] = ()  # CORS is off unless origins are named
     insecure: bool = False  # allow a non-loopback bind without an API key

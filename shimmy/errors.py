@@ -49,6 +49,8 @@ ERROR_KINDS: dict[str, ErrorKind] = {
     "request_too_large": ErrorKind(413, "invalid_request_error", ExitCode.USAGE),
     "server_busy": ErrorKind(503, "server_error", ExitCode.SERVER_BUSY),
     "unauthorized": ErrorKind(401, "authentication_error", ExitCode.UNAUTHORIZED),
+    # A web page's origin or a rebound Host name (shimmy/api/browser.py).
+    "forbidden": ErrorKind(403, "permission_error", ExitCode.UNAUTHORIZED),
     "download_failed": ErrorKind(502, "server_error", ExitCode.DOWNLOAD_FAILED),
 }
 

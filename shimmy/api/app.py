@@ -10,10 +10,10 @@ from fastapi import FastAPI
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
-from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shimmy import __version__
+from shimmy.api.browser import BrowserCors, BrowserGuard, OriginPolicy
 from shimmy.api.errors import document_errors, install_error_handlers
 from shimmy.api.metrics import Metrics, MetricsMiddleware
 from shimmy.api.native import build_router
@@ -121,17 +121,13 @@ def create_app(manager: ModelManager, *, preload: bool = False) -> FastAPI:
         body = await run_in_threadpool(generate_latest, metrics.registry)
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 
-    # Outside the size limit and auth, so that requests they reject are logged too.
+    # Outside auth: browsers send CORS preflights without credentials.
+    policy = OriginPolicy(settings.cors_origins)
+    app.add_middleware(BrowserCors, policy=policy)
+    # Before CORS and everything else: a foreign page's request never runs.
+    app.add_middleware(BrowserGuard, policy=policy)
+    # Outermost, so that requests the guards reject are logged too.
     app.state.request_log = RequestLog()
     app.add_middleware(RequestLogMiddleware, request_log=app.state.request_log)
-    if settings.cors_origins:
-        # Outside auth: browsers send CORS preflights without credentials.
-        app.add_middleware(
-            CORSMiddleware,
-            allow_origins=list(settings.cors_origins),
-            allow_methods=["GET", "POST", "OPTIONS"],
-            allow_headers=["authorization", "content-type", "x-api-key"],
-            max_age=600,
-        )
     app.state.manager = manager
     return app

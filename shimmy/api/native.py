@@ -181,9 +181,15 @@ def build_router(manager: ModelManager) -> APIRouter:
             await websocket.close(code=1013)  # "try again later"
             return
         open_sockets += 1
+        idle_limit = manager.settings.ws_idle_timeout
         try:
             while True:
-                message = await websocket.receive()
+                try:
+                    message = await asyncio.wait_for(websocket.receive(), idle_limit)
+                except TimeoutError:
+                    # A silent connection holds one of the few WebSocket places.
+                    await websocket.close(code=1000, reason="idle")
+                    return
                 if message["type"] == "websocket.disconnect":
                     return
                 raw = message.get("text")
@@ -222,8 +228,9 @@ async def _serve_ws_request(manager: ModelManager, websocket: WebSocket, raw: st
     """One request frame: token frames, then ``{"done": true}``; errors as error frames."""
     try:
         data = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        error = ShimmyError("invalid_request", "Request format is invalid", f"not JSON: {exc}")
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested too deeply
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        error = ShimmyError("invalid_request", "Request format is invalid", f"not JSON: {reason}")
         await websocket.send_json(error.to_dict())
         return
     try:

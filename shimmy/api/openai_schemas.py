@@ -14,11 +14,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from shimmy.api.schemas import sampling_of, stop_strings
+from shimmy.api.schemas import check_stop, sampling_of, stop_strings
 from shimmy.errors import ShimmyError
 from shimmy.models.generation import SamplingParams
 
-MAX_STOP_STRINGS = 16
 MAX_PROMPTS = 16
 MAX_EMBEDDING_INPUTS = 2048
 
@@ -127,9 +126,7 @@ class _Sampling(_Body):
     @field_validator("stop")
     @classmethod
     def _few_stops(cls, value: str | list[str] | None) -> str | list[str] | None:
-        if isinstance(value, list) and len(value) > MAX_STOP_STRINGS:
-            raise ValueError(f"at most {MAX_STOP_STRINGS} stop sequences are allowed")
-        return value
+        return check_stop(value)
 
     def sampling(self) -> SamplingParams:
         return sampling_of(self)

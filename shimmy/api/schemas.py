@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from shimmy.models.generation import SamplingParams
 
@@ -34,11 +34,32 @@ class GenerateBody(BaseModel):
     # Send the prompt as it is, without the model's chat template.
     raw: bool = False
 
+    @field_validator("stop")
+    @classmethod
+    def _bounded_stops(cls, value: str | list[str] | None) -> str | list[str] | None:
+        return check_stop(value)
+
     def sampling(self) -> SamplingParams:
         return sampling_of(self)
 
     def stop_strings(self) -> tuple[str, ...]:
         return stop_strings(self.stop)
+
+
+# Every stop string is looked for after every token, so a request may not ask for
+# thousands of them (80,000 slowed every request on the engine).
+MAX_STOP_STRINGS = 16
+MAX_STOP_LENGTH = 500
+
+
+def check_stop(value: str | list[str] | None) -> str | list[str] | None:
+    """A request's ``stop`` within the bounds, else a ValueError that names them."""
+    stops = [value] if isinstance(value, str) else value or []
+    if len(stops) > MAX_STOP_STRINGS:
+        raise ValueError(f"at most {MAX_STOP_STRINGS} stop sequences are allowed")
+    if any(len(s) > MAX_STOP_LENGTH for s in stops):
+        raise ValueError(f"a stop sequence may be at most {MAX_STOP_LENGTH} characters")
+    return value
 
 
 SAMPLING_FIELDS = tuple(f.name for f in dataclasses.fields(SamplingParams))

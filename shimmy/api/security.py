@@ -10,16 +10,27 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
-import json
 import socket
 from collections.abc import Sequence
 from urllib.parse import parse_qs
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from shimmy.api.refusal import refuse
 from shimmy.errors import ShimmyError
 
 OPEN_PATHS = frozenset({"/api/health"})
+
+# The request-state entry naming whose prompt cache a request may use (see
+# cache_scope); absent means the shared one.
+CACHE_SCOPE = "shimmy_cache_scope"
+
+
+def cache_scope(scope: Scope) -> str:
+    """The prompt-cache scope of a request: its API key's when several keys are
+    configured, else "" (everyone shares one cache, as they share one key)."""
+    state = scope.get("state") or {}
+    return str(state.get(CACHE_SCOPE, ""))
 
 
 def read_key_file(path: str) -> list[str]:
@@ -37,13 +48,32 @@ def read_key_file(path: str) -> list[str]:
     return keys
 
 
-def key_matches(candidate: str, keys: Sequence[str]) -> bool:
-    """Constant time in the candidate's content: every key is compared, always."""
-    given = candidate.encode()
-    found = False
+def check_keys(keys: Sequence[str]) -> None:
+    """Refuse keys that protect nothing: an empty or blank key (``--api-key ""``,
+    an empty line in a script's variable) would let an empty header in."""
     for key in keys:
-        found |= hmac.compare_digest(given, key.encode())
+        if not key.strip():
+            raise ShimmyError(
+                "invalid_request",
+                "An API key must not be empty",
+                "check --api-key, --api-key-file and SHIMMY_API_KEY",
+            )
+
+
+def matching_key(candidate: str, keys: Sequence[str]) -> int | None:
+    """The index of the key ``candidate`` is, or None. Constant time in the
+    candidate's content: every key is compared, always. An empty candidate
+    never matches, whatever the keys are."""
+    given = candidate.encode()
+    found: int | None = None
+    for index, key in enumerate(keys):
+        if hmac.compare_digest(given, key.encode()) and given:
+            found = index
     return found
+
+
+def key_matches(candidate: str, keys: Sequence[str]) -> bool:
+    return matching_key(candidate, keys) is not None
 
 
 def is_loopback(host: str) -> bool:
@@ -91,6 +121,7 @@ class ApiKeyAuth:
     """Pure ASGI, so it guards HTTP routes and WebSockets alike, before any routing."""
 
     def __init__(self, app: ASGIApp, keys: Sequence[str]) -> None:
+        check_keys(keys)
         self.app = app
         self.keys = tuple(keys)
 
@@ -99,7 +130,12 @@ class ApiKeyAuth:
             await self.app(scope, receive, send)
             return
         key = _presented_key(scope)
-        if key is not None and key_matches(key, self.keys):
+        index = None if key is None else matching_key(key, self.keys)
+        if index is not None:
+            if len(self.keys) > 1:
+                # Each key's prompts are cached apart, so that one key's clients
+                # cannot learn from cached_tokens what another key's sent.
+                scope.setdefault("state", {})[CACHE_SCOPE] = f"key-{index}"
             await self.app(scope, receive, send)
             return
         error = ShimmyError(
@@ -109,34 +145,4 @@ class ApiKeyAuth:
             if key is None
             else "the API key is not valid",
         )
-        body = json.dumps(error.to_dict()).encode()
-        if scope["type"] == "http":
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 401,
-                    "headers": [
-                        (b"content-type", b"application/json"),
-                        (b"content-length", str(len(body)).encode()),
-                        (b"www-authenticate", b'Bearer realm="shimmy"'),
-                    ],
-                }
-            )
-            await send({"type": "http.response.body", "body": body})
-            return
-        # WebSocket: refuse the handshake with a 401 where the server supports
-        # denial responses, else accept just long enough to say why and close.
-        await receive()  # websocket.connect
-        if "websocket.http.response" in scope.get("extensions", {}):
-            await send(
-                {
-                    "type": "websocket.http.response.start",
-                    "status": 401,
-                    "headers": [(b"content-type", b"application/json")],
-                }
-            )
-            await send({"type": "websocket.http.response.body", "body": body})
-            return
-        await send({"type": "websocket.accept"})
-        await send({"type": "websocket.send", "text": body.decode()})
-        await send({"type": "websocket.close", "code": 1008})
+        await refuse(scope, receive, send, error, [(b"www-authenticate", b'Bearer realm="shimmy"')])

@@ -17,6 +17,7 @@ from types import FrameType
 import uvicorn
 from fastapi import FastAPI
 
+from shimmy.api.http_limits import BoundedHttpToolsProtocol
 from shimmy.errors import ShimmyError
 
 
@@ -52,11 +53,17 @@ def url_for(sock: socket.socket) -> str:
 
 
 def _config(app: FastAPI, log_level: str) -> uvicorn.Config:
+    settings = app.state.manager.settings
     return uvicorn.Config(
         app,
         log_level=log_level,
         log_config=None,  # keep the root logging set up by the CLI or the dashboard
-        ws="websockets-sansio",  # http and loop stay "auto": httptools and uvloop
+        # httptools (as uvicorn's "auto" picks it) with limits on headers; the loop
+        # stays "auto": uvloop.
+        http=BoundedHttpToolsProtocol,
+        ws="websockets-sansio",
+        # A frame is a request body: the same bound (uvicorn's default is 16 MiB).
+        ws_max_size=settings.max_body_bytes,
         timeout_graceful_shutdown=3,
         access_log=False,
     )

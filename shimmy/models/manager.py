@@ -105,7 +105,8 @@ class ModelManager:
         wanted = self._default_override or self.settings.model
         if wanted:
             try:
-                return self.registry.resolve(wanted).name
+                # --model may name a file: the operator's choice, unlike a request's.
+                return self.registry.resolve_operator(wanted).name
             except ShimmyError:
                 return None
         for entry in self._in_discovery_order():

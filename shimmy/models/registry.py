@@ -41,6 +41,7 @@ class ModelRegistry:
         self._cache = HeaderCache(self.paths.cache_dir)
         self._lock = threading.Lock()  # one discovery at a time
         self._discovery: Discovery | None = None
+        self._operator_files: dict[str, ModelEntry] = {}
 
     def refresh(self) -> list[ModelEntry]:
         """Run discovery again and return the new entries."""
@@ -61,31 +62,37 @@ class ModelRegistry:
         return discovery
 
     def entries(self) -> list[ModelEntry]:
-        """The listed models, sorted by name (discovers on the first call)."""
-        return list(self._current().entries)
+        """The listed models, sorted by name (discovers on the first call), with
+        the files the operator named (``resolve_operator``)."""
+        listed = list(self._current().entries)
+        if not self._operator_files:
+            return listed
+        names = {e.name for e in listed}
+        extra = [e for n, e in self._operator_files.items() if n not in names]
+        return sorted(listed + extra, key=lambda e: e.name)
 
     def places(self) -> list[SearchPlace]:
         """Every place the last discovery searched, with how many models it found."""
         return list(self._current().places)
 
-    def resolve(self, name_or_path: str) -> ModelEntry:
-        """The entry for a name or a file path.
+    def resolve(self, name: str) -> ModelEntry:
+        """The entry for a model name, as a client sends it.
 
-        Tried in order: an exact name (case-insensitive); an existing file
-        (source "path"); a name that is the only one starting with, or else the
-        only one containing, the text. Raises ``model_not_found`` otherwise.
+        Tried in order: an exact name (case-insensitive); a name that is the
+        only one starting with, or else the only one containing, the text.
+        Raises ``model_not_found`` otherwise. Never a file path: which files
+        are served is the choice of whoever starts shimmy (``--model``,
+        ``--model-dirs``, the config file), so a client's text never reaches
+        the file system, and a missing file and an unreadable one answer alike.
         """
-        wanted = name_or_path.strip()
+        wanted = name.strip()
         key = wanted.lower()
-        entries = self.entries()
         if not wanted:
-            raise model_not_found(name_or_path)
+            raise model_not_found(name)
+        entries = self.entries()
         for entry in entries:
             if entry.name == key:
                 return entry
-        path = _existing_file(wanted)
-        if path is not None:
-            return self._entry_for_path(path, entries)
         for matches in (
             [e for e in entries if e.name.startswith(key)],
             [e for e in entries if key in e.name],
@@ -98,9 +105,26 @@ class ModelRegistry:
                 raise ShimmyError(
                     "model_not_found",
                     "The specified model was not found",
-                    f"Model '{name_or_path}' is ambiguous: it matches {names}{more}",
+                    f"Model '{name}' is ambiguous: it matches {names}{more}",
                 )
-        raise model_not_found(name_or_path)
+        raise model_not_found(name)
+
+    def resolve_operator(self, name_or_path: str) -> ModelEntry:
+        """The entry for a name or a file path given by whoever runs shimmy
+        (``--model``, ``shimmy probe PATH``): a file is added to the registry
+        (source "path"), so clients can then use it by its name."""
+        wanted = name_or_path.strip()
+        key = wanted.lower()
+        for entry in self.entries():
+            if entry.name == key:
+                return entry
+        path = _existing_file(wanted)
+        if path is None:
+            return self.resolve(wanted)
+        entry = self._entry_for_path(path, self.entries())
+        with self._lock:
+            self._operator_files[entry.name] = entry
+        return entry
 
     def _entry_for_path(self, path: Path, entries: list[ModelEntry]) -> ModelEntry:
         """An entry with source "path" for a file named on the command line.

@@ -153,16 +153,22 @@ def preflight(server, origin: str) -> httpx.Response:
     )
 
 
-def test_cors_is_off_by_default(locked):
-    r = httpx.get(locked.url + "/api/health", headers={"Origin": "http://app.example"})
-    assert "access-control-allow-origin" not in r.headers
+def test_cors_answers_local_pages_and_refuses_others_even_with_a_key(locked):
+    local = httpx.get(locked.url + "/api/health", headers={"Origin": "http://localhost:3000"})
+    assert local.headers["access-control-allow-origin"] == "http://localhost:3000"
+    foreign = httpx.get(
+        locked.url + "/api/models",
+        headers={"Origin": "http://app.example", "x-api-key": KEYS[0]},
+    )
+    assert foreign.status_code == 403 and foreign.json()["error"]["code"] == "forbidden"
 
 
-def test_cors_allows_only_the_named_origins(limited):
+def test_cors_allows_the_named_origins_and_refuses_others(limited):
     ok = preflight(limited, "http://app.example")
     assert ok.status_code == 200
     assert ok.headers["access-control-allow-origin"] == "http://app.example"
     other = preflight(limited, "http://evil.example")
+    assert other.status_code == 403
     assert "access-control-allow-origin" not in other.headers
     simple = httpx.get(limited.url + "/api/health", headers={"Origin": "http://app.example"})
     assert simple.headers["access-control-allow-origin"] == "http://app.example"

@@ -73,29 +73,53 @@ def test_ambiguous_and_unknown_names(models: Path) -> None:
     assert not_found(registry, "~no-such-user-here/m.gguf").status == 404  # unknown ~user
 
 
-def test_resolve_an_unlisted_file_by_path(isolated_home: Path, tmp_path: Path) -> None:
+def test_a_client_name_is_never_a_path(isolated_home: Path, tmp_path: Path) -> None:
+    """Over the API a name is only a name: an existing GGUF, an existing other file
+    and a missing file all answer the same model_not_found, and nothing is read."""
+    model = write_model(tmp_path / "elsewhere" / "Mine.gguf")
+    secret = tmp_path / "secret.txt"
+    secret.write_text("root:x:0:0")
+    registry = ModelRegistry()
+    for text in (str(model), str(secret), str(tmp_path / "missing.gguf"), "/etc/passwd"):
+        error = not_found(registry, text)
+        assert error.message == "The specified model was not found"
+        assert error.details == f"Model '{text}' is not available"
+    assert all(e.path != model for e in registry.entries())
+
+
+def test_a_file_the_operator_named_is_listed_and_resolves_by_name(
+    isolated_home: Path, tmp_path: Path
+) -> None:
+    model = write_model(tmp_path / "elsewhere" / "Mine.gguf")
+    registry = ModelRegistry()
+    assert registry.resolve_operator(str(model)).name == "mine"
+    assert registry.resolve("mine").path == model
+    assert [e.name for e in registry.entries() if e.path == model] == ["mine"]
+
+
+def test_the_operator_names_an_unlisted_file_by_path(isolated_home: Path, tmp_path: Path) -> None:
     path = write_model(tmp_path / "elsewhere" / "Mine.gguf")
-    entry = ModelRegistry().resolve(str(path))
+    entry = ModelRegistry().resolve_operator(str(path))
     assert entry.source == "path"
     assert entry.name == "mine"
     assert entry.path == path and entry.usable
 
 
-def test_resolve_a_relative_path(isolated_home: Path, tmp_path: Path) -> None:
+def test_the_operator_names_a_relative_path(isolated_home: Path, tmp_path: Path) -> None:
     write_model(tmp_path / "rel.gguf")  # cwd is tmp_path
-    assert ModelRegistry().resolve("rel.gguf").path == Path("rel.gguf")
+    assert ModelRegistry().resolve_operator("rel.gguf").path == Path("rel.gguf")
 
 
 def test_path_of_a_listed_file_keeps_its_name(models: Path) -> None:
     registry = ModelRegistry()
-    entry = registry.resolve(str(models / "beta-q8_0.gguf"))
+    entry = registry.resolve_operator(str(models / "beta-q8_0.gguf"))
     assert entry.name == "beta-q8_0"
     assert entry.source == "path"
 
 
 def test_unlisted_path_with_a_listed_name_is_qualified(models: Path, tmp_path: Path) -> None:
     other = write_model(tmp_path / "other" / "beta-q8_0.gguf", name="other")
-    entry = ModelRegistry().resolve(str(other))
+    entry = ModelRegistry().resolve_operator(str(other))
     assert entry.name == "path/beta-q8_0"
     assert entry.info is not None and entry.info.name == "other"
 
@@ -103,7 +127,7 @@ def test_unlisted_path_with_a_listed_name_is_qualified(models: Path, tmp_path: P
 def test_path_to_a_non_chat_file_is_unusable(isolated_home: Path, tmp_path: Path) -> None:
     path = tmp_path / "mmproj.gguf"
     path.write_bytes(gguf_bytes({"general.architecture": "clip"}))
-    entry = ModelRegistry().resolve(str(path))
+    entry = ModelRegistry().resolve_operator(str(path))
     assert not entry.usable
     assert entry.error and "mmproj" in entry.error
 
@@ -111,7 +135,7 @@ def test_path_to_a_non_chat_file_is_unusable(isolated_home: Path, tmp_path: Path
 def test_path_to_a_corrupt_file_is_unusable(isolated_home: Path, tmp_path: Path) -> None:
     path = tmp_path / "bad.gguf"
     path.write_bytes(b"junk")
-    entry = ModelRegistry().resolve(str(path))
+    entry = ModelRegistry().resolve_operator(str(path))
     assert not entry.usable and entry.error and entry.error.startswith("Not a GGUF file")
 
 
