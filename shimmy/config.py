@@ -92,6 +92,7 @@ class Settings:
     request_timeout: float = 600.0  # wall-clock seconds one generation may take
     max_ws_connections: int = 32  # open /ws/generate connections at once
     ws_idle_timeout: float = 300.0  # seconds a WebSocket may stay silent between requests
+    header_timeout: float = 10.0  # seconds a connection has to send a request's headers
     api_keys: tuple[str, ...] = ()  # with keys, every endpoint but /api/health needs one
     cors_origins: tuple[str, ...] = ()  # CORS is off unless origins are named
     insecure: bool = False  # allow a non-loopback bind without an API key

@@ -21,13 +21,12 @@ from shimmy.errors import ShimmyError
 
 MAX_HEADER_BYTES = 64 * 1024  # request line and headers together (nginx: 32 KiB by default)
 MAX_HEADERS = 100
-HEADER_TIMEOUT = 10.0  # seconds from a connection's first byte, or its last request, to the headers
+# Seconds from a connection's opening (or the start of its next request) to the
+# end of the headers; Settings.header_timeout.
+HEADER_TIMEOUT = 10.0
 
 _REASONS = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
-_DETAILS = {
-    408: f"the request line and headers must arrive within {HEADER_TIMEOUT:g} s",
-    431: f"at most {MAX_HEADERS} headers and {MAX_HEADER_BYTES} bytes with the request line",
-}
+_TOO_LARGE = f"at most {MAX_HEADERS} headers and {MAX_HEADER_BYTES} bytes with the request line"
 
 
 class _HeadersTooLarge(Exception):
@@ -36,6 +35,15 @@ class _HeadersTooLarge(Exception):
 
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with header size, count and time limits."""
+
+    header_timeout = HEADER_TIMEOUT
+
+    @classmethod
+    def with_timeout(cls, seconds: float) -> type[BoundedHttpToolsProtocol]:
+        """This protocol with another header deadline (uvicorn takes a class)."""
+        if seconds == cls.header_timeout:
+            return cls
+        return type(cls.__name__, (cls,), {"header_timeout": seconds})
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -48,7 +56,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def _arm_header_timer(self) -> None:
         self._disarm_header_timer()
-        self._header_timer = self.loop.call_later(HEADER_TIMEOUT, self._headers_too_slow)
+        self._header_timer = self.loop.call_later(self.header_timeout, self._headers_too_slow)
 
     def _disarm_header_timer(self) -> None:
         if self._header_timer is not None:
@@ -58,7 +66,11 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def _headers_too_slow(self) -> None:
         self._header_timer = None
         if self.transport is not None and not self.transport.is_closing():
-            self._send_refusal(408, "The request headers took too long")
+            self._send_refusal(
+                408,
+                "The request headers took too long",
+                f"the request line and headers must arrive within {self.header_timeout:g} s",
+            )
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -103,12 +115,12 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def send_400_response(self, msg: str) -> None:
         if self._refusal is not None:
-            self._send_refusal(self._refusal, "The request headers are too large")
+            self._send_refusal(self._refusal, "The request headers are too large", _TOO_LARGE)
             return
         super().send_400_response(msg)
 
-    def _send_refusal(self, status: int, message: str) -> None:
-        error = ShimmyError("request_too_large", message, _DETAILS[status], status=status)
+    def _send_refusal(self, status: int, message: str, details: str) -> None:
+        error = ShimmyError("request_too_large", message, details, status=status)
         body = json.dumps(error.to_dict()).encode()
         self.transport.write(
             b"HTTP/1.1 %d %s\r\n" % (status, _REASONS[status])

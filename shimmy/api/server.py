@@ -60,7 +60,7 @@ def _config(app: FastAPI, log_level: str) -> uvicorn.Config:
         log_config=None,  # keep the root logging set up by the CLI or the dashboard
         # httptools (as uvicorn's "auto" picks it) with limits on headers; the loop
         # stays "auto": uvloop.
-        http=BoundedHttpToolsProtocol,
+        http=BoundedHttpToolsProtocol.with_timeout(settings.header_timeout),
         ws="websockets-sansio",
         # A frame is a request body: the same bound (uvicorn's default is 16 MiB).
         ws_max_size=settings.max_body_bytes,

@@ -27,6 +27,10 @@ def test_the_http_parser_is_httptools_with_header_limits():
     config.load()
     assert config.http_protocol_class is BoundedHttpToolsProtocol
     assert issubclass(config.http_protocol_class, HttpToolsProtocol)
+    quick = _config(app_for(Settings(header_timeout=0.5)), "warning")
+    quick.load()
+    assert issubclass(quick.http_protocol_class, BoundedHttpToolsProtocol)
+    assert quick.http_protocol_class.header_timeout == 0.5
 
 
 def test_websocket_frames_are_bounded_by_the_body_limit():
