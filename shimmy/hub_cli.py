@@ -209,7 +209,7 @@ def cmd_pull(args: argparse.Namespace) -> int:
         return ExitCode.INTERRUPTED
     name = _registry_name(args, path)
     print(
-        f"pulled {file.name} in {time.monotonic() - started:.1f}s, sha256 verified; "
+        f"pulled {file.name} in {time.monotonic() - started:.1f}s, {file.checksums} verified; "
         f"try it: shimmy generate --model {name} -p 'Hello'",
         file=sys.stderr,
     )
@@ -243,7 +243,8 @@ def cmd_rm(args: argparse.Namespace) -> int:
     from shimmy.units import format_bytes
 
     settings = load_settings(model_dirs=tuple(args.model_dirs or ()) or None)
-    entry = ModelRegistry(settings.model_dirs).resolve(args.name)
+    # The person at the command line may name a file too (resolve() takes names only).
+    entry = ModelRegistry(settings.model_dirs).resolve_operator(args.name)
     record = next((r for r in map(hub.find_pulled, entry.parts) if r is not None), None)
     if record is None:
         raise ShimmyError(

@@ -276,7 +276,11 @@ class DownloadQueue(Vertical):
         line = self.query_one("#download-line", Static)
         if state == "done":
             self.query_one(ProgressBar).update(total=job.file.size, progress=job.file.size)
-            line.update(Text(f"{job.file.name}: downloaded as {model_name}", style="green"))
+            # download() returns only once every part was hashed against the hub's hash.
+            verified = f"{job.file.checksums} verified"
+            line.update(
+                Text(f"{job.file.name}: downloaded as {model_name}, {verified}", style="green")
+            )
             self.notify(
                 f"{model_name} is ready: see the Models tab, chat with it on the Chat tab",
                 title="Download finished",
