@@ -6,6 +6,12 @@ does: model search (``/api/models``), repo trees with LFS sizes and sha256,
 separate "CDN" origin, which serves Range requests, optionally throttled so a
 test can stop a client half-way. Errors carry the hub's ``X-Error-Code``.
 
+It can also lie, as a hostile ``HF_ENDPOINT`` would: a file's ETag, bytes,
+length and redirect (:class:`FakeFile`), a repository's commit id and extra
+tree entries (:class:`FakeRepo`), and any API answer replaced by raw bytes
+(:class:`RawAnswer`). It counts the body bytes it sends (``FakeHub.sent``), so
+a test can tell how much a client took before it stopped.
+
 The split repository serves a real llama.cpp split of the SmolLM2 file
 (:func:`split_gguf`), so a pulled split model loads and generates.
 """
@@ -13,6 +19,7 @@ The split repository serves a real llama.cpp split of the SmolLM2 file
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -20,6 +27,7 @@ import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -36,14 +44,24 @@ class FakeFile:
     length: int = 0
     text: bytes = b""
     claimed_sha256: str | None = None  # what the hub says, when it is wrong on purpose
+    force_lfs: bool = False  # ``text`` stored with LFS (a small LFS file)
+    # Lies, each None / 0 for an honest hub:
+    etag: str | None = None  # the ETag header sent instead of the file's hash
+    served: bytes | None = None  # the bytes sent instead of the file's
+    overflow: int = 0  # junk bytes sent after the file, past the size declared
+    location: str | None = None  # where resolve redirects instead of the CDN
 
     @property
     def lfs(self) -> bool:
-        return self.source is not None
+        return self.source is not None or self.force_lfs
 
     @property
     def size(self) -> int:
         return self.length if self.source is not None else len(self.text)
+
+    def body(self, start: int, end: int) -> bytes:
+        """Bytes [start, end) of what the hub sends: the file, or its lie."""
+        return self.served[start:end] if self.served is not None else self.read(start, end)
 
     def read(self, start: int, end: int) -> bytes:
         """Bytes [start, end) of the file."""
@@ -78,6 +96,29 @@ def hub_sha256(file: FakeFile) -> str:
     return file.claimed_sha256 or real_sha256(file)
 
 
+def git_blob_id(data: bytes) -> str:
+    """The id git gives a file's bytes, which the hub sends as a non-LFS file's ETag."""
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+@dataclass
+class RawAnswer:
+    """What the hub sends for one path instead of its real answer (a lie):
+    ``head``, ``body`` ``repeat`` times, then ``tail``, with no length declared
+    (the connection closes after it). ``next_page`` is sent as a
+    ``Link: <URL>; rel="next"`` header, the first ``max_pages`` times only."""
+
+    body: bytes = b"[]"
+    repeat: int = 1
+    head: bytes = b""
+    tail: bytes = b""
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+    next_page: str | None = None
+    max_pages: int = 200
+    times: int = 0  # how often it was sent
+
+
 @dataclass
 class FakeRepo:
     repo_id: str
@@ -86,7 +127,8 @@ class FakeRepo:
     likes: int = 0
     last_modified: str = "2025-01-01T00:00:00.000Z"
     parameters: int | None = None
-    commit: str = field(default="")
+    commit: str = field(default="")  # X-Repo-Commit: a lie when set to a non-hex id
+    extra_entries: list[object] = field(default_factory=list)  # raw tree entries, to lie
 
     def __post_init__(self) -> None:
         if not self.commit:
@@ -103,6 +145,8 @@ class FakeHub:
         self.repos: dict[str, FakeRepo] = {}
         self.throttle_bytes_per_second: float | None = None
         self.requests: list[tuple[str, str, str | None]] = []  # method, path, Range
+        self.answers: dict[str, RawAnswer] = {}  # URL path -> a lie sent instead
+        self.sent: dict[str, int] = {}  # body bytes sent, by file path or URL path
         self._lock = threading.Lock()
         self._servers: list[ThreadingHTTPServer] = []
         self._threads: list[threading.Thread] = []
@@ -114,6 +158,10 @@ class FakeHub:
     def log(self, method: str, path: str, range_header: str | None) -> None:
         with self._lock:
             self.requests.append((method, path, range_header))
+
+    def count(self, key: str, sent: int) -> None:
+        with self._lock:
+            self.sent[key] = self.sent.get(key, 0) + sent
 
     def ranges(self) -> list[str]:
         with self._lock:
@@ -190,6 +238,10 @@ def _handler(hub: FakeHub, role: str) -> type[BaseHTTPRequestHandler]:
             parts = urlsplit(self.path)
             path, query = unquote(parts.path), parse_qs(parts.query)
             hub.log(self.command, path, self.headers.get("Range"))
+            if path in hub.answers:
+                return self._raw(path, hub.answers[path])
+            if role == "cdn" and path == "/redirect":  # a CDN sending the client on, anywhere
+                return self._send(302, b"", {"Location": (query.get("to") or [""])[0]})
             if role == "cdn":
                 return self._cdn(path)
             if path == "/":
@@ -202,6 +254,52 @@ def _handler(hub: FakeHub, role: str) -> type[BaseHTTPRequestHandler]:
             if len(bits) >= 5 and bits[2] == "resolve":
                 return self._resolve("/".join(bits[:2]), bits[3], "/".join(bits[4:]))
             self._error(404, "EntryNotFound", f"no route for {path}")
+
+        def _stream(self, key: str, chunks: Iterator[bytes]) -> None:
+            """Write ``chunks`` as the body, counting them; a client that hangs up
+            ends it (expected when a client stops a lie)."""
+            try:
+                for chunk in chunks:
+                    self.wfile.write(chunk)
+                    hub.count(key, len(chunk))
+                    rate = hub.throttle_bytes_per_second
+                    if rate:
+                        time.sleep(len(chunk) / rate)
+            except (BrokenPipeError, ConnectionResetError):
+                self.close_connection = True
+
+        def _raw(self, path: str, answer: RawAnswer) -> None:
+            answer.times += 1
+            self.send_response(answer.status)
+            headers = {"Content-Type": "application/json", **answer.headers}
+            if answer.next_page and answer.times <= answer.max_pages:
+                headers["Link"] = f'<{answer.next_page}>; rel="next"'
+            for key, value in headers.items():
+                self.send_header(key, value)
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.close_connection = True
+            if self.command != "HEAD":
+                parts = itertools.chain([answer.head], itertools.repeat(answer.body, answer.repeat))
+                self._stream(path, itertools.chain(parts, [answer.tail]))
+
+        def _file(self, f: FakeFile, start: int, end: int, status: int, headers: dict) -> None:
+            """Bytes [start, end) of ``f`` (or its lie), then its overflow of junk."""
+            if f.overflow and self.command != "HEAD":
+                headers["Connection"] = "close"  # the body ends when the connection does
+                self.close_connection = True
+            else:
+                headers["Content-Length"] = str(end - start)  # what is declared
+            self.send_response(status)
+            for key, value in headers.items():
+                self.send_header(key, value)
+            self.end_headers()
+            if self.command == "HEAD":
+                return
+            step = 256 * 1024
+            body = (f.body(offset, min(end, offset + step)) for offset in range(start, end, step))
+            junk = (b"\0" * min(step, f.overflow - done) for done in range(0, f.overflow, step))
+            self._stream(f.path, itertools.chain(body, junk))
 
         def _repo(self, repo_id: str, revision: str) -> FakeRepo | None:
             repo = hub.repos.get(repo_id)
@@ -263,14 +361,16 @@ def _handler(hub: FakeHub, role: str) -> type[BaseHTTPRequestHandler]:
                         continue
                 entry: dict[str, object] = {
                     "type": "file",
-                    "oid": hashlib.sha1(f.path.encode()).hexdigest(),
+                    "oid": hashlib.sha1(f.path.encode()).hexdigest()  # the LFS pointer's id
+                    if f.lfs
+                    else git_blob_id(f.text),
                     "size": f.size,
                     "path": f.path,
                 }
                 if f.lfs:
                     entry["lfs"] = {"oid": hub_sha256(f), "size": f.size, "pointerSize": 134}
                 entries.append(entry)
-            self._json(entries)
+            self._json([*entries, *repo.extra_entries])
 
         def _resolve(self, repo_id: str, revision: str, path: str) -> None:
             repo = self._repo(repo_id, revision)
@@ -281,19 +381,19 @@ def _handler(hub: FakeHub, role: str) -> type[BaseHTTPRequestHandler]:
                 return self._error(404, "EntryNotFound", f"{path} does not exist")
             common = {"X-Repo-Commit": repo.commit, "Accept-Ranges": "bytes"}
             if not f.lfs:
-                etag = hashlib.sha1(f.text).hexdigest()
-                return self._send(200, f.text, {**common, "ETag": f'"{etag}"'})
-            sha = hub_sha256(f)
+                etag = f.etag or f'"{git_blob_id(f.text)}"'
+                return self._file(f, 0, f.size, 200, {**common, "ETag": etag})
+            etag = f.etag or f'"{hub_sha256(f)}"'
             location = f"{hub.cdn_url}/{quote(repo_id)}/{quote(path)}?expires=never"
             self._send(
                 302,
                 b"",
                 {
                     **common,
-                    "ETag": f'"{sha}"',
-                    "X-Linked-Etag": f'"{sha}"',
+                    "ETag": etag,
+                    "X-Linked-Etag": etag,
                     "X-Linked-Size": str(f.size),
-                    "Location": location,
+                    "Location": f.location or location,
                 },
             )
 
@@ -320,23 +420,7 @@ def _handler(hub: FakeHub, role: str) -> type[BaseHTTPRequestHandler]:
                     return self._send(416, b"", {"Content-Range": f"bytes */{f.size}"})
                 status = 206
                 headers["Content-Range"] = f"bytes {start}-{end - 1}/{f.size}"
-            headers["Content-Length"] = str(end - start)
-            self.send_response(status)
-            for key, value in headers.items():
-                self.send_header(key, value)
-            self.end_headers()
-            if self.command == "HEAD":
-                return
-            step = 256 * 1024
-            try:
-                for offset in range(start, end, step):
-                    chunk = f.read(offset, min(end, offset + step))
-                    self.wfile.write(chunk)
-                    rate = hub.throttle_bytes_per_second
-                    if rate:
-                        time.sleep(len(chunk) / rate)
-            except (BrokenPipeError, ConnectionResetError):
-                pass  # the client went away: expected when a test kills it
+            self._file(f, start, end, status, headers)
 
     return Handler
 
