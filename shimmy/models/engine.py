@@ -205,11 +205,16 @@ class Engine:
             add_bos = False  # the template already wrote BOS; never send it twice
         return self._model.tokenize(text, add_bos=add_bos)
 
-    def render_chat(self, messages: Sequence[Message]) -> str:
-        return self.template.render(messages, add_generation_prompt=True)
+    def render_chat(
+        self, messages: Sequence[Message], *, cancel: threading.Event | None = None
+    ) -> str:
+        """The model's chat template applied to ``messages``; stops when ``cancel`` is set."""
+        return self.template.render(messages, add_generation_prompt=True, cancel=cancel)
 
-    def chat_tokens(self, messages: Sequence[Message]) -> list[int]:
-        return self.tokenize(self.render_chat(messages))
+    def chat_tokens(
+        self, messages: Sequence[Message], *, cancel: threading.Event | None = None
+    ) -> list[int]:
+        return self.tokenize(self.render_chat(messages, cancel=cancel))
 
     def detokenize(self, tokens: Sequence[int]) -> str:
         return self._model.detokenize(tokens)

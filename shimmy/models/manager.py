@@ -236,11 +236,15 @@ class ModelManager:
         stop: Sequence[str] = (),
         grammar: str | None = None,
         label: str = "",
+        cancel: threading.Event | None = None,
     ) -> Generation:
-        """Render ``messages`` with the model's own template and submit them."""
+        """Render ``messages`` with the model's own template and submit them.
+
+        Setting ``cancel`` (the client left) stops the render at once with
+        ``RenderCancelled`` (shimmy.models.template_render)."""
         engine = self.engine(name)
         request = GenerationRequest(
-            prompt_tokens=engine.chat_tokens(messages),
+            prompt_tokens=engine.chat_tokens(messages, cancel=cancel),
             max_tokens=max_tokens,
             sampling=sampling,
             stop=tuple(stop) + tuple(engine.template.stop_strings()),
@@ -259,6 +263,7 @@ class ModelManager:
         stop: Sequence[str] = (),
         raw: bool = False,
         label: str = "",
+        cancel: threading.Event | None = None,
     ) -> Generation:
         """Submit a plain prompt. Unless ``raw``, it is sent as one user turn through
         the model's chat template (as Ollama's generate does), since instruct
@@ -280,6 +285,7 @@ class ModelManager:
             sampling=sampling,
             stop=stop,
             label=label,
+            cancel=cancel,
         )
 
     def embed(self, name: str | None, inputs: Sequence[str]) -> Embeddings:
