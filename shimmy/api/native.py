@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import threading
 from collections.abc import AsyncIterator
 from typing import Any, TypeVar
 
@@ -12,11 +13,13 @@ from fastapi import APIRouter, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
+from starlette.types import Message
 
 from shimmy import __version__
 from shimmy.api.errors import validation_error
 from shimmy.api.requestlog import attach_generation
 from shimmy.api.schemas import GenerateBody
+from shimmy.api.submission import ClientGone, submit_while_connected
 from shimmy.errors import ShimmyError
 from shimmy.models.generation import FINISH_ERROR, Generation
 from shimmy.models.manager import DEFAULT_ALIAS, ModelManager
@@ -26,8 +29,14 @@ from shimmy.units import format_bytes, format_gb, format_params
 log = logging.getLogger(__name__)
 
 
-def _submit(manager: ModelManager, body: GenerateBody, label: str) -> Generation:
-    """Resolve, load if needed, tokenize and queue: blocking, so run off the event loop."""
+def _submit(
+    manager: ModelManager,
+    body: GenerateBody,
+    label: str,
+    cancel: threading.Event | None = None,
+) -> Generation:
+    """Resolve, load if needed, render, tokenize and queue: blocking, so run off the
+    event loop; ``cancel`` stops the chat template's render (the client left)."""
     generation = manager.submit_prompt(
         body.model,
         body.prompt,
@@ -36,6 +45,7 @@ def _submit(manager: ModelManager, body: GenerateBody, label: str) -> Generation
         stop=body.stop_strings(),
         raw=body.raw,
         label=label,
+        cancel=cancel,
     )
     attach_generation(generation)
     return generation
@@ -92,7 +102,12 @@ def build_router(manager: ModelManager) -> APIRouter:
     )
     async def generate(request: Request) -> JSONResponse | StreamingResponse:
         body = await parse_body(request, GenerateBody)
-        generation = await run_in_threadpool(_submit, manager, body, "api")
+        try:
+            generation = await submit_while_connected(
+                request.receive, lambda cancel: _submit(manager, body, "api", cancel)
+            )
+        except ClientGone:
+            return JSONResponse(None, status_code=204)  # nobody is there to read it
         if body.stream:
             return StreamingResponse(
                 _stream_sse(generation, request),
@@ -183,19 +198,23 @@ def build_router(manager: ModelManager) -> APIRouter:
         open_sockets += 1
         idle_limit = manager.settings.ws_idle_timeout
         try:
+            pending: Message | None = None  # a frame that came while the last one failed
             while True:
-                try:
-                    message = await asyncio.wait_for(websocket.receive(), idle_limit)
-                except TimeoutError:
-                    # A silent connection holds one of the few WebSocket places.
-                    await websocket.close(code=1000, reason="idle")
-                    return
+                if pending is not None:
+                    message, pending = pending, None
+                else:
+                    try:
+                        message = await asyncio.wait_for(websocket.receive(), idle_limit)
+                    except TimeoutError:
+                        # A silent connection holds one of the few WebSocket places.
+                        await websocket.close(code=1000, reason="idle")
+                        return
                 if message["type"] == "websocket.disconnect":
                     return
                 raw = message.get("text")
                 if raw is None:  # a binary frame: accept UTF-8 JSON in it too
                     raw = (message.get("bytes") or b"").decode("utf-8", errors="replace")
-                await _serve_ws_request(manager, websocket, raw)
+                pending = await _serve_ws_request(manager, websocket, raw)
         except WebSocketDisconnect:
             return
         finally:
@@ -224,55 +243,110 @@ async def _stream_sse(generation: Generation, request: Request) -> AsyncIterator
     yield "data: [DONE]\n\n"
 
 
-async def _serve_ws_request(manager: ModelManager, websocket: WebSocket, raw: str) -> None:
-    """One request frame: token frames, then ``{"done": true}``; errors as error frames."""
+async def _serve_ws_request(
+    manager: ModelManager, websocket: WebSocket, raw: str
+) -> Message | None:
+    """One request frame: token frames, then ``{"done": true}``; errors as error frames.
+
+    A disconnect or a ``{"cancel": true}`` frame while the request is prepared
+    stops the chat template's render. Another frame that arrives meanwhile
+    stops the request if it goes on to generate (as any frame sent
+    mid-generation does); if preparing it failed, that frame is returned, to be
+    served as the next request."""
+    try:
+        body = _frame_body(raw)
+    except ShimmyError as exc:
+        await websocket.send_json(exc.to_dict())
+        return None
+    cancel = threading.Event()
+    listener = asyncio.create_task(websocket.receive())
+    generation: Generation | None = None
+    try:
+        preparing = asyncio.ensure_future(run_in_threadpool(_submit, manager, body, "ws", cancel))
+        await asyncio.wait({preparing, listener}, return_when=asyncio.FIRST_COMPLETED)
+        stops = not preparing.done() and _stops_preparing(listener.result())
+        if stops:
+            cancel.set()
+        try:
+            generation = await preparing
+        except ShimmyError as exc:
+            await _stop_if_gone(listener)
+            await websocket.send_json(exc.to_dict())
+            return listener.result() if listener.done() and not stops else None
+        await _send_generation(websocket, generation, listener)
+        return None
+    finally:
+        if not listener.done():
+            listener.cancel()
+        if generation is not None and not generation.done:
+            generation.cancel()
+
+
+def _stops_preparing(message: Message) -> bool:
+    """A disconnect, or a ``{"cancel": true}`` frame."""
+    if message["type"] == "websocket.disconnect":
+        return True
+    text = message.get("text") or (message.get("bytes") or b"").decode("utf-8", "replace")
+    if '"cancel"' not in text:
+        return False
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError):
+        return False
+    return isinstance(data, dict) and bool(data.get("cancel"))
+
+
+def _frame_body(raw: str) -> GenerateBody:
+    """A request frame as the native body, or ``invalid_request`` saying why not."""
     try:
         data = json.loads(raw)
     except (ValueError, RecursionError) as exc:  # RecursionError: nested too deeply
         reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
-        error = ShimmyError("invalid_request", "Request format is invalid", f"not JSON: {reason}")
-        await websocket.send_json(error.to_dict())
-        return
+        raise ShimmyError(
+            "invalid_request", "Request format is invalid", f"not JSON: {reason}"
+        ) from None
+    if not isinstance(data, dict):
+        raise ShimmyError("invalid_request", "Request format is invalid", "expected an object")
+    # SEED-API.md's example frame names "default"; a frame without a model means it too.
+    data.setdefault("model", DEFAULT_ALIAS)
     try:
-        if not isinstance(data, dict):
-            raise ShimmyError("invalid_request", "Request format is invalid", "expected an object")
-        # SEED-API.md's example frame names "default"; a frame without a model means it too.
-        data.setdefault("model", DEFAULT_ALIAS)
-        body = GenerateBody.model_validate(data)
-        generation = await run_in_threadpool(_submit, manager, body, "ws")
+        return GenerateBody.model_validate(data)
     except ValidationError as exc:
-        await websocket.send_json(validation_error(exc.errors()).to_dict())
-        return
-    except ShimmyError as exc:
-        await websocket.send_json(exc.to_dict())
-        return
+        raise validation_error(exc.errors()) from None
 
+
+async def _stop_if_gone(listener: asyncio.Task[Message]) -> None:
+    """Raise WebSocketDisconnect if the listener heard the client leave."""
+    if listener.done():
+        message = listener.result()
+        if message["type"] == "websocket.disconnect":
+            raise WebSocketDisconnect(message.get("code", 1000))
+
+
+async def _send_generation(
+    websocket: WebSocket, generation: Generation, listener: asyncio.Task[Message]
+) -> None:
     async def send_tokens() -> None:
         async for piece in generation.stream():
             if piece.text:
                 await websocket.send_json({"token": piece.text})
 
+    if listener.done():  # a frame came while the request was prepared: it stops it
+        generation.cancel()
+        await _stop_if_gone(listener)
     sender = asyncio.create_task(send_tokens())
-    listener = asyncio.create_task(websocket.receive())
     try:
         done, _ = await asyncio.wait({sender, listener}, return_when=asyncio.FIRST_COMPLETED)
         if listener in done:
-            message = listener.result()
-            if message["type"] == "websocket.disconnect":
-                generation.cancel()
-                sender.cancel()
-                raise WebSocketDisconnect(message.get("code", 1000))
             # Any frame sent mid-generation (e.g. {"cancel": true}) stops it.
             generation.cancel()
+            if listener.result()["type"] == "websocket.disconnect":
+                sender.cancel()
+                await _stop_if_gone(listener)
         await sender
     except ShimmyError as exc:
         await websocket.send_json(exc.to_dict())
         return
-    finally:
-        if not listener.done():
-            listener.cancel()
-        if not generation.done:
-            generation.cancel()
     if generation.finish_reason == FINISH_ERROR and generation.error is not None:
         await websocket.send_json(generation.error.to_dict())
         return

@@ -14,6 +14,7 @@ import base64
 import json
 import logging
 import struct
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -28,6 +29,7 @@ from shimmy import __version__
 from shimmy.api.errors import describe_validation_errors
 from shimmy.api.openai_schemas import ChatCompletionBody, CompletionBody, EmbeddingBody
 from shimmy.api.requestlog import attach_generation
+from shimmy.api.submission import ClientGone, submit_while_connected
 from shimmy.errors import ShimmyError
 from shimmy.models.embeddings import Embeddings
 from shimmy.models.generation import FINISH_CANCELLED, FINISH_LENGTH, Generation
@@ -238,7 +240,7 @@ def build_openai_router(manager: ModelManager) -> APIRouter:
     async def chat_completions(request: Request) -> Response:
         body = await parse_body(request, ChatCompletionBody)
 
-        def submit() -> Generation:
+        def submit(cancel: threading.Event) -> Generation:
             grammar = grammar_for_response_format(body.response_format)
             generation = manager.submit_chat(
                 body.model,
@@ -248,11 +250,15 @@ def build_openai_router(manager: ModelManager) -> APIRouter:
                 stop=body.stop_strings(),
                 grammar=grammar,
                 label="openai",
+                cancel=cancel,
             )
             attach_generation(generation)  # for the dashboard's request log
             return generation
 
-        generation = await run_in_threadpool(submit)
+        try:
+            generation = await submit_while_connected(request.receive, submit)
+        except ClientGone:
+            return Response(status_code=204)  # nobody is there to read it
         obj = "chat.completion.chunk" if body.stream else "chat.completion"
         meta = header("chatcmpl", obj, generation.model)
         if body.stream:

@@ -9,6 +9,9 @@ and its memory (with its renderer workers) must not grow by gigabytes.
 
 from __future__ import annotations
 
+import asyncio
+import json
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -17,6 +20,7 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
+import websockets
 
 from shimmy.models.template_render import RENDER_TIMEOUT_S
 from tests.e2e.harness import Server, isolated_env, start_server
@@ -195,3 +199,81 @@ def test_server_keeps_serving_while_a_template_loops(served):
         hostile.join(ANSWER_WITHIN_S + 5)
     assert_refused(answers["loop"], "long")
     assert refused_at[0] > served_until  # the loop ran all along
+
+
+def busy_worker(server: Server, within: float = 10.0) -> psutil.Process:
+    """The renderer worker that is using the CPU now (a looping render)."""
+    process = psutil.Process(server.process.pid)
+    deadline = time.monotonic() + within
+    seen: dict[int, float] = {}
+    while time.monotonic() < deadline:
+        for child in process.children():
+            try:
+                used = sum(child.cpu_times()[:2])
+            except psutil.NoSuchProcess:
+                continue
+            if child.pid in seen and used - seen[child.pid] > 0.02:
+                return child
+            seen[child.pid] = used
+        time.sleep(0.05)
+    raise AssertionError("no renderer worker got busy")
+
+
+def raw_request(server: Server, path: str, body: dict) -> socket.socket:
+    """An HTTP request sent by hand, so the test can hang up whenever it likes."""
+    data = json.dumps(body).encode()
+    host, port = server.url.removeprefix("http://").rsplit(":", 1)
+    sock = socket.create_connection((host, int(port)))
+    sock.sendall(
+        f"POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(data)}\r\n\r\n".encode()
+        + data
+    )
+    return sock
+
+
+def gone_within(worker: psutil.Process, seconds: float) -> float | None:
+    started = time.monotonic()
+    try:
+        worker.wait(seconds)
+    except psutil.TimeoutExpired:
+        return None
+    return time.monotonic() - started
+
+
+LOOP_CHAT = {"model": HOSTILE, "messages": [{"role": "user", "content": "loop"}]}
+LOOP_PROMPT = {"model": HOSTILE, "prompt": "loop"}
+
+
+@pytest.mark.parametrize(
+    ("path", "body"), [("/v1/chat/completions", LOOP_CHAT), ("/api/generate", LOOP_PROMPT)]
+)
+def test_a_render_stops_when_its_http_client_leaves(served, path, body):
+    server, client = served
+    sock = raw_request(server, path, {**body, "max_tokens": 2})
+    worker = busy_worker(server)
+    sock.close()
+    # Stopped at once, not at the end of its time limit.
+    stopped_after = gone_within(worker, RENDER_TIMEOUT_S - 1)
+    assert stopped_after is not None and stopped_after < 1.0, stopped_after
+    assert chat(client, GOOD, "Hi").status_code == 200
+
+
+def test_a_render_stops_when_its_websocket_client_leaves_or_cancels(served):
+    server, client = served
+
+    async def leave(then_cancel: bool) -> float | None:
+        url = server.url.replace("http://", "ws://") + "/ws/generate"
+        async with websockets.connect(url) as ws:
+            await ws.send(json.dumps({**LOOP_PROMPT, "max_tokens": 2}))
+            worker = await asyncio.to_thread(busy_worker, server)
+            if then_cancel:
+                await ws.send(json.dumps({"cancel": True}))
+                answer = json.loads(await asyncio.wait_for(ws.recv(), 10))
+                assert answer["error"]["code"] == "generation_failed", answer
+        return await asyncio.to_thread(gone_within, worker, RENDER_TIMEOUT_S - 1)
+
+    for then_cancel in (False, True):
+        stopped_after = asyncio.run(leave(then_cancel))
+        assert stopped_after is not None and stopped_after < 1.0, (then_cancel, stopped_after)
+    assert chat(client, GOOD, "Hi").status_code == 200
