@@ -10,7 +10,9 @@ next token of every running sequence plus chunks of waiting prompts, calls
 ``llama_decode`` once, and samples each sequence from its own logits with its
 own sampler chain. A new request takes a free slot whose cached tokens its
 prompt continues (a later turn of the same chat, the same prompt again) and
-decodes only the rest; see :func:`choose_slot`.
+decodes only the rest; see :func:`choose_slot`. Only tokens left by a request
+of the same cache scope (``GenerationRequest.cache_scope``, one per API key)
+are ever reused.
 """
 
 from __future__ import annotations
@@ -73,6 +75,7 @@ class _Slot:
 
     seq: int
     cached: list[int] = field(default_factory=list)  # tokens whose KV is in the context
+    scope: str = ""  # the cache scope of the request that left ``cached``
     generation: Generation | None = None
     sampler: Sampler | None = None
     pending: list[int] = field(default_factory=list)  # prompt tokens still to decode
@@ -100,8 +103,14 @@ ARRIVAL_WINDOW = 0.025
 CONTINUES = 0.9
 
 
-def choose_slot(free: Sequence[_Slot], prompt: Sequence[int]) -> _Slot:
-    """The free slot for ``prompt``.
+def shared_tokens(slot: _Slot, prompt: Sequence[int], scope: str) -> int:
+    """How many of ``slot``'s cached tokens a prompt of ``scope`` may reuse: the
+    prefix they share, or none when another scope left them."""
+    return common_prefix(slot.cached, prompt) if slot.scope == scope else 0
+
+
+def choose_slot(free: Sequence[_Slot], prompt: Sequence[int], scope: str = "") -> _Slot:
+    """The free slot for ``prompt``, of cache ``scope``.
 
     A slot whose cache the prompt continues is taken, the longest shared prefix
     first. Otherwise an empty slot (lowest first: llama.cpp attends over the range
@@ -109,41 +118,47 @@ def choose_slot(free: Sequence[_Slot], prompt: Sequence[int]) -> _Slot:
     together), else the least recently used. A prompt that shares only a short
     prefix with a slot (a system prompt) must not take it: that would evict the
     slot's conversation, whose next turn would then recompute everything and evict
-    another in turn.
+    another in turn. A slot of another scope shares nothing with the prompt.
     """
-    return continued_slot(free, prompt) or min(
+    return continued_slot(free, prompt, scope) or min(
         free, key=lambda s: (bool(s.cached), s.last_used, s.seq)
     )
 
 
-def continued_slot(free: Sequence[_Slot], prompt: Sequence[int]) -> _Slot | None:
-    """The free slot whose cache ``prompt`` continues, the longest shared prefix
-    first; None if there is none."""
+def continued_slot(free: Sequence[_Slot], prompt: Sequence[int], scope: str = "") -> _Slot | None:
+    """The free slot of ``scope`` whose cache ``prompt`` continues, the longest
+    shared prefix first; None if there is none."""
     best: _Slot | None = None
     best_shared = 0
     for slot in free:
-        shared = common_prefix(slot.cached, prompt)
+        shared = shared_tokens(slot, prompt, scope)
         if shared > best_shared and shared >= CONTINUES * min(len(prompt), len(slot.cached)):
             best, best_shared = slot, shared
     return best
 
 
-def assign_slots(free: Sequence[_Slot], prompts: Sequence[Sequence[int]]) -> list[_Slot]:
+def assign_slots(
+    free: Sequence[_Slot],
+    prompts: Sequence[Sequence[int]],
+    scopes: Sequence[str] | None = None,
+) -> list[_Slot]:
     """A slot for each of ``prompts`` (no more than there are free slots), which
     start together: the prompts that continue a slot's cache take theirs first, so
     that a prompt with none cannot take, and evict, the slot that another prompt of
     the same batch continues (see :func:`choose_slot`). Without this, clients
     coming back together can shuffle their conversations through the slots: each
     eviction saves a state to host memory and each return copies one back, all
-    before the first step."""
+    before the first step. ``scopes`` gives each prompt's cache scope ("" for all
+    when None)."""
     assert len(prompts) <= len(free)
-    homes = [continued_slot(free, prompt) for prompt in prompts]
+    scopes = scopes if scopes is not None else [""] * len(prompts)
+    homes = [continued_slot(free, p, s) for p, s in zip(prompts, scopes, strict=True)]
     left = list(free)
     chosen: dict[int, _Slot] = {}
     for i in sorted(range(len(prompts)), key=lambda i: homes[i] is None):
         home = homes[i]
         # A home another prompt of the batch took first: choose again among the rest.
-        chosen[i] = home if home in left else choose_slot(left, prompts[i])
+        chosen[i] = home if home in left else choose_slot(left, prompts[i], scopes[i])
         left.remove(chosen[i])
     return [chosen[i] for i in range(len(prompts))]
 
@@ -381,7 +396,7 @@ class Engine:
             if not slot.unsaved:
                 continue
             slot.unsaved = False
-            if self._prompt_cache.wants(slot.cached, 0):
+            if self._prompt_cache.wants(slot.cached, 0, scope=slot.scope):
                 self._save(slot)
                 return True
         return False
@@ -399,30 +414,36 @@ class Engine:
                 self._finished(generation, FINISH_ERROR, self._timeout_error())
             else:
                 starting.append((generation, list(generation.request.prompt_tokens)))
-        slots = assign_slots(free, [prompt for _, prompt in starting])
+        slots = assign_slots(
+            free,
+            [prompt for _, prompt in starting],
+            [generation.request.cache_scope for generation, _ in starting],
+        )
         for slot, (generation, prompt) in zip(slots, starting, strict=True):
             try:
-                shared = self._swap_saved_prompts(slot, prompt)
+                shared = self._swap_saved_prompts(slot, prompt, generation.request.cache_scope)
                 self._start(slot, generation, prompt, shared)
             except ShimmyError as exc:
                 self._release(slot)
                 self._finished(generation, FINISH_ERROR, exc)
 
-    def _swap_saved_prompts(self, slot: _Slot, prompt: list[int]) -> int:
-        """Before ``prompt`` takes ``slot``: save the conversation it would evict,
-        and bring back a saved one that ``prompt`` continues further than what the
-        slot holds (see :mod:`shimmy.models.promptcache`). Returns how many of the
-        slot's cached tokens ``prompt`` then shares."""
+    def _swap_saved_prompts(self, slot: _Slot, prompt: list[int], scope: str) -> int:
+        """Before ``prompt``, of cache ``scope``, takes ``slot``: save the
+        conversation it would evict, and bring back a saved one of ``scope`` that
+        ``prompt`` continues further than what the slot holds (see
+        :mod:`shimmy.models.promptcache`). Returns how many of the slot's cached
+        tokens ``prompt`` then may reuse (none of another scope's)."""
         cache = self._prompt_cache
-        keep = common_prefix(slot.cached, prompt)
-        if cache.wants(slot.cached, keep):
+        keep = shared_tokens(slot, prompt, scope)
+        if cache.wants(slot.cached, keep, scope=slot.scope):
             self._save(slot)
         started = time.monotonic()
-        saved = cache.take(prompt, keep)
+        saved = cache.take(prompt, keep, scope=scope)
         if saved is None:
             return keep
         if self._context.restore_sequence(slot.seq, saved.data):
             slot.cached = saved.tokens
+            slot.scope = saved.scope
             log.debug(
                 "engine %s: restored %d saved tokens into slot %d in %.1f ms",
                 self.name,
@@ -441,7 +462,9 @@ class Engine:
         """Copy the conversation ``slot`` holds into the prompt cache."""
         started = time.monotonic()
         try:
-            self._prompt_cache.add(slot.cached, self._context.save_sequence(slot.seq))
+            self._prompt_cache.add(
+                slot.cached, self._context.save_sequence(slot.seq), scope=slot.scope
+            )
         except ShimmyError:  # only a lost optimisation: the request goes on
             log.warning("engine %s could not save a prompt", self.name)
         else:
@@ -463,6 +486,9 @@ class Engine:
             reuse -= 1  # decode at least one token to get fresh logits
         self._context.forget(slot.seq, reuse)
         del slot.cached[reuse:]
+        # The ``reuse`` tokens kept are this scope's too (none when another scope
+        # left them): from here on, everything the slot holds is this request's.
+        slot.scope = request.cache_scope
         p = request.sampling
         seed = p.seed if p.seed is not None else random.getrandbits(32)
         settings = SamplerSettings(

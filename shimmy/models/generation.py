@@ -46,6 +46,10 @@ class GenerationRequest:
     stop: tuple[str, ...] = ()
     grammar: str | None = None  # GBNF, e.g. for JSON mode
     label: str = ""  # who asked, for logs and the dashboard ("api", "chat", "cli")
+    # Requests of different scopes never share cached prompt tokens (one scope per
+    # API key): ``cached_tokens`` and the time to the first token would tell one
+    # client how much of another's prompt it guessed. "" is the shared scope.
+    cache_scope: str = ""
 
 
 @dataclass(frozen=True)

@@ -237,6 +237,7 @@ class ModelManager:
         grammar: str | None = None,
         label: str = "",
         cancel: threading.Event | None = None,
+        cache_scope: str = "",
     ) -> Generation:
         """Render ``messages`` with the model's own template and submit them.
 
@@ -250,6 +251,7 @@ class ModelManager:
             stop=tuple(stop) + tuple(engine.template.stop_strings()),
             grammar=grammar,
             label=label,
+            cache_scope=cache_scope,
         )
         return engine.submit(request)
 
@@ -264,6 +266,7 @@ class ModelManager:
         raw: bool = False,
         label: str = "",
         cancel: threading.Event | None = None,
+        cache_scope: str = "",
     ) -> Generation:
         """Submit a plain prompt. Unless ``raw``, it is sent as one user turn through
         the model's chat template (as Ollama's generate does), since instruct
@@ -276,6 +279,7 @@ class ModelManager:
                 sampling=sampling,
                 stop=tuple(stop),
                 label=label,
+                cache_scope=cache_scope,
             )
             return engine.submit(request)
         return self.submit_chat(
@@ -286,6 +290,7 @@ class ModelManager:
             stop=stop,
             label=label,
             cancel=cancel,
+            cache_scope=cache_scope,
         )
 
     def embed(self, name: str | None, inputs: Sequence[str]) -> Embeddings:

@@ -11,6 +11,10 @@ slot when a prompt continues it: a memory copy instead of a prompt decode.
 
 Entries are looked up by the longest prefix they share with a prompt and
 dropped least recently used first when the cache is over its size in bytes.
+Each entry belongs to a cache scope (one per API key, see
+``GenerationRequest.cache_scope``) and only serves prompts of the same scope:
+a restored prompt shows in ``cached_tokens`` and in the time to the first
+token, which would tell one client how much of another's prompt it guessed.
 Only the engine's scheduler thread touches a cache.
 """
 
@@ -38,6 +42,7 @@ def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
 class SavedPrompt:
     tokens: list[int]  # the tokens whose KV state ``data`` holds, from position 0
     data: Any  # the state of one sequence (a ctypes byte array)
+    scope: str = ""  # the cache scope of the request that left these tokens
 
     @property
     def size(self) -> int:
@@ -56,34 +61,46 @@ class PromptCache:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def wants(self, tokens: Sequence[int], keep: int) -> bool:
-        """Whether a slot holding ``tokens``, about to keep only the first ``keep``
-        of them, is worth saving first."""
+    def wants(self, tokens: Sequence[int], keep: int, *, scope: str = "") -> bool:
+        """Whether a slot holding ``tokens`` of ``scope``, about to keep only the
+        first ``keep`` of them, is worth saving first."""
         if self.limit_bytes <= 0 or len(tokens) - keep < MIN_TOKENS:
             return False
         # Already here in full (or as part of a longer saved prompt): nothing new.
-        return not any(common_prefix(e.tokens, tokens) == len(tokens) for e in self._entries)
+        return not any(
+            e.scope == scope and common_prefix(e.tokens, tokens) == len(tokens)
+            for e in self._entries
+        )
 
-    def add(self, tokens: Sequence[int], data: Any) -> None:
-        """Keep ``data``, the state of a sequence holding ``tokens``."""
-        saved = SavedPrompt(list(tokens), data)
+    def add(self, tokens: Sequence[int], data: Any, *, scope: str = "") -> None:
+        """Keep ``data``, the state of a sequence holding ``tokens`` of ``scope``."""
+        saved = SavedPrompt(list(tokens), data, scope)
         if saved.size > self.limit_bytes:
             return
         # An earlier, shorter state of the same conversation is now redundant.
-        for entry in [e for e in self._entries if common_prefix(e.tokens, tokens) == len(e.tokens)]:
+        shorter = [
+            e
+            for e in self._entries
+            if e.scope == scope and common_prefix(e.tokens, tokens) == len(e.tokens)
+        ]
+        for entry in shorter:
             self._remove(entry)
         self._entries.append(saved)
         self.size_bytes += saved.size
         while self.size_bytes > self.limit_bytes:
             self._remove(self._entries[0])
 
-    def take(self, prompt: Sequence[int], better_than: int) -> SavedPrompt | None:
-        """Remove and return the saved prompt that shares the longest prefix with
-        ``prompt``, if it shares more than ``better_than`` tokens (what the slot
-        already holds) by at least :data:`MIN_GAIN`."""
+    def take(
+        self, prompt: Sequence[int], better_than: int, *, scope: str = ""
+    ) -> SavedPrompt | None:
+        """Remove and return the saved prompt of ``scope`` that shares the longest
+        prefix with ``prompt``, if it shares more than ``better_than`` tokens (what
+        the slot already holds) by at least :data:`MIN_GAIN`."""
         best: SavedPrompt | None = None
         best_shared = better_than + MIN_GAIN - 1
         for entry in self._entries:
+            if entry.scope != scope:
+                continue
             shared = common_prefix(entry.tokens, prompt)
             if shared > best_shared:
                 best, best_shared = entry, shared

@@ -397,3 +397,50 @@ def test_debug_log_tells_each_requests_wait_cache_and_first_token(engine, caplog
     assert took and f"{generation.cached_tokens} of {len(tokens)} prompt tokens cached" in took[0]
     assert any(f"generation {generation.id} has its first token" in m for m in mine)
     assert any(f"({len(tokens) - generation.cached_tokens} of prompts)" in m for m in mine), mine
+
+
+def test_a_prompt_cached_for_one_scope_is_not_reused_by_another(manager):
+    """One API key's prompt never shows up in another key's ``cached_tokens``;
+    its own scope still reuses it as before (through ModelManager.submit_prompt)."""
+    prompt = "Scope test: " + "list the moons of Jupiter and what each is made of. " * 4
+
+    def run(scope: str):
+        generation = manager.submit_prompt(
+            None, prompt, max_tokens=2, sampling=GREEDY, cache_scope=scope
+        )
+        assert generation.wait(30)
+        return generation
+
+    first = run("a")
+    assert first.cached_tokens < first.prompt_tokens - 1  # new to scope "a"
+    assert run("b").cached_tokens == 0
+    again = run("a")
+    assert again.cached_tokens == again.prompt_tokens - 1
+
+
+def test_a_saved_prompt_is_restored_only_for_its_own_scope(smollm2_path):
+    """One slot: scope "a"'s conversation is pushed out to the prompt cache by
+    another of its conversations; scope "b" sending the same prompt decodes it all
+    (nothing from the slot nor the cache), and "a" still gets it back restored."""
+    settings = Settings(model=str(smollm2_path), ctx_size=1024, parallel=1, keep_alive=-1)
+    manager = ModelManager(settings, ModelRegistry([smollm2_path]))
+    try:
+        engine = manager.engine(None)
+
+        def run(topic: str, scope: str) -> tuple[int, int]:
+            long_turn = f"Here are my notes on {topic}. " + "They are long and detailed. " * 30
+            tokens = engine.chat_tokens([{"role": "user", "content": long_turn + "Summarise."}])
+            request = GenerationRequest(tokens, max_tokens=4, sampling=GREEDY, cache_scope=scope)
+            generation = engine.submit(request)
+            assert generation.wait(60)
+            return generation.cached_tokens, len(tokens)
+
+        run("lighthouses", "a")
+        run("steam engines", "a")  # takes the slot: "a"'s lighthouses are saved
+        assert len(engine.prompt_cache) >= 1  # the idle engine may save the second too
+        cached, _ = run("lighthouses", "b")
+        assert cached == 0 and engine.prompt_cache.hits == 0
+        cached, prompt = run("lighthouses", "a")
+        assert cached == prompt - 1 and engine.prompt_cache.hits == 1
+    finally:
+        manager.close()

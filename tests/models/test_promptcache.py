@@ -44,3 +44,22 @@ def test_oldest_go_first_past_the_limit() -> None:
     assert cache.take([2, *LONG], better_than=0) is not None
     cache.add([9, *LONG], bytes(26))  # larger than the whole cache: not kept
     assert len(cache) == 1
+
+
+def test_saved_prompts_serve_only_their_own_scope() -> None:
+    cache = PromptCache(limit_bytes=10_000)
+    cache.add(LONG, b"a" * 10, scope="a")
+    # Another scope: not already saved, so worth saving; nothing to take.
+    assert not cache.wants(LONG, keep=0, scope="a")
+    assert cache.wants(LONG, keep=0, scope="b")
+    assert cache.take([*LONG, 1], better_than=0, scope="b") is None
+    assert cache.take([*LONG, 1], better_than=0) is None  # "" is a scope of its own
+    # The same tokens saved for "b" neither replace nor are replaced by "a"'s.
+    cache.add(LONG[:60], b"b" * 5, scope="b")
+    cache.add(LONG, b"c" * 10, scope="b")
+    assert len(cache) == 2 and cache.size_bytes == 20
+    saved = cache.take([*LONG, 1], better_than=0, scope="a")
+    assert saved is not None and saved.data == b"a" * 10 and saved.scope == "a"
+    saved = cache.take([*LONG, 1], better_than=0, scope="b")
+    assert saved is not None and saved.data == b"c" * 10 and saved.scope == "b"
+    assert len(cache) == 0 and cache.hits == 2

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from shimmy.models.engine import _Slot, assign_slots, choose_slot
+from shimmy.models.engine import _Slot, assign_slots, choose_slot, continued_slot, shared_tokens
 
 SYSTEM = list(range(1000, 1024))  # a 24-token system prompt every chat shares
 
@@ -70,3 +70,30 @@ def test_the_same_prompt_twice_takes_its_slot_once() -> None:
     empty = slot(0, [])
     got = assign_slots([ran_it, empty], [prompt, prompt])
     assert got == [ran_it, empty]
+
+
+def test_a_slot_of_another_scope_is_never_continued() -> None:
+    # The same prompt again from another API key's scope: the slot that ran it
+    # shares nothing with it, so the prompt takes the empty slot instead.
+    prompt = [*SYSTEM, 1, 2, 3]
+    ran_it = _Slot(seq=0, cached=[*prompt, *range(200, 260)], scope="a")
+    empty = slot(1, [])
+    assert continued_slot([ran_it, empty], prompt, "b") is None
+    assert choose_slot([ran_it, empty], prompt, "b") is empty
+    assert choose_slot([ran_it, empty], prompt, "a") is ran_it  # its own scope: as before
+    assert choose_slot([ran_it, empty], prompt) is empty  # "" is a scope of its own too
+
+
+def test_prompts_starting_together_only_continue_slots_of_their_scope() -> None:
+    chat = [*SYSTEM, 1, 2, *range(400, 440)]
+    held = _Slot(seq=0, cached=chat, scope="a", last_used=1.0)
+    other = slot(1, [*SYSTEM, 5, 6, *range(600, 640)], last_used=2.0)
+    # Scope "b" sends scope "a"'s conversation: no home, so the least recently
+    # used slot (the one holding "a"'s chat) goes to it as to any other prompt,
+    # and the cells it then reuses are none (shared_tokens is 0).
+    assert assign_slots([held, other], [[*chat, 7]], ["b"]) == [held]
+    assert shared_tokens(held, [*chat, 7], "b") == 0
+    # Scope "a" coming back beside a newcomer of "b" keeps its slot.
+    got = assign_slots([held, other], [[*SYSTEM, 9], [*chat, 7]], ["b", "a"])
+    assert got == [other, held]
+    assert shared_tokens(held, [*chat, 7], "a") == len(chat)
