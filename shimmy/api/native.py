@@ -19,6 +19,7 @@ from shimmy import __version__
 from shimmy.api.errors import validation_error
 from shimmy.api.requestlog import attach_generation
 from shimmy.api.schemas import GenerateBody
+from shimmy.api.security import cache_scope
 from shimmy.api.submission import ClientGone, submit_while_connected
 from shimmy.errors import ShimmyError
 from shimmy.models.generation import FINISH_ERROR, Generation
@@ -34,6 +35,7 @@ def _submit(
     body: GenerateBody,
     label: str,
     cancel: threading.Event | None = None,
+    scope: str = "",
 ) -> Generation:
     """Resolve, load if needed, render, tokenize and queue: blocking, so run off the
     event loop; ``cancel`` stops the chat template's render (the client left)."""
@@ -46,6 +48,7 @@ def _submit(
         raw=body.raw,
         label=label,
         cancel=cancel,
+        cache_scope=scope,
     )
     attach_generation(generation)
     return generation
@@ -104,7 +107,8 @@ def build_router(manager: ModelManager) -> APIRouter:
         body = await parse_body(request, GenerateBody)
         try:
             generation = await submit_while_connected(
-                request.receive, lambda cancel: _submit(manager, body, "api", cancel)
+                request.receive,
+                lambda cancel: _submit(manager, body, "api", cancel, cache_scope(request.scope)),
             )
         except ClientGone:
             return JSONResponse(None, status_code=204)  # nobody is there to read it

@@ -29,6 +29,7 @@ from shimmy import __version__
 from shimmy.api.errors import describe_validation_errors
 from shimmy.api.openai_schemas import ChatCompletionBody, CompletionBody, EmbeddingBody
 from shimmy.api.requestlog import attach_generation
+from shimmy.api.security import cache_scope
 from shimmy.api.submission import ClientGone, submit_while_connected
 from shimmy.errors import ShimmyError
 from shimmy.models.embeddings import Embeddings
@@ -251,6 +252,7 @@ def build_openai_router(manager: ModelManager) -> APIRouter:
                 grammar=grammar,
                 label="openai",
                 cancel=cancel,
+                cache_scope=cache_scope(request.scope),
             )
             attach_generation(generation)  # for the dashboard's request log
             return generation
@@ -302,6 +304,7 @@ def build_openai_router(manager: ModelManager) -> APIRouter:
                 stop=body.stop_strings(),
                 raw=True,
                 label="openai",
+                cache_scope=cache_scope(request.scope),
             )
 
         prompts = body.prompts

@@ -84,6 +84,30 @@ def test_unknown_routes_do_not_leak_without_a_key(locked):
     assert call(locked, "GET", "/nothing-here", None).status_code == 401
 
 
+def cached_tokens(server, key: str, path: str, body: dict) -> tuple[int, int]:
+    r = call(server, "POST", path, body, {"Authorization": f"Bearer {key}"})
+    assert r.status_code == 200, r.text
+    usage = r.json()["usage"]
+    return usage["prompt_tokens"], usage["prompt_tokens_details"]["cached_tokens"]
+
+
+@pytest.mark.parametrize(
+    ("path", "field"), [("/v1/chat/completions", "messages"), ("/v1/completions", "prompt")]
+)
+def test_one_keys_cached_prompts_never_serve_another_key(locked, path, field):
+    """With several keys, cached_tokens tells a client nothing of another key's prompts."""
+    text = f"Remember this secret plan for {path}: meet at the old mill at nine, bring rope."
+    content = [{"role": "user", "content": text}] if field == "messages" else text
+    body = {"model": MODEL, field: content, "max_tokens": 1, "temperature": 0}
+    prompt, first = cached_tokens(locked, KEYS[0], path, body)
+    assert first == 0
+    # The same prompt under another key: nothing reused, whichever slot it gets.
+    assert cached_tokens(locked, KEYS[1], path, body) == (prompt, 0)
+    assert cached_tokens(locked, FILE_KEY, path, body) == (prompt, 0)
+    # Under the first key again, the cached prompt is reused as before.
+    assert cached_tokens(locked, KEYS[0], path, body) == (prompt, prompt - 1)
+
+
 def ws_first_message(url: str, headers: dict[str, str] | None = None, query: str = "") -> dict:
     async def run() -> dict:
         async with websockets.connect(
