@@ -22,6 +22,7 @@ from textual.widgets import Input, Label, Markdown, Select, Static
 
 from shimmy.errors import ShimmyError
 from shimmy.models.generation import SamplingParams
+from shimmy.tui.plain import plain
 
 DEFAULT_CHOICE = "default"
 DEFAULT_TEMPERATURE = 0.7
@@ -46,7 +47,10 @@ def reply_footer(generation: Any) -> Text:
 
 
 class ChatMessage(Vertical):
-    """One turn: the user's text, or the model's Markdown reply and its figures."""
+    """One turn: the user's text, or the model's Markdown reply and its figures.
+
+    The user's text is literal. A reply is Markdown (Textual's Markdown widget, which
+    never reads Rich or Textual markup: ``[@click=...]`` in a reply is just text)."""
 
     def __init__(self, role: str, text: str = "", **kwargs: Any) -> None:
         super().__init__(classes=f"message {role}", **kwargs)
@@ -55,7 +59,7 @@ class ChatMessage(Vertical):
 
     def compose(self) -> ComposeResult:
         if self.role == "user":
-            yield Static(Text(self.text), classes="body")
+            yield Static(plain(self.text), classes="body")
         else:
             yield Markdown(self.text, classes="body")
             yield Static(Text("thinking…", style="dim italic"), classes="figures")
@@ -136,7 +140,8 @@ class ChatPane(Vertical):
         """Offer these models besides "default model" (called after each discovery)."""
         select = self.query_one("#chat-model", Select)
         current = select.value
-        select.set_options([("default model", DEFAULT_CHOICE), *((n, n) for n in names)])
+        # Model names come from file names and hub repositories: literal prompts.
+        select.set_options([("default model", DEFAULT_CHOICE), *((plain(n), n) for n in names)])
         select.value = current if current in names else DEFAULT_CHOICE
 
     def live_tokens(self) -> int:
@@ -245,7 +250,7 @@ class ChatPane(Vertical):
             finally:
                 await stream.stop()
         except ShimmyError as exc:
-            reply.show_figures(Text(exc.one_line(), style="red"))
+            reply.show_figures(plain(exc.one_line(), style="red"))
             # The user's turn stays, so ctrl+r can retry it.
             self.post_message(self.ReplyFinished("", "error"))
             return

@@ -159,7 +159,7 @@ class DownloadQueue(Vertical):
         self.display = True
         self.jobs.append(job)
         self.query_one(DataTable).add_row(
-            job.label,
+            Text(job.label),  # the hub's names, literal (a str cell is markup)
             Text(format_bytes(file.size), justify="right"),
             self._state(job),
             key=str(job.id),
@@ -248,7 +248,7 @@ class DownloadQueue(Vertical):
             total=message.progress.total, progress=message.progress.done
         )
         self.query_one("#download-line", Static).update(
-            f"{job.file.name}: {progress_line(message.progress)}"
+            Text(f"{job.file.name}: {progress_line(message.progress)}")
         )
 
     @on(Finished)

@@ -23,6 +23,7 @@ from textual.worker import Worker, WorkerState, get_current_worker
 
 from shimmy.errors import ShimmyError
 from shimmy.tui.download_queue import DownloadQueue
+from shimmy.tui.plain import plain
 from shimmy.units import format_bytes, format_count, format_params
 
 SEARCH_LIMIT = 30
@@ -36,9 +37,9 @@ HINT = "Type words and press Enter to search Hugging Face for GGUF models."
 
 
 def repo_cells(model: Any) -> tuple[Any, ...]:
-    """A search result as the results table shows it."""
+    """A search result as the results table shows it (the hub's names are literal)."""
     return (
-        model.repo_id,
+        plain(model.repo_id),
         Text(format_params(model.parameters) if model.parameters else "-", justify="right"),
         Text(format_count(model.downloads), justify="right"),
         Text(format_count(model.likes), justify="right"),
@@ -47,14 +48,14 @@ def repo_cells(model: Any) -> tuple[Any, ...]:
 
 
 def file_cells(file: Any, fit: Any) -> tuple[Any, ...]:
-    """A repository's model file as the files table shows it."""
+    """A repository's model file as the files table shows it (names are literal)."""
     word, style = FIT_STYLES[fit.verdict]
     return (
-        file.quantization or "-",
+        plain(file.quantization or "-"),
         Text(format_bytes(file.size), justify="right"),
         Text(str(len(file.parts)), justify="right"),
         Text(word, style=style),
-        file.name,
+        plain(file.name),
     )
 
 
@@ -126,7 +127,9 @@ class HubPane(Vertical):
         return self.query_one(DownloadQueue)
 
     def _status(self, text: str | Text) -> None:
-        self.query_one("#hub-status", Static).update(text)
+        """Show ``text`` below the tables; a ``str`` is literal (it quotes the query
+        and the hub's names)."""
+        self.query_one("#hub-status", Static).update(plain(text) if isinstance(text, str) else text)
 
     # -- search ----------------------------------------------------------------------
 
@@ -199,7 +202,7 @@ class HubPane(Vertical):
     def _files_listed(self, message: FilesListed) -> None:
         self.repo_id, self.files, self.fits = message.repo_id, message.files, message.fits
         table = self.query_one("#hub-files", DataTable)
-        table.border_title = f"Files of {message.repo_id}"
+        table.border_title = plain(f"Files of {message.repo_id}")
         table.clear()
         for i, (file, fit) in enumerate(zip(self.files, self.fits, strict=True)):
             table.add_row(*file_cells(file, fit), key=str(i))

@@ -19,6 +19,7 @@ from textual.worker import Worker
 
 from shimmy.errors import ShimmyError
 from shimmy.tui.failures import notify_if_failed
+from shimmy.tui.plain import plain
 from shimmy.units import format_bytes, format_params
 
 COLUMNS = ("Name", "Source", "Size", "Quant", "Arch", "Params", "Ctx", "State")
@@ -29,7 +30,7 @@ def model_state(entry: Any, *, loaded: bool, default: bool, busy: str | None) ->
     if busy:
         return Text(f"{busy}…", style="italic yellow")
     if not entry.usable:
-        return Text(f"unusable: {entry.error}", style="red")
+        return plain(f"unusable: {entry.error}", style="red")
     bits = []
     if loaded:
         bits.append("loaded")
@@ -57,13 +58,14 @@ def probe_table(report: Any) -> Table:
         ("chat template", "yes" if report.info.chat_template else "none (ChatML)"),
     ]
     for key, value in rows:
-        table.add_row(key, value)
-    table.add_row("sample", Text(report.sample.strip(), style="italic"))
+        table.add_row(key, plain(value))
+    table.add_row("sample", plain(report.sample.strip(), style="italic"))
     return table
 
 
 def entry_table(entry: Any) -> Table:
-    """What discovery knows about a model, before any probe."""
+    """What discovery knows about a model, before any probe. Names, paths and
+    metadata come from files anyone may have written: literal text."""
     table = Table.grid(padding=(0, 1))
     table.add_column(style="bold")
     table.add_column(overflow="fold")
@@ -81,7 +83,7 @@ def entry_table(entry: Any) -> Table:
     if entry.error:
         rows.append(("unusable", entry.error))
     for key, value in rows:
-        table.add_row(key, value)
+        table.add_row(key, plain(value))
     return table
 
 
@@ -211,11 +213,11 @@ class ModelsPane(Vertical):
 
     def _cells(self, entry: Any) -> tuple[Any, ...]:
         return (
-            Text(entry.name, style="bold" if entry.name == self._default else ""),
-            entry.source,
+            plain(entry.name, style="bold" if entry.name == self._default else ""),
+            plain(entry.source),
             Text(format_bytes(entry.size), justify="right"),
-            entry.quantization or "-",
-            entry.architecture or "-",
+            plain(entry.quantization or "-"),
+            plain(entry.architecture or "-"),
             Text(
                 format_params(entry.parameter_count) if entry.parameter_count else "-",
                 justify="right",

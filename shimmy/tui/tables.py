@@ -5,6 +5,10 @@ tab's live tables, once a second).
 cache; on a two-core machine that redraw competes with llama.cpp for the CPU.
 :func:`sync_rows` touches only the cells whose value changed, and rebuilds the
 table only when rows come, go or move.
+
+Every ``str`` cell is made literal first (:func:`~shimmy.tui.plain.plain_cells`):
+the rows hold request paths, client addresses and model names from outside, and
+DataTable reads a ``str`` cell as markup.
 """
 
 from __future__ import annotations
@@ -14,20 +18,23 @@ from typing import Any
 
 from textual.widgets import DataTable
 
+from shimmy.tui.plain import plain_cells
+
 Row = tuple[str, Sequence[Any]]  # (row key, cells in column order)
 
 
 def sync_rows(table: DataTable[Any], rows: Sequence[Row]) -> None:
     """Make ``table`` show ``rows``, in that order, doing as little as it can."""
-    keys = [key for key, _ in rows]
+    literal = [(key, plain_cells(cells)) for key, cells in rows]
+    keys = [key for key, _ in literal]
     shown = [row_key.value for row_key in table.rows]
     if keys != shown:
         table.clear()
-        for key, cells in rows:
+        for key, cells in literal:
             table.add_row(*cells, key=key)
         return
     columns = list(table.columns)
-    for key, cells in rows:
+    for key, cells in literal:
         for column, old, new in zip(columns, table.get_row(key), cells, strict=True):
             if old != new:
                 table.update_cell(key, column, new, update_width=True)

@@ -1,6 +1,6 @@
 """The real `shimmy` command in a pseudo-terminal: it draws the dashboard, serves
-HTTP meanwhile, keeps llama.cpp's stderr off the screen, and ctrl+q exits 0 and
-frees the port."""
+HTTP meanwhile, keeps llama.cpp's stderr off the screen, survives request paths
+full of markup, and ctrl+q exits 0 and frees the port."""
 
 from __future__ import annotations
 
@@ -90,3 +90,59 @@ def test_dashboard_in_a_terminal(tmp_path: Path) -> None:
         httpx.get(url + "/api/health", timeout=2)
     stderr_log = tmp_path / "shimmy" / "log" / "dashboard-stderr.log"
     assert stderr_log.exists()
+
+
+def test_markup_in_request_paths_is_drawn_literally(tmp_path: Path) -> None:
+    """Paths a client chose go into the Server tab's request log: as markup,
+    ``[/bold]`` ended the dashboard (MarkupError) and ``[@click=...]`` made an action."""
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    rows, columns = 45, 160
+    env = isolated_env(tmp_path, TERM="xterm-256color", COLUMNS=str(columns), LINES=str(rows))
+    primary, secondary = pty.openpty()
+    fcntl.ioctl(secondary, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
+    process = subprocess.Popen(
+        [SHIMMY, "--bind", f"127.0.0.1:{port}"],
+        stdin=secondary,
+        stdout=secondary,
+        stderr=secondary,
+        env=env,
+        cwd=tmp_path,
+        start_new_session=True,
+    )
+    os.close(secondary)
+    screen = b""
+    try:
+        deadline = time.monotonic() + 60
+        healthy = False
+        while time.monotonic() < deadline and not healthy:
+            screen += _read(primary, 0.2)
+            try:
+                healthy = httpx.get(url + "/api/health", timeout=1).status_code == 200
+            except httpx.TransportError:
+                pass
+        assert healthy, screen[-2000:].decode(errors="replace")
+        os.write(primary, b"\x1bOS")  # F4: the Server tab, where the request log is drawn
+        for path in ("/x%5B/bold%5D", "/%5B@click=app.quit%5DQUITNOW%5B/%5D"):
+            assert httpx.get(url + path, timeout=10).status_code == 404
+        # The log is redrawn once a second: wait until both paths are on screen.
+        wanted = (b"GET /x[/bold]", b"GET /[@click=app.quit]QUITNOW[/]")
+        deadline = time.monotonic() + 30
+        while not all(w in screen for w in wanted) and time.monotonic() < deadline:
+            assert process.poll() is None, screen[-3000:].decode(errors="replace")
+            screen += _read(primary, 0.2)
+        assert all(w in screen for w in wanted), screen[-3000:].decode(errors="replace")
+        assert process.poll() is None
+        assert httpx.get(url + "/api/health", timeout=10).status_code == 200
+        os.write(primary, b"\x11")  # ctrl+q
+        deadline = time.monotonic() + 30
+        while process.poll() is None and time.monotonic() < deadline:
+            screen += _read(primary, 0.2)
+        assert process.wait(5) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        os.close(primary)
+    text = screen.decode(errors="replace")
+    assert "MarkupError" not in text and "Traceback" not in text
