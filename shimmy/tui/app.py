@@ -5,6 +5,10 @@ embedded API server) and a :class:`ServerControl`. Blocking work (discovery,
 loading, probing, starting and stopping the server, taking stats) runs in
 thread workers that report back with messages; one ``Worker.StateChanged``
 handler turns failures into notifications.
+
+Nothing from outside is ever read as markup (request paths, model and file
+names, errors...): widgets get it through :func:`shimmy.tui.plain.plain`, and
+every notification is plain text (:meth:`ShimmyApp.notify`).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from textual import on, work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.css.query import NoMatches
+from textual.notifications import SeverityLevel
 from textual.screen import Screen
 from textual.widgets import Footer, Header, TabbedContent, TabPane
 from textual.worker import Worker
@@ -29,9 +34,14 @@ from shimmy.tui.help_screen import HelpScreen
 from shimmy.tui.hub_pane import HubPane
 from shimmy.tui.log_pane import LogPane
 from shimmy.tui.logsink import DashboardLogHandler
-from shimmy.tui.messages import LogRecordPosted, ServerStateChanged, StatsUpdated
+from shimmy.tui.messages import (
+    LogRecordPosted,
+    ServerStateChanged,
+    StartServerRequested,
+    StatsUpdated,
+)
 from shimmy.tui.models_pane import ModelsPane
-from shimmy.tui.server_control import ServerControl
+from shimmy.tui.server_control import ServerControl, describe
 from shimmy.tui.server_pane import ServerPane
 
 DARK_THEME = "textual-dark"
@@ -114,13 +124,22 @@ class ShimmyApp(App[int]):
     # -- the embedded server -----------------------------------------------------
 
     @work(thread=True, exclusive=True, group="server", exit_on_error=False)
-    def start_server(self) -> None:
+    def start_server(self, bind: str | None = None) -> None:
+        """Start the server, on ``bind`` (``HOST:PORT``) first when given; a refused
+        address or a failed start is posted as the server's error."""
         try:
+            if bind is not None:
+                self.server.rebind(bind)
             url = self.server.start()
         except ShimmyError as exc:
-            self.post_message(ServerStateChanged(False, None, exc.message))
+            self.post_message(ServerStateChanged(False, None, describe(exc)))
             return
         self.post_message(ServerStateChanged(True, url, None))
+
+    @on(StartServerRequested)
+    def _start_requested(self, message: StartServerRequested) -> None:
+        if not self.server.running:
+            self.start_server(message.bind)
 
     @work(thread=True, exclusive=True, group="server", exit_on_error=False)
     def stop_server(self) -> None:
@@ -272,6 +291,22 @@ class ShimmyApp(App[int]):
         yield SystemCommand(
             "Cancel all downloads", "Stop the running and queued downloads", hub.action_cancel_all
         )
+
+    # -- notifications -----------------------------------------------------------
+
+    def notify(
+        self,
+        message: str,
+        *,
+        title: str = "",
+        severity: SeverityLevel = "information",
+        timeout: float | None = None,
+        markup: bool = True,
+    ) -> None:
+        """Show a notification, always as plain text (``markup`` is ignored): they quote
+        model and file names, hub names and errors from outside, where ``[/]`` would
+        end the app and ``[@click=...]`` run an action. Widgets' ``notify`` comes here."""
+        super().notify(message, title=title, severity=severity, timeout=timeout, markup=False)
 
     # -- quitting ----------------------------------------------------------------
 

@@ -18,6 +18,14 @@ class ServerStateChanged(Message):
 
 
 @dataclass
+class StartServerRequested(Message):
+    """The Server tab's Start: listen on ``bind`` (``HOST:PORT``) when it names a new
+    address, else on the current one."""
+
+    bind: str | None = None
+
+
+@dataclass
 class StatsUpdated(Message):
     """A fresh ``ManagerStats`` (taken in a thread worker about once a second)."""
 

@@ -4,6 +4,10 @@ The FastAPI app is built once, on first start, so its request log outlives a
 restart on another port (until then ``request_log`` is an empty stand-in, or
 the one a test hands in). Every method blocks (binding, uvicorn start-up and
 shutdown), so the dashboard calls them from thread workers.
+
+Every rebind and start applies ``shimmy serve``'s own check
+(:func:`shimmy.api.security.check_bind`): no address beyond this machine without
+an API key, unless the settings say ``insecure``.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ class ServerControl:
         self.host = host
         self.port = port
         self.request_log = request_log or RequestLog()
-        self.error: str | None = None  # why the last start failed
+        self.error: str | None = None  # why the last start or rebind failed
         self.started_at: float | None = None  # time.monotonic() of the last start
         self._server: EmbeddedServer | None = None
         self._app: Any = None
@@ -56,10 +60,25 @@ class ServerControl:
         return time.monotonic() - self.started_at
 
     def rebind(self, bind: str) -> None:
-        """Take a new ``HOST:PORT`` (used by the next start); raises on a bad address."""
+        """Take a new ``HOST:PORT`` (used by the next start). Raises ``ShimmyError``,
+        keeping the old address, on a bad one or one that :meth:`check` refuses."""
         from shimmy.api.address import parse_bind
 
-        self.host, self.port = parse_bind(bind, None, self.host)
+        try:
+            host, port = parse_bind(bind, None, self.host)
+            self.check(host)
+        except ShimmyError as exc:
+            self.error = describe(exc)
+            raise
+        self.host, self.port = host, port
+
+    def check(self, host: str) -> None:
+        """Refuse ``host`` as ``shimmy serve`` would: beyond this machine only with an
+        API key or ``insecure`` (may resolve a host name, so call it off the UI)."""
+        from shimmy.api.security import check_bind
+
+        settings = self.manager.settings
+        check_bind(host, settings.api_keys, settings.insecure)
 
     def start(self) -> str:
         """Bind and start serving; returns the URL. Raises ``ShimmyError`` (port in use...)."""
@@ -70,9 +89,10 @@ class ServerControl:
             if self._server is not None and self._server.running:
                 return self._server.url
             try:
+                self.check(self.host)
                 sock = open_socket(self.host, self.port)
             except ShimmyError as exc:
-                self.error = exc.message
+                self.error = describe(exc)
                 raise
             if self._app is None:
                 self._app = create_app(self.manager)
@@ -81,7 +101,7 @@ class ServerControl:
             try:
                 server.start()
             except ShimmyError as exc:
-                self.error = exc.message
+                self.error = describe(exc)
                 server.stop()
                 raise
             self._server = server
@@ -96,3 +116,9 @@ class ServerControl:
             self.started_at = None
         if server is not None:
             server.stop()
+
+
+def describe(error: ShimmyError) -> str:
+    """Why a start or rebind failed, as the Server tab shows it: the message and its
+    details, the words ``shimmy serve`` prints (without its "error: ")."""
+    return f"{error.message} ({error.details})" if error.details else error.message

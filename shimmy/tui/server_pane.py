@@ -15,8 +15,8 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Button, DataTable, Input, Sparkline, Static
 
 from shimmy.api.requestlog import WEBSOCKET_OPEN
-from shimmy.errors import ShimmyError
-from shimmy.tui.messages import ServerStateChanged
+from shimmy.tui.messages import ServerStateChanged, StartServerRequested
+from shimmy.tui.plain import plain
 from shimmy.tui.server_control import ServerControl
 from shimmy.tui.tables import Row, sync_rows
 from shimmy.units import format_bytes
@@ -52,7 +52,8 @@ def _number(value: float | int | None, fmt: str = "{:d}") -> Text:
 
 
 def request_row(record: Any) -> tuple[Any, ...]:
-    """One request-log line; a request still running shows its live counts."""
+    """One request-log line; a request still running shows its live counts. The
+    client, path and model come from whoever sent the request: literal text."""
     if not record.done:
         status = Text("…", style="yellow")
     elif record.status == WEBSOCKET_OPEN:
@@ -64,9 +65,9 @@ def request_row(record: Any) -> tuple[Any, ...]:
     ttft = record.time_to_first_token
     return (
         time.strftime("%H:%M:%S", time.localtime(record.started_at)),
-        record.client,
-        record.endpoint,
-        record.model or "-",
+        plain(record.client),
+        plain(record.endpoint),
+        plain(record.model or "-"),
         _number(record.prompt_tokens),
         _number(record.completion_tokens),
         _number(None if ttft is None else ttft * 1000, "{:.0f} ms"),
@@ -141,17 +142,17 @@ class ServerPane(VerticalScroll):
             table.add_row("uptime", format_duration(uptime) if uptime is not None else "-")
         elif error:
             table.add_row("state", Text("● not running", style="bold red"))
-            table.add_row("why", Text(error, style="red"))
+            table.add_row("why", plain(error, style="red"))
             table.add_row("", "Edit the address below and press Start.")
         else:
             table.add_row("state", Text("○ stopped", style="dim"))
-            table.add_row("address", server.bind)
+            table.add_row("address", plain(server.bind))
         if server.manager.settings.api_keys:
             table.add_row("auth", Text("API key required", style="green"))
         else:
             table.add_row("auth", Text("none (anyone who can reach the address)", style="yellow"))
         if self._default_model:
-            table.add_row("default", Text(self._default_model, overflow="ellipsis", no_wrap=True))
+            table.add_row("default", plain(self._default_model, overflow="ellipsis", no_wrap=True))
         self.query_one("#server-state", Static).update(table)
         self.query_one("#server-start", Button).disabled = server.running
         self.query_one("#server-stop", Button).disabled = not server.running
@@ -160,14 +161,13 @@ class ServerPane(VerticalScroll):
     @on(Button.Pressed, "#server-start")
     @on(Input.Submitted, "#bind-input")
     def _start_pressed(self) -> None:
+        # The app rebinds and starts in a thread: checking the address may resolve a
+        # host name. A refused address (a bad one, or one beyond this machine with no
+        # API key) comes back as ServerStateChanged and shows here as "why".
         wanted = self.query_one("#bind-input", Input).value.strip()
-        if wanted and wanted != self.server.bind:
-            try:
-                self.server.rebind(wanted)
-            except ShimmyError as exc:
-                self.notify(exc.one_line(), severity="error")
-                return
-        self.app.call_later(self.app.run_action, "toggle_server")
+        self.post_message(
+            StartServerRequested(wanted if wanted and wanted != self.server.bind else None)
+        )
 
     @on(Button.Pressed, "#server-stop")
     def _stop_pressed(self) -> None:
