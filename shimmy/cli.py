@@ -570,7 +570,10 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
         server.stop()
         manager.close()
         logging.getLogger().handlers[:] = previous
-    return ExitCode.OK if code is None else int(code)
+    if code is None:
+        # A dashboard that crashed returns nothing but says so in its return code.
+        return ExitCode.FAILURE if app.return_code else ExitCode.OK
+    return int(code)
 
 
 COMMANDS: dict[str | None, Callable[[argparse.Namespace], int]] = {
