@@ -21,6 +21,7 @@ from typing import Any
 import llama_cpp
 
 from shimmy.errors import ShimmyError
+from shimmy.models.grammar import init_grammar_sampler
 
 _backend_lock = threading.Lock()
 _backend_ready = False
@@ -292,12 +293,13 @@ class Sampler:
             llama_cpp.llama_sampler_chain_default_params()
         )
         if settings.grammar is not None:
-            grammar = llama_cpp.llama_sampler_init_grammar(
-                model.vocab, settings.grammar.encode(), b"root"
-            )
-            if not grammar:
+            # Parsed on the big-stack grammar thread, never on this one (the
+            # engine's): see shimmy/models/grammar.py.
+            try:
+                grammar = init_grammar_sampler(model.vocab, settings.grammar)
+            except BaseException:
                 self.close()
-                raise ShimmyError("invalid_request", "Invalid grammar", "llama.cpp rejected it")
+                raise
             self._add(grammar)
         s = settings
         if s.repeat_penalty != 1.0 or s.frequency_penalty != 0.0 or s.presence_penalty != 0.0:
