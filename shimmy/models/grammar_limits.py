@@ -38,6 +38,7 @@ so even a grammar these checks failed to foresee cannot overflow it.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -414,6 +415,9 @@ def check_pattern(pattern: str, where: str) -> int:
 
 # -- the grammar ----------------------------------------------------------------------
 
+# C0 controls but tab, newline and carriage return; DEL; C1 controls (0x9b is CSI).
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
 
 def check_grammar_text(grammar: str) -> None:
     """Raise ``invalid_request`` if the GBNF text is over the size limit or nests
@@ -422,6 +426,15 @@ def check_grammar_text(grammar: str) -> None:
     size = len(grammar.encode("utf-8"))
     if size > MAX_GRAMMAR_BYTES:
         raise over_limit(f"a grammar of {size} bytes", MAX_GRAMMAR_BYTES)
+    control = _CONTROL.search(grammar)
+    if control:
+        # llama.cpp prints a grammar it cannot parse straight onto stderr (the
+        # terminal of `shimmy serve`), so no client text may carry escape codes there.
+        raise ShimmyError(
+            "invalid_request",
+            "The JSON schema's grammar may not contain control characters",
+            f"found {control.group()!r} (write it escaped in the pattern, like \\x1b)",
+        )
     depth = deepest = 0
     i = 0
     n = len(grammar)

@@ -366,3 +366,16 @@ def test_an_exception_on_the_grammar_thread_reaches_the_caller_and_the_thread_li
     with pytest.raises(ValueError, match="boom"):
         on_grammar_thread(fail)
     assert on_grammar_thread(lambda: threading.current_thread().name) == "shimmy-grammar"
+
+
+@pytest.mark.parametrize("control", ["\x1b", "\x9b", "\x00", "\x7f"])
+def test_control_characters_never_reach_llama_cpps_stderr(control):
+    # llama.cpp prints a grammar it cannot parse onto stderr, the terminal of
+    # `shimmy serve`: a pattern's raw escape codes would reach it.
+    error = refused(string_with(pattern=f"^a{control}b$"))
+    assert "may not contain control characters" in error.message
+
+
+def test_escaped_control_characters_in_a_pattern_are_fine():
+    grammar = grammar_for_schema(string_with(pattern="^a\\x1b\tb$"))
+    assert "\x1b" not in grammar
