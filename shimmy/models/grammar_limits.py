@@ -352,8 +352,8 @@ def _repeat(piece: _Piece, least: int, most: int | None, where: str) -> _Piece:
         raise ShimmyError(
             "invalid_request",
             "The JSON schema asks for more than shimmy allows: a pattern repeats a part"
-            " that can match nothing, like (a?)* (the limit: a repeated part must match"
-            " at least one character)",
+            " that can match nothing, like (a?)* (the limit is that a repeated part"
+            " matches at least one character)",
             f"at {where}",
         )
     weight = max(least, UNBOUNDED_REPEAT_WEIGHT) if most is None else most
