@@ -417,6 +417,10 @@ def check_pattern(pattern: str, where: str) -> int:
 
 # C0 controls but tab, newline and carriage return; DEL; C1 controls (0x9b is CSI).
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+# Quoted strings, character classes and comments, whose parentheses do not count
+# (removed by the regex engine, fast even for 256 KiB), then all but parentheses.
+_QUOTED = re.compile(r'"(?:\\.|[^"\\])*"?|\[(?:\\.|[^\]\\])*\]?|#[^\n]*')
+_NOT_PAREN = re.compile(r"[^()]+")
 
 
 def check_grammar_text(grammar: str) -> None:
@@ -435,24 +439,12 @@ def check_grammar_text(grammar: str) -> None:
             "The JSON schema's grammar may not contain control characters",
             f"found {control.group()!r} (write it escaped in the pattern, like \\x1b)",
         )
+    parens = _NOT_PAREN.sub("", _QUOTED.sub("", grammar))
+    if parens.count("(") <= MAX_GRAMMAR_NESTING:
+        return  # cannot nest deeper than it has groups
     depth = deepest = 0
-    i = 0
-    n = len(grammar)
-    while i < n:
-        c = grammar[i]
-        if c in '"[':
-            close = '"' if c == '"' else "]"
-            i += 1
-            while i < n and grammar[i] != close:
-                i += 2 if grammar[i] == "\\" else 1
-        elif c == "#":
-            while i < n and grammar[i] != "\n":
-                i += 1
-        elif c == "(":
-            depth += 1
-            deepest = max(deepest, depth)
-        elif c == ")":
-            depth = max(0, depth - 1)
-        i += 1
+    for paren in parens:
+        depth = depth + 1 if paren == "(" else max(0, depth - 1)
+        deepest = max(deepest, depth)
     if deepest > MAX_GRAMMAR_NESTING:
         raise over_limit(f"grammar groups nested {deepest} deep", MAX_GRAMMAR_NESTING)
