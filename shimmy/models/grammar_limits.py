@@ -114,7 +114,7 @@ def over_limit(what: str, limit: int, where: str | None = None) -> ShimmyError:
     return ShimmyError(
         "invalid_request",
         f"The JSON schema asks for more than shimmy allows: {what} (the limit is {limit})",
-        f"at {where}" if where else None,
+        f"at {_short(where)}" if where else None,
     )
 
 
@@ -122,7 +122,7 @@ def _bad_keyword(keyword: str, expected: str, where: str) -> ShimmyError:
     return ShimmyError(
         "invalid_request",
         f"The JSON schema's {keyword} must be {expected}",
-        f"at {where}",
+        f"at {_short(where)}",
     )
 
 
@@ -177,7 +177,7 @@ def _check_range(schema: Mapping[str, Any], low: str, high: str, limit: int, whe
         raise ShimmyError(
             "invalid_request",
             f"The JSON schema's {low} is more than its {high}",
-            f"at {where}: {least} > {most}",
+            f"at {_short(where)}: {least} > {most}",
         )
     return max(least or 0, most or 0)
 
@@ -270,9 +270,7 @@ def check_schema(schema: Any) -> None:
     while pending:
         node = pending.pop()
         if isinstance(node.value, Mapping | list) and node.depth > MAX_SCHEMA_DEPTH:
-            raise over_limit(
-                f"nesting {node.depth} levels deep", MAX_SCHEMA_DEPTH, _short(node.where)
-            )
+            raise over_limit(f"nesting {node.depth} levels deep", MAX_SCHEMA_DEPTH, node.where)
         if node.is_schema and isinstance(node.value, Mapping):
             _check_schema_keywords(node, totals)
         pending.extend(_children(node))
@@ -342,7 +340,9 @@ def _repeat(piece: _Piece, least: int, most: int | None, where: str) -> _Piece:
     for count in (least, most):
         if count is not None and count < 0:
             raise ShimmyError(
-                "invalid_request", "A pattern's repeat count must not be negative", f"at {where}"
+                "invalid_request",
+                "A pattern's repeat count must not be negative",
+                f"at {_short(where)}",
             )
         if count is not None and count > MAX_PATTERN_REPEAT:
             raise over_limit(f"a pattern repeat count of {count}", MAX_PATTERN_REPEAT, where)
@@ -354,7 +354,7 @@ def _repeat(piece: _Piece, least: int, most: int | None, where: str) -> _Piece:
             "The JSON schema asks for more than shimmy allows: a pattern repeats a part"
             " that can match nothing, like (a?)* (the limit is that a repeated part"
             " matches at least one character)",
-            f"at {where}",
+            f"at {_short(where)}",
         )
     weight = max(least, UNBOUNDED_REPEAT_WEIGHT) if most is None else most
     if piece.units and weight * piece.units > MAX_NESTED_PATTERN_REPEAT:

@@ -379,3 +379,8 @@ def test_control_characters_never_reach_llama_cpps_stderr(control):
 def test_escaped_control_characters_in_a_pattern_are_fine():
     grammar = grammar_for_schema(string_with(pattern="^a\\x1b\tb$"))
     assert "\x1b" not in grammar
+
+
+def test_a_long_property_name_is_cut_in_the_refusal():
+    schema = {"type": "object", "properties": {"n" * 100_000: string_with(maxLength=5000)}}
+    assert len(refused(schema).details) < 300
