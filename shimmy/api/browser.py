@@ -60,10 +60,9 @@ def _normal(origin: str) -> str:
 
 
 @lru_cache(maxsize=1)
-def _machine_names() -> frozenset[str]:
-    names = {socket.gethostname().lower()}
-    names.add(socket.getfqdn().lower())
-    return frozenset(n for n in names if n)
+def _machine_name() -> str:
+    # gethostname reads the kernel's name; getfqdn would ask DNS, on the event loop.
+    return socket.gethostname().lower()
 
 
 def _is_local_address(text: str) -> bool:
@@ -76,10 +75,10 @@ def _is_local_address(text: str) -> bool:
 
 def _is_local_name(host: str) -> bool:
     return (
-        host == "localhost"
+        _is_local_address(host)
+        or host == "localhost"
         or host.endswith(LOCAL_HOST_SUFFIXES)
-        or host in _machine_names()
-        or _is_local_address(host)
+        or host == _machine_name()
     )
 
 

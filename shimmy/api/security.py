@@ -72,10 +72,6 @@ def matching_key(candidate: str, keys: Sequence[str]) -> int | None:
     return found
 
 
-def key_matches(candidate: str, keys: Sequence[str]) -> bool:
-    return matching_key(candidate, keys) is not None
-
-
 def is_loopback(host: str) -> bool:
     """True when every address ``host`` names is a loopback address."""
     try:

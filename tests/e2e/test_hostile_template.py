@@ -24,6 +24,7 @@ import websockets
 
 from shimmy.models.template_render import RENDER_TIMEOUT_S
 from tests.e2e.harness import Server, isolated_env, start_server
+from tests.process_tree import tree_rss
 
 pytestmark = [pytest.mark.e2e, pytest.mark.model]
 
@@ -103,17 +104,6 @@ def served(tmp_path_factory, smollm2_path) -> Iterator[tuple[Server, httpx.Clien
 def chat(client: httpx.Client, model: str, content: str, timeout: float = 120) -> httpx.Response:
     body = {"model": model, "messages": [{"role": "user", "content": content}], "max_tokens": 2}
     return client.post("/v1/chat/completions", json=body, timeout=timeout)
-
-
-def tree_rss(process: psutil.Process) -> int:
-    """RSS of the server and its children (the renderer workers)."""
-    total = 0
-    for p in [process, *process.children(recursive=True)]:
-        try:
-            total += p.memory_info().rss
-        except psutil.NoSuchProcess:  # a worker killed as we looked
-            pass
-    return total
 
 
 class PeakRss:

@@ -7,6 +7,7 @@ import pytest
 from shimmy.errors import ShimmyError
 from shimmy.models.chat import CHATML_TEMPLATE, ChatTemplate, RenderCancelled
 from shimmy.models.template_render import RENDER_TIMEOUT_S
+from tests.process_tree import tree_rss
 
 LLAMA3 = (
     "{% set loop_messages = messages %}{% for message in loop_messages %}"
@@ -193,27 +194,17 @@ MEMORY_BOMBS = {
 }
 
 
-def _tree_rss(process: psutil.Process) -> int:
-    total = 0
-    for p in [process, *process.children(recursive=True)]:
-        try:
-            total += p.memory_info().rss
-        except psutil.NoSuchProcess:  # a worker killed as we looked
-            pass
-    return total
-
-
 def _render_measuring_rss(template: ChatTemplate) -> tuple[ShimmyError, int]:
     """The error ``template`` renders to, and how far this process and its
     children (the renderer's workers) grew in RSS meanwhile, at the peak."""
     me = psutil.Process()
-    start = _tree_rss(me)
+    start = tree_rss(me)
     peak = [start]
     done = threading.Event()
 
     def sample() -> None:
         while not done.wait(0.005):
-            peak[0] = max(peak[0], _tree_rss(me))
+            peak[0] = max(peak[0], tree_rss(me))
 
     sampler = threading.Thread(target=sample)
     sampler.start()
@@ -223,7 +214,7 @@ def _render_measuring_rss(template: ChatTemplate) -> tuple[ShimmyError, int]:
     finally:
         done.set()
         sampler.join()
-    return err.value, max(peak[0], _tree_rss(me)) - start
+    return err.value, max(peak[0], tree_rss(me)) - start
 
 
 @pytest.fixture(scope="module", autouse=True)

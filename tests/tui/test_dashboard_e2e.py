@@ -42,12 +42,13 @@ def _read(fd: int, seconds: float) -> bytes:
     return out
 
 
-def test_dashboard_in_a_terminal(tmp_path: Path) -> None:
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = isolated_env(tmp_path, TERM="xterm-256color", COLUMNS="100", LINES="30")
+def _start_dashboard(
+    tmp_path: Path, port: int, env: dict[str, str], rows: int, columns: int
+) -> tuple[subprocess.Popen[bytes], int, bytes]:
+    """The real `shimmy` on a pty of rows x columns, once its /api/health answers:
+    the process, the pty's primary side and what it drew so far."""
     primary, secondary = pty.openpty()
-    fcntl.ioctl(secondary, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))
+    fcntl.ioctl(secondary, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
     process = subprocess.Popen(
         [SHIMMY, "--bind", f"127.0.0.1:{port}"],
         stdin=secondary,
@@ -59,16 +60,28 @@ def test_dashboard_in_a_terminal(tmp_path: Path) -> None:
     )
     os.close(secondary)
     screen = b""
+    deadline = time.monotonic() + 60
+    healthy = False
+    while time.monotonic() < deadline and not healthy:
+        screen += _read(primary, 0.2)
+        try:
+            healthy = httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=1).is_success
+        except httpx.TransportError:
+            pass
+    if not healthy:
+        process.kill()
+        process.wait()
+        os.close(primary)
+        raise AssertionError(screen[-2000:].decode(errors="replace"))
+    return process, primary, screen
+
+
+def test_dashboard_in_a_terminal(tmp_path: Path) -> None:
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = isolated_env(tmp_path, TERM="xterm-256color", COLUMNS="100", LINES="30")
+    process, primary, screen = _start_dashboard(tmp_path, port, env, 30, 100)
     try:
-        deadline = time.monotonic() + 60
-        healthy = False
-        while time.monotonic() < deadline and not healthy:
-            screen += _read(primary, 0.2)
-            try:
-                healthy = httpx.get(url + "/api/health", timeout=1).status_code == 200
-            except httpx.TransportError:
-                pass
-        assert healthy, screen[-2000:].decode(errors="replace")
         body = {"model": "default", "prompt": "Say hi.", "max_tokens": 8}
         response = httpx.post(url + "/api/generate", json=body, timeout=120)
         assert response.status_code == 200
@@ -99,29 +112,8 @@ def test_markup_in_request_paths_is_drawn_literally(tmp_path: Path) -> None:
     url = f"http://127.0.0.1:{port}"
     rows, columns = 45, 160
     env = isolated_env(tmp_path, TERM="xterm-256color", COLUMNS=str(columns), LINES=str(rows))
-    primary, secondary = pty.openpty()
-    fcntl.ioctl(secondary, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
-    process = subprocess.Popen(
-        [SHIMMY, "--bind", f"127.0.0.1:{port}"],
-        stdin=secondary,
-        stdout=secondary,
-        stderr=secondary,
-        env=env,
-        cwd=tmp_path,
-        start_new_session=True,
-    )
-    os.close(secondary)
-    screen = b""
+    process, primary, screen = _start_dashboard(tmp_path, port, env, rows, columns)
     try:
-        deadline = time.monotonic() + 60
-        healthy = False
-        while time.monotonic() < deadline and not healthy:
-            screen += _read(primary, 0.2)
-            try:
-                healthy = httpx.get(url + "/api/health", timeout=1).status_code == 200
-            except httpx.TransportError:
-                pass
-        assert healthy, screen[-2000:].decode(errors="replace")
         os.write(primary, b"\x1bOS")  # F4: the Server tab, where the request log is drawn
         for path in ("/x%5B/bold%5D", "/%5B@click=app.quit%5DQUITNOW%5B/%5D"):
             assert httpx.get(url + path, timeout=10).status_code == 404
