@@ -52,9 +52,12 @@ async def test_port_in_use_still_opens_and_can_move(manager: ModelManager) -> No
             field = app.query_one("#bind-input")
             field.value = "127.0.0.1:0"  # type: ignore[attr-defined]
             await pilot.click("#server-start")
-            await pilot.pause()
-            await app.workers.wait_for_complete()
-            await pilot.pause()
+            # The click posts a message whose handler starts the worker: wait for
+            # the outcome itself, bounded, rather than for workers that may not exist yet.
+            for _ in range(200):
+                await pilot.pause(0.05)
+                if server.running and str(app.sub_title) == server.url:
+                    break
             assert server.running
             assert server.url is not None and str(app.sub_title) == server.url
             await pilot.press("ctrl+q")
