@@ -518,7 +518,8 @@ def cmd_diag(args: argparse.Namespace) -> int:
         ("threads", f"{data['generation_threads']} for generation"),
         (
             "llama.cpp",
-            f"llama-cpp-python {llama.get('version')}, gpu offload: {llama.get('gpu_offload')}",
+            f"llama-cpp-python {llama.get('version')}, gpu offload: {llama.get('gpu_offload')}, "
+            f"weight repacking: {_repacking(llama.get('weight_repacking'))}",
         ),
         ("", llama.get("system_info") or llama.get("error") or ""),
         ("packages", ", ".join(f"{k} {v or 'missing'}" for k, v in data["packages"].items())),
@@ -536,6 +537,12 @@ def cmd_diag(args: argparse.Namespace) -> int:
         state = f"{place['models']} models" if place["exists"] else "missing"
         print(f"  {place['source']:<12} {place['path']}  ({state})")
     return ExitCode.OK
+
+
+def _repacking(enabled: bool | None) -> str:
+    if enabled is None:
+        return "unknown"
+    return "on" if enabled else "off (this build's AMX kernels crash; plain CPU weights)"
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:

@@ -66,6 +66,9 @@ def _llama_cpp_info() -> dict[str, Any]:
         info["system_info"] = llama_cpp.llama_print_system_info().decode().strip()
         info["gpu_offload"] = bool(llama_cpp.llama_supports_gpu_offload())
         info["mmap"] = bool(llama_cpp.llama_supports_mmap())
+        from shimmy.models.llamacpp import use_extra_buffer_types
+
+        info["weight_repacking"] = use_extra_buffer_types()
     except Exception as exc:
         info["error"] = str(exc)
     return info

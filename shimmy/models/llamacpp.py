@@ -61,6 +61,23 @@ def _init_backend() -> None:
         _backend_ready = True
 
 
+def amx_compiled_in() -> bool:
+    """Whether this llama.cpp build carries ggml's AMX kernels (built with
+    ``-march=native`` on a CPU that has AMX, as pip's source build does)."""
+    return b"AMX_INT8 = 1" in llama_cpp.llama_print_system_info()
+
+
+def use_extra_buffer_types() -> bool:
+    """Whether models may use ggml's extra weight buffers (repacked layouts, AMX).
+
+    Not where the build has AMX: on the 2-core test machine (a Sapphire Rapids
+    VM) llama.cpp 0.3.36's ``ggml_backend_amx_mul_mat`` ends the process with
+    SIGSEGV at its ``ldtilecfg`` on the first prompt of more than one token,
+    in llama-cpp-python's own ``Llama`` too. Without the extra buffers the
+    weights stay in llama.cpp's plain CPU layout, which every build runs."""
+    return not amx_compiled_in()
+
+
 @dataclass(frozen=True)
 class SamplerSettings:
     temperature: float
@@ -83,6 +100,7 @@ class Model:
         params = llama_cpp.llama_model_default_params()
         params.use_mmap = use_mmap
         params.n_gpu_layers = 0
+        params.use_extra_bufts = use_extra_buffer_types()
         _last_error.message = None
         self._ptr = llama_cpp.llama_model_load_from_file(str(path).encode(), params)
         if not self._ptr:

@@ -1,0 +1,56 @@
+"""The glue over llama.cpp's low-level API, against the build installed here."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import llama_cpp
+import pytest
+
+from shimmy.models.llamacpp import use_extra_buffer_types
+
+
+@pytest.mark.parametrize(
+    ("system_info", "expected"),
+    [
+        (b"CPU : AVX2 = 1 | AVX512 = 1 | AMX_INT8 = 1 | REPACK = 1 | ", False),
+        (b"CPU : AVX2 = 1 | AVX512 = 1 | REPACK = 1 | ", True),
+    ],
+)
+def test_weights_are_not_repacked_where_the_build_has_amx_kernels(
+    monkeypatch: pytest.MonkeyPatch, system_info: bytes, expected: bool
+) -> None:
+    monkeypatch.setattr(llama_cpp, "llama_print_system_info", lambda: system_info)
+    assert use_extra_buffer_types() is expected
+
+
+DECODE_A_LONG_PROMPT = """
+import sys
+from pathlib import Path
+from shimmy.models.llamacpp import Context, Model
+
+model = Model(Path(sys.argv[1]))
+context = Context(model, n_ctx=512, n_seq=2, n_batch=256, threads=2)
+tokens = model.tokenize("Tell me about the sea, the sky and the hills. " * 8, add_bos=True)
+for position, token in enumerate(tokens):
+    context.batch.add(token, position, 0, position == len(tokens) - 1)
+context.decode()
+print(len(tokens))
+"""
+
+
+@pytest.mark.model
+def test_a_prompt_of_many_tokens_decodes_with_this_build(smollm2_path: Path) -> None:
+    """A batched prompt through shimmy's own model loading, in a child process so
+    that a crash inside llama.cpp (this build's AMX kernels ended the process with
+    SIGSEGV on the first prompt of more than one token) fails this test alone."""
+    child = subprocess.run(
+        [sys.executable, "-c", DECODE_A_LONG_PROMPT, str(smollm2_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert child.returncode == 0, (child.returncode, child.stderr[-2000:])
+    assert int(child.stdout) > 64
