@@ -1,9 +1,10 @@
 """Embeddings: one llama.cpp context per model, opened in embedding mode.
 
 A generation engine's context computes logits, not pooled embeddings, and is
-owned by its scheduler thread, so embeddings come from a second ``Llama``
-instance of the same file (the weights are memory-mapped, so the second
-instance mostly shares them through the page cache). It is opened on the first
+owned by its scheduler thread, so embeddings come from a second model and
+context of the same file, loaded through :mod:`shimmy.models.llamacpp` like
+every model (the weights are memory-mapped, so the second instance mostly
+shares them through the page cache). It is opened on the first
 embedding request, unloaded with the model or after ``keep_alive`` idle
 seconds, and every decode it makes holds the manager's decode lock, so it never
 runs at the same time as a generation (DESIGN.md, "Engine").
@@ -15,6 +16,7 @@ its GGUF names one, else the mean) and L2-normalized, as OpenAI's are.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Sequence
@@ -24,8 +26,7 @@ from typing import TYPE_CHECKING
 from shimmy.errors import ShimmyError
 
 if TYPE_CHECKING:
-    from llama_cpp import Llama
-
+    from shimmy.models.llamacpp import EmbeddingContext, Model
     from shimmy.models.registry import ModelEntry
 
 log = logging.getLogger(__name__)
@@ -46,11 +47,14 @@ class Embeddings:
 
 
 class _EmbeddingModel:
-    def __init__(self, entry: ModelEntry, llama: Llama, load_seconds: float) -> None:
+    def __init__(
+        self, entry: ModelEntry, model: Model, context: EmbeddingContext, load_seconds: float
+    ) -> None:
         self.entry = entry
-        self.llama = llama
+        self.model = model
+        self.context = context
         self.load_seconds = load_seconds
-        self.n_ctx = llama.n_ctx()
+        self.n_ctx = context.n_ctx
         self.last_used = time.monotonic()
         self.lock = threading.Lock()  # one request at a time; unload waits for it
         self.closed = False
@@ -88,28 +92,27 @@ class EmbeddingModels:
                 return self._embed(model, inputs)
 
     def _embed(self, model: _EmbeddingModel, inputs: Sequence[str]) -> Embeddings:
-        llama = model.llama
         name = model.entry.name
-        counts = []
+        tokenized = []
         for index, text in enumerate(inputs):
-            # The same tokenization Llama.embed uses, to check lengths first.
-            n = len(llama.tokenize(text.encode("utf-8")))
-            if n > model.n_ctx:
+            # As llama.cpp adds them for this vocabulary (BOS, and EOS/SEP for
+            # encoders); special-token names in an input are plain words.
+            tokens = model.model.tokenize(text, add_bos=True, special=False)
+            if len(tokens) > model.n_ctx:
                 raise ShimmyError(
                     "invalid_request",
-                    f"input[{index}] is {n} tokens, but the embedding context of model "
-                    f"'{name}' holds {model.n_ctx} tokens",
+                    f"input[{index}] is {len(tokens)} tokens, but the embedding context of "
+                    f"model '{name}' holds {model.n_ctx} tokens",
                     "Shorten the input or load the model with a larger --ctx-size",
                 )
-            counts.append(n)
-        with self._decode_lock:
-            try:
-                vectors = llama.embed(list(inputs), normalize=True, truncate=False)
-            except Exception as exc:  # llama.cpp reports decode failures as RuntimeError
-                raise ShimmyError("generation_failed", "Embedding failed", str(exc)) from exc
-            finally:
-                model.last_used = time.monotonic()
-        return Embeddings([list(v) for v in vectors], sum(counts), name)
+            tokenized.append(tokens)
+        counts = [len(tokens) for tokens in tokenized]
+        try:
+            with self._decode_lock:
+                vectors = [_normalized(model.context.embed(tokens)) for tokens in tokenized]
+        finally:
+            model.last_used = time.monotonic()
+        return Embeddings(vectors, sum(counts), name)
 
     def _model(self, entry: ModelEntry) -> _EmbeddingModel:
         with self._lock:
@@ -125,30 +128,26 @@ class EmbeddingModels:
             raise ShimmyError(
                 "model_invalid", f"Model '{entry.name}' cannot be used", entry.error or None
             )
-        from llama_cpp import Llama
+        from shimmy.models.llamacpp import EmbeddingContext, Model
 
         trained = entry.context_length or self.ctx_size
         n_ctx = max(64, min(self.ctx_size, trained)) if self.ctx_size > 0 else trained
         log.info("loading %s for embeddings (context %d)", entry.name, n_ctx)
         started = time.perf_counter()
         try:
-            # One input must fit one micro-batch: pooling reads whole sequences.
-            llama = Llama(
-                model_path=str(entry.path),
-                embedding=True,
-                pooling_type=_pooling_type(entry),
-                n_ctx=n_ctx,
-                n_batch=n_ctx,
-                n_ubatch=n_ctx,
-                n_threads=self.threads,
-                n_threads_batch=self.threads,
-                verbose=False,
-            )
-        except Exception as exc:
+            model = Model(entry.path)
+        except ShimmyError as exc:
             raise ShimmyError(
-                "model_load_failed", f"Model '{entry.name}' failed to load", str(exc)
+                "model_load_failed", f"Model '{entry.name}' failed to load", exc.details
             ) from exc
-        return _EmbeddingModel(entry, llama, time.perf_counter() - started)
+        try:
+            context = EmbeddingContext(
+                model, n_ctx=n_ctx, pooling_type=_pooling_type(entry), threads=self.threads
+            )
+        except ShimmyError:
+            model.close()
+            raise
+        return _EmbeddingModel(entry, model, context, time.perf_counter() - started)
 
     def loaded_names(self) -> list[str]:
         with self._lock:
@@ -162,7 +161,8 @@ class EmbeddingModels:
             return False
         with model.lock:  # never free a context in the middle of a request
             model.closed = True
-            model.llama.close()
+            model.context.close()
+            model.model.close()
         return True
 
     def unload_idle(self, keep_alive: float) -> None:
@@ -190,3 +190,9 @@ def _pooling_type(entry: ModelEntry) -> int:
         if isinstance(value, int) and value not in (POOLING_NONE, POOLING_RANK):
             return value
     return POOLING_MEAN
+
+
+def _normalized(vector: list[float]) -> list[float]:
+    """``vector`` scaled to length 1, as OpenAI's embeddings are (a zero vector as is)."""
+    norm = math.sqrt(sum(x * x for x in vector))
+    return [x / norm for x in vector] if norm > 0 else vector

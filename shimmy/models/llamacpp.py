@@ -130,17 +130,20 @@ class Model:
         n_head_kv = int(llama_cpp.llama_model_n_head_kv(self._ptr))
         return n_layer * 2 * n_head_kv * (n_embd // n_head) * 2
 
-    def tokenize(self, text: str, *, add_bos: bool) -> list[int]:
-        """Tokens of ``text``; special tokens in it are parsed, as llama.cpp's server does.
-        Safe from any thread (the vocabulary is read-only)."""
+    def tokenize(self, text: str, *, add_bos: bool, special: bool = True) -> list[int]:
+        """Tokens of ``text``; special tokens in it are parsed (as llama.cpp's server
+        does) unless ``special`` is false. Safe from any thread (the vocabulary is
+        read-only)."""
         data = text.encode("utf-8")
         capacity = len(data) + 8
         buf = (llama_cpp.llama_token * capacity)()
-        n = llama_cpp.llama_tokenize(self.vocab, data, len(data), buf, capacity, add_bos, True)
+        n = llama_cpp.llama_tokenize(self.vocab, data, len(data), buf, capacity, add_bos, special)
         if n < 0:  # never for UTF-8 input (a token covers at least one byte), but be exact
             capacity = -n
             buf = (llama_cpp.llama_token * capacity)()
-            n = llama_cpp.llama_tokenize(self.vocab, data, len(data), buf, capacity, add_bos, True)
+            n = llama_cpp.llama_tokenize(
+                self.vocab, data, len(data), buf, capacity, add_bos, special
+            )
         return list(buf[:n])
 
     def piece(self, token: int) -> bytes:
@@ -231,6 +234,57 @@ class Context:
 
     def close(self) -> None:
         self.batch.close()
+        if self._ptr:
+            llama_cpp.llama_free(self._ptr)
+            self._ptr = None
+
+
+class EmbeddingContext:
+    """A llama.cpp context in embedding mode: one input at a time, pooled by
+    llama.cpp into one vector (``pooling_type`` is llama.cpp's enum, never none)."""
+
+    def __init__(self, model: Model, *, n_ctx: int, pooling_type: int, threads: int) -> None:
+        params = llama_cpp.llama_context_default_params()
+        params.n_ctx = n_ctx
+        # Pooling reads whole sequences: one input must fit one micro-batch.
+        params.n_batch = n_ctx
+        params.n_ubatch = n_ctx
+        params.n_seq_max = 1
+        params.n_threads = threads
+        params.n_threads_batch = threads
+        params.embeddings = True
+        params.pooling_type = pooling_type
+        params.no_perf = True
+        self._ptr = llama_cpp.llama_init_from_model(model.ptr, params)
+        if not self._ptr:
+            raise ShimmyError(
+                "model_load_failed",
+                "llama.cpp could not create an embedding context",
+                f"{n_ctx} tokens: not enough memory?",
+            )
+        self.n_ctx = int(llama_cpp.llama_n_ctx(self._ptr))
+        self.n_embd = int(llama_cpp.llama_model_n_embd(model.ptr))
+        self._memory = llama_cpp.llama_get_memory(self._ptr)
+        self._batch = Batch(n_ctx)
+
+    def embed(self, tokens: Sequence[int]) -> list[float]:
+        """The pooled vector of ``tokens`` (at most ``n_ctx`` of them), not normalized."""
+        llama_cpp.llama_memory_clear(self._memory, True)
+        self._batch.clear()
+        for position, token in enumerate(tokens):
+            # Every input token is an output in embedding mode (llama.cpp would
+            # override the flags otherwise, with a warning per input).
+            self._batch.add(token, position, 0, True)
+        result = llama_cpp.llama_decode(self._ptr, self._batch.raw)
+        if result != 0:
+            raise ShimmyError("generation_failed", "Embedding failed", f"llama.cpp code {result}")
+        vector = llama_cpp.llama_get_embeddings_seq(self._ptr, 0)
+        if not vector:
+            raise ShimmyError("generation_failed", "Embedding failed", "no pooled vector")
+        return list(vector[: self.n_embd])
+
+    def close(self) -> None:
+        self._batch.close()
         if self._ptr:
             llama_cpp.llama_free(self._ptr)
             self._ptr = None
