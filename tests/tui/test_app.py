@@ -7,14 +7,21 @@ import socket
 
 import httpx
 import pytest
+from textual.command import CommandList, CommandPalette
 
 from shimmy.models.manager import ModelManager
-from shimmy.tui.app import DARK_THEME, LIGHT_THEME
+from shimmy.tui.app import DARK_THEME, LIGHT_THEME, ShimmyApp
 from shimmy.tui.help_screen import HelpScreen
 from shimmy.tui.server_control import ServerControl
 from tests.tui.conftest import make_app, server_url
+from tests.waiting import settle
 
 pytestmark = pytest.mark.anyio
+
+
+def serving(app: ShimmyApp, server: ServerControl) -> bool:
+    """The server runs and the dashboard has been told (its title is the URL)."""
+    return server.running and server.url is not None and str(app.sub_title) == server.url
 
 
 async def test_server_answers_while_running_and_not_after_quit(
@@ -44,22 +51,15 @@ async def test_port_in_use_still_opens_and_can_move(manager: ModelManager) -> No
     app = make_app(manager, server, initial_tab="server")
     try:
         async with app.run_test() as pilot:
-            await app.workers.wait_for_complete()
-            await pilot.pause()
+            await settle(pilot, lambda: "not running" in str(app.sub_title), what="the refusal")
             assert not server.running
             assert server.error is not None and "already in use" in server.error
-            assert "not running" in str(app.sub_title)
             field = app.query_one("#bind-input")
             field.value = "127.0.0.1:0"  # type: ignore[attr-defined]
             await pilot.click("#server-start")
             # The click posts a message whose handler starts the worker: wait for
-            # the outcome itself, bounded, rather than for workers that may not exist yet.
-            for _ in range(200):
-                await pilot.pause(0.05)
-                if server.running and str(app.sub_title) == server.url:
-                    break
-            assert server.running
-            assert server.url is not None and str(app.sub_title) == server.url
+            # the outcome itself rather than for workers that may not exist yet.
+            await settle(pilot, lambda: serving(app, server), what="the moved server")
             await pilot.press("ctrl+q")
     finally:
         taken.close()
@@ -76,16 +76,9 @@ async def test_no_server_and_start_stop_by_key(
         assert app.sub_title == "server off"
         app.query_one("#request-log").focus()
         await pilot.press("s")
-        await pilot.pause()
-        await app.workers.wait_for_complete()
-        await pilot.pause()
-        assert server.running
+        await settle(pilot, lambda: serving(app, server), what="the started server")
         await pilot.press("s")
-        await pilot.pause()
-        await app.workers.wait_for_complete()
-        await pilot.pause()
-        assert not server.running
-        assert app.sub_title == "server off"
+        await settle(pilot, lambda: not server.running and app.sub_title == "server off")
 
 
 async def test_help_theme_tabs_and_palette(manager: ModelManager, server: ServerControl) -> None:
@@ -105,10 +98,12 @@ async def test_help_theme_tabs_and_palette(manager: ModelManager, server: Server
         await pilot.press("ctrl+p")
         await pilot.pause()
         await pilot.press(*"go to chat")
-        await pilot.pause(0.3)
+        palette = app.screen
+        assert isinstance(palette, CommandPalette)
+        # The palette searches in a worker: wait for the command to be listed.
+        await settle(pilot, lambda: palette.query_one(CommandList).option_count > 0)
         await pilot.press("enter")
-        await pilot.pause()
-        assert app.query_one("#tabs").active == "chat"  # type: ignore[attr-defined]
+        await settle(pilot, lambda: app.query_one("#tabs").active == "chat")  # type: ignore[attr-defined]
         titles = {c.title for c in app.get_system_commands(app.screen)}
         assert {"Probe model", "Load model", "Unload model", "Set default model"} <= titles
         assert {"New chat", "Regenerate reply", "Stop reply", "Start / stop server"} <= titles
@@ -134,8 +129,7 @@ async def test_server_tab_shows_whether_auth_is_on(isolated_home) -> None:  # ty
         try:
             app = make_app(manager, control, initial_tab="server")
             async with app.run_test(size=(120, 40)) as pilot:
-                await app.workers.wait_for_complete()
-                await pilot.pause()
+                await settle(pilot, lambda a=app, c=control: serving(a, c))
                 assert re.search(expected, state_text(app)), state_text(app)
                 if keys:  # and the embedded server really wants the key
                     url = control.url

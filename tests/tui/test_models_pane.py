@@ -13,6 +13,7 @@ from shimmy.models.manager import ModelManager
 from shimmy.tui.models_pane import ModelsPane, ModelTable
 from shimmy.tui.server_control import ServerControl
 from tests.tui.conftest import MODEL, make_app
+from tests.waiting import settle
 
 pytestmark = [pytest.mark.anyio, pytest.mark.model]
 
@@ -24,9 +25,10 @@ def _text(renderable: object) -> str:
 
 
 async def _ready(app, pilot) -> ModelsPane:  # type: ignore[no-untyped-def]
-    await app.workers.wait_for_complete()
-    await pilot.pause()
-    return app.query_one(ModelsPane)
+    """The pane once discovery's result has reached it (every test here finds a model)."""
+    pane = app.query_one(ModelsPane)
+    await settle(pilot, lambda: pane.entries, what="discovery's entries")
+    return pane
 
 
 async def test_lists_models_with_their_figures(
@@ -68,9 +70,7 @@ async def test_probe_load_unload_default(manager: ModelManager, server: ServerCo
         table = app.query_one(ModelTable)
 
         await pilot.press("p")
-        await app.workers.wait_for_complete()
-        await pilot.pause()
-        report = pane.reports[MODEL]
+        report = await settle(pilot, lambda: not pane.busy and pane.reports.get(MODEL))
         assert report.completion_tokens > 0 and report.sample.strip()
         assert manager.is_loaded(MODEL)
         assert str(table.get_row(MODEL)[7]) == "loaded, default"
@@ -78,23 +78,19 @@ async def test_probe_load_unload_default(manager: ModelManager, server: ServerCo
         assert "load time" in shown and report.sample.strip()[:20] in shown
 
         await pilot.press("u")
-        await app.workers.wait_for_complete()
-        await pilot.pause()
-        assert not manager.is_loaded(MODEL)
+        await settle(pilot, lambda: not pane.busy and not manager.is_loaded(MODEL))
         assert str(table.get_row(MODEL)[7]) == "default"
 
         await pilot.press("l")
-        await app.workers.wait_for_complete()
-        await pilot.pause()
-        assert manager.is_loaded(MODEL)
+        await settle(pilot, lambda: not pane.busy and manager.is_loaded(MODEL))
 
         await pilot.press("d")
         await pilot.pause()
         assert manager.default_model_name == MODEL
 
+        before = pane.entries
         await pilot.press("r")
-        await app.workers.wait_for_complete()
-        await pilot.pause()
+        await settle(pilot, lambda: pane.entries is not before, what="rediscovered entries")
         assert table.row_count == len(pane.entries) >= 1
 
 
@@ -111,7 +107,8 @@ async def test_a_failed_action_is_a_notification(
         table = app.query_one(ModelTable)
         table.move_cursor(row=table.get_row_index("alien"))
         await pilot.press("l")
-        await app.workers.wait_for_complete()
-        await pilot.pause()
-        shown = [n.message for n in app._notifications]
-        assert any("Model 'alien' failed to load" in m for m in shown), shown
+
+        def failure_shown() -> bool:
+            return any("Model 'alien' failed to load" in n.message for n in app._notifications)
+
+        await settle(pilot, failure_shown, what="the load failure's notification")

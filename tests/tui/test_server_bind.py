@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import io
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ from shimmy.models.manager import ModelManager
 from shimmy.tui.app import ShimmyApp
 from shimmy.tui.server_control import ServerControl
 from tests.tui.conftest import make_app
+from tests.waiting import settle
 
 pytestmark = pytest.mark.anyio
 
@@ -51,13 +52,26 @@ def state_text(app: ShimmyApp) -> str:
     return " ".join(console.export_text().split())
 
 
-async def start_on(app: ShimmyApp, pilot: Any, bind: str) -> None:
-    """Type ``bind`` in the address field and press Start, as a user would."""
+def toasts(app: ShimmyApp) -> list[str]:
+    return [" ".join(t.render().plain.split()) for t in app.screen.query(Toast)]
+
+
+def serving(app: ShimmyApp, server: ServerControl) -> bool:
+    """The server runs and the dashboard has been told (its title is the URL)."""
+    return server.running and server.url is not None and str(app.sub_title) == server.url
+
+
+async def start_on(app: ShimmyApp, pilot: Any, bind: str, outcome: Callable[[], bool]) -> None:
+    """Type ``bind`` in the address field and press Start, as a user would, and let
+    the dashboard run until ``outcome`` shows (Start posts a message, whose handler
+    starts a worker, which posts the result back)."""
     app.query_one("#bind-input", Input).value = bind
+    # A toast from the last attempt may lie over the button (a click on it
+    # dismisses the toast instead): read them first, as a user would.
+    app.clear_notifications()
+    await pilot.pause()
     await pilot.click("#server-start")
-    await pilot.pause()
-    await app.workers.wait_for_complete()
-    await pilot.pause()
+    await settle(pilot, outcome, what=f"the outcome of starting on {bind}")
 
 
 async def test_rebind_to_all_interfaces_without_a_key_is_refused(
@@ -69,26 +83,27 @@ async def test_rebind_to_all_interfaces_without_a_key_is_refused(
         try:
             async with app.run_test(size=(160, 40), notifications=True) as pilot:
                 await pilot.pause()
-                await start_on(app, pilot, "0.0.0.0:0")
+                await start_on(
+                    app, pilot, "0.0.0.0:0", lambda: any(refusal in t for t in toasts(app))
+                )
                 assert not server.running and server.url is None
                 assert (server.host, server.port) == ("127.0.0.1", 0)  # the old address kept
                 assert server.error == refusal
                 assert "Refusing to listen on 0.0.0.0 without an API key" in refusal
                 assert refusal in state_text(app)  # shown in the pane...
-                toasts = [" ".join(t.render().plain.split()) for t in app.screen.query(Toast)]
-                assert any(refusal in t for t in toasts), toasts  # ...and said once
+                assert sum(refusal in t for t in toasts(app)) == 1  # ...and said once
                 assert "not running" in str(app.sub_title)
                 # A malformed address is refused the same way.
-                await start_on(app, pilot, "127.0.0.1:notaport")
+                bad_port = "Bad port in --bind '127.0.0.1:notaport'"
+                await start_on(
+                    app, pilot, "127.0.0.1:notaport", lambda: bad_port in state_text(app)
+                )
                 assert not server.running and server.port == 0
-                assert "Bad port in --bind '127.0.0.1:notaport'" in state_text(app)
                 # Start again: the address it kept still works.
                 app.query_one("#request-log").focus()
                 await pilot.press("s")
-                await pilot.pause()
-                await app.workers.wait_for_complete()
-                await pilot.pause()
-                assert server.running and server.host == "127.0.0.1"
+                await settle(pilot, lambda: serving(app, server))
+                assert server.host == "127.0.0.1"
                 await pilot.press("ctrl+q")
         finally:
             server.stop()
@@ -106,7 +121,9 @@ async def test_rebind_to_all_interfaces_with_a_key_or_insecure_is_allowed(
         try:
             async with app.run_test(size=(160, 40)) as pilot:
                 await pilot.pause()
-                await start_on(app, pilot, "0.0.0.0:0")
+                await start_on(
+                    app, pilot, "0.0.0.0:0", lambda: serving(app, server) or bool(server.error)
+                )
                 assert server.running and server.host == "0.0.0.0", server.error
                 assert server.error is None and server.url is not None
                 url = "http://127.0.0.1:" + server.url.rsplit(":", 1)[1]
