@@ -14,10 +14,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shimmy import __version__
 from shimmy.api.browser import BrowserCors, BrowserGuard, OriginPolicy
+from shimmy.api.dialects import DIALECTS
 from shimmy.api.errors import document_errors, install_error_handlers
 from shimmy.api.metrics import Metrics, MetricsMiddleware
-from shimmy.api.native import build_router
-from shimmy.api.openai_compat import build_openai_router
 from shimmy.api.requestlog import RequestLog, RequestLogMiddleware
 from shimmy.api.security import ApiKeyAuth
 from shimmy.errors import ShimmyError
@@ -107,8 +106,8 @@ def create_app(manager: ModelManager, *, preload: bool = False) -> FastAPI:
     )
     install_error_handlers(app)
     document_errors(app)
-    app.include_router(build_router(manager))
-    app.include_router(build_openai_router(manager))
+    for build_router in DIALECTS:
+        app.include_router(build_router(manager))
     app.add_middleware(BodySizeLimit, limit=manager.settings.max_body_bytes)
     settings = manager.settings
     if settings.api_keys:

@@ -13,12 +13,15 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from shimmy.api.core.watch import ClientGone
 from shimmy.errors import ERROR_KINDS, ShimmyError
 
 log = logging.getLogger(__name__)
+
+CLIENT_CLOSED_REQUEST = 499
 
 
 def error_response(error: ShimmyError) -> JSONResponse:
@@ -49,6 +52,12 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ShimmyError)
     async def _shimmy(_: Request, exc: ShimmyError) -> JSONResponse:
         return error_response(exc)
+
+    @app.exception_handler(ClientGone)
+    async def _gone(_: Request, exc: ClientGone) -> Response:
+        # Nobody is there to read an answer; nginx's "client closed request"
+        # tells the request log and /metrics what happened.
+        return Response(status_code=CLIENT_CLOSED_REQUEST)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -404,6 +404,7 @@ class Engine:
     def _admit(self) -> None:
         """Give waiting generations free slots, first come first served (which slot
         each takes: :func:`assign_slots`)."""
+        self._drop_cancelled()
         free = [s for s in self._slots if s.free]
         starting: list[tuple[Generation, list[int]]] = []
         while self._waiting and len(starting) < len(free):
@@ -426,6 +427,18 @@ class Engine:
             except ShimmyError as exc:
                 self._release(slot)
                 self._finished(generation, FINISH_ERROR, exc)
+
+    def _drop_cancelled(self) -> None:
+        """Finish the waiting generations whose clients left, at once rather than
+        when a slot frees: they never take one, and the line they held is free."""
+        if any(generation.cancelled for generation in self._waiting):
+            waiting = self._waiting
+            self._waiting = deque()
+            for generation in waiting:
+                if generation.cancelled:
+                    self._finished(generation, FINISH_CANCELLED)
+                else:
+                    self._waiting.append(generation)
 
     def _swap_saved_prompts(self, slot: _Slot, prompt: list[int], scope: str) -> int:
         """Before ``prompt``, of cache ``scope``, takes ``slot``: save the

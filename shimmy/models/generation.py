@@ -21,6 +21,8 @@ FINISH_LENGTH = "length"
 FINISH_CANCELLED = "cancelled"
 FINISH_ERROR = "error"
 
+DEFAULT_MAX_TOKENS = 100  # the seed's max_tokens (SEED-API.md)
+
 
 @dataclass(frozen=True)
 class SamplingParams:
@@ -41,7 +43,7 @@ class GenerationRequest:
     """One completion to run: the prompt as tokens, plus when to stop."""
 
     prompt_tokens: Sequence[int]
-    max_tokens: int = 100
+    max_tokens: int = DEFAULT_MAX_TOKENS
     sampling: SamplingParams = field(default_factory=SamplingParams)
     stop: tuple[str, ...] = ()
     grammar: str | None = None  # GBNF, e.g. for JSON mode

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -20,14 +19,15 @@ import pytest
 from fastapi import FastAPI
 
 from shimmy.api.app import create_app
+from shimmy.api.dialects.openai.routes import build_router as build_openai_router
 from shimmy.api.errors import install_error_handlers
-from shimmy.api.openai_compat import _chat_stream, build_openai_router
 from shimmy.config import Settings
 from shimmy.errors import ShimmyError, model_not_found
 from shimmy.models.embeddings import Embeddings
 from shimmy.models.generation import Generation, GenerationRequest
 from shimmy.models.grammar import JSON_OBJECT_GBNF
 from shimmy.models.manager import ModelManager
+from tests.waiting import eventually_async
 
 MODEL = "fake-model"
 
@@ -454,12 +454,11 @@ def test_error_mid_stream_is_an_error_event_the_sdk_raises(sdk, http, manager):
 # -- the client going away ---------------------------------------------------------------
 
 
-def test_non_streaming_request_cancelled_when_client_disconnects(app, manager, run):
-    generation = Generation(GenerationRequest(prompt_tokens=[1]), MODEL)
-    manager.live = generation  # never finishes on its own
-    body = json.dumps(chat_body()).encode()
-    messages = [{"type": "http.request", "body": body, "more_body": False}]
-    sent: list[dict[str, Any]] = []
+def asgi_post(path: str, body: dict[str, Any]) -> tuple[dict[str, Any], Any, Any, asyncio.Event]:
+    """An ASGI scope, receive and send for a POST whose client leaves when the
+    returned event is set (until then ``receive`` waits, as a connected client's does)."""
+    raw = json.dumps(body).encode()
+    messages = [{"type": "http.request", "body": raw, "more_body": False}]
     gone = asyncio.Event()
 
     async def receive() -> dict[str, Any]:
@@ -471,46 +470,45 @@ def test_non_streaming_request_cancelled_when_client_disconnects(app, manager, r
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
 
+    sent: list[dict[str, Any]] = []
+    send.sent = sent  # type: ignore[attr-defined]
     scope = {
         "type": "http",
         "asgi": {"version": "3.0", "spec_version": "2.3"},
         "http_version": "1.1",
         "method": "POST",
         "scheme": "http",
-        "path": "/v1/chat/completions",
-        "raw_path": b"/v1/chat/completions",
+        "path": path,
+        "raw_path": path.encode(),
         "query_string": b"",
         "root_path": "",
         "headers": [(b"content-type", b"application/json")],
         "client": ("127.0.0.1", 1),
         "server": ("127.0.0.1", 2),
     }
+    return scope, receive, send, gone
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_request_whose_client_leaves_is_cancelled(app, manager, run, stream):
+    """Whether it waits in the queue (no token yet) or streams: the core's watch
+    has listened since the request was prepared."""
+    generation = Generation(GenerationRequest(prompt_tokens=[1]), MODEL)
+    manager.live = generation  # never finishes on its own
+    scope, receive, send, gone = asgi_post("/v1/chat/completions", chat_body(stream=stream))
 
     async def scenario() -> None:
         task = asyncio.create_task(app(scope, receive, send))
-        for _ in range(100):
-            await asyncio.sleep(0.01)
-            if manager.calls:
-                break
+        await eventually_async(lambda: manager.calls, timeout=5, what="the submission")
+        if stream:  # one token reaches the client first
+            generation._emit("Hi", 1)
+            await eventually_async(
+                lambda: any(b'"content":"Hi"' in m.get("body", b"") for m in send.sent),
+                timeout=5,
+            )
         assert not generation.cancelled
         gone.set()
         await asyncio.wait_for(task, 5)
-
-    run(scenario())
-    assert generation.cancelled
-
-
-def test_stream_cancelled_when_client_disconnects(run):
-    generation = Generation(GenerationRequest(prompt_tokens=[1]), MODEL)
-
-    async def scenario() -> None:
-        stream = _chat_stream(generation, {"id": "x", "created": 0, "model": MODEL}, False)
-        first = await stream.__anext__()
-        assert '"role":"assistant"' in first
-        feeder = threading.Timer(0.05, lambda: generation._emit("Hi", 1))
-        feeder.start()
-        assert '"content":"Hi"' in await stream.__anext__()
-        await stream.aclose()  # what Starlette does when the client disconnects
 
     run(scenario())
     assert generation.cancelled

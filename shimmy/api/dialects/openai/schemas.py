@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from shimmy.api.schemas import check_stop, sampling_of, stop_strings
+from shimmy.api.core.fields import check_stop, sampling_of, stop_strings
 from shimmy.errors import ShimmyError
 from shimmy.models.generation import SamplingParams
 

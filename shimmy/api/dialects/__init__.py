@@ -1,0 +1,21 @@
+"""The API's dialects: each maps its own request and response shapes onto the
+API core (:mod:`shimmy.api.core`, whose docstring says how to add one).
+
+``DIALECTS`` is the registration list: every router here is served by
+:func:`shimmy.api.app.create_app`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from fastapi import APIRouter
+
+from shimmy.api.dialects.native import routes as native
+from shimmy.api.dialects.openai import routes as openai
+from shimmy.models.manager import ModelManager
+
+DIALECTS: tuple[Callable[[ModelManager], APIRouter], ...] = (
+    native.build_router,  # SEED-API.md: /api/generate, /api/models, /api/health, /ws/generate
+    openai.build_router,  # /v1/models, /v1/chat/completions, /v1/completions, /v1/embeddings
+)

@@ -1,0 +1,263 @@
+"""The OpenAI-compatible API: /v1/models, /v1/chat/completions, /v1/completions,
+/v1/embeddings.
+
+Responses and stream chunks have OpenAI's shapes, so the official SDKs and the
+tools built on them work unchanged. Everything runs on the same ModelManager
+and engines as the native API, through the API core (submitting off the event
+loop, cancelling when the client leaves, the SSE framing).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+
+from shimmy.api.core import SSE_DONE, EventStream, read_body, sse_event, watching
+from shimmy.api.core.watch import Submit
+from shimmy.api.dialects.openai.schemas import ChatCompletionBody, CompletionBody, EmbeddingBody
+from shimmy.api.dialects.openai.shapes import (
+    encode_vector,
+    finish_reason,
+    header,
+    model_object,
+    usage,
+)
+from shimmy.api.errors import describe_validation_errors
+from shimmy.api.requestlog import attach_generation
+from shimmy.api.security import cache_scope
+from shimmy.errors import ShimmyError
+from shimmy.models.embeddings import Embeddings
+from shimmy.models.generation import Generation
+from shimmy.models.grammar import grammar_for_response_format
+from shimmy.models.manager import ModelManager
+
+
+def invalid_body(exc: ValidationError, raw: bytes) -> ShimmyError:
+    """The specific problem is the error ``message``, since that is the part
+    OpenAI clients show to their users."""
+    description = describe_validation_errors(exc.errors()).replace("Value error, ", "")
+    if raw.strip() in (b"", b"null"):
+        description = "the request body must be a JSON object"
+    return ShimmyError("invalid_request", f"Invalid request: {description}")
+
+
+def token_limit(manager: ModelManager, requested: int | None) -> int:
+    """The request's max_tokens, bounded by the server's limit; none asked for
+    means as many as the limit allows (the engine clamps it to the context)."""
+    limit = manager.settings.max_tokens_limit
+    return limit if requested is None else min(requested, limit)
+
+
+def build_router(manager: ModelManager) -> APIRouter:
+    router = APIRouter(prefix="/v1", tags=["openai"])
+
+    @router.get("/models")
+    async def list_models() -> dict[str, Any]:
+        entries = await run_in_threadpool(manager.registry.entries)
+        loaded = set(manager.loaded_names())
+        return {
+            "object": "list",
+            "data": [model_object(e, e.name in loaded) for e in entries if e.usable],
+        }
+
+    @router.get("/models/{model_id:path}")
+    async def get_model(model_id: str) -> dict[str, Any]:
+        entry = await run_in_threadpool(manager.resolve, model_id)
+        if not entry.usable:
+            raise ShimmyError(
+                "model_not_found",
+                "The specified model was not found",
+                f"Model '{model_id}' is not usable: {entry.error}",
+            )
+        return model_object(entry, manager.is_loaded(entry.name))
+
+    @router.post("/chat/completions", response_model=None)
+    async def chat_completions(request: Request) -> Response:
+        body = await read_body(request, ChatCompletionBody, invalid_body)
+        scope = cache_scope(request.scope)
+
+        def submit(cancel: threading.Event) -> Generation:
+            grammar = grammar_for_response_format(body.response_format)
+            generation = manager.submit_chat(
+                body.model,
+                body.template_messages(),
+                max_tokens=token_limit(manager, body.token_limit),
+                sampling=body.sampling(),
+                stop=body.stop_strings(),
+                grammar=grammar,
+                label="openai",
+                cancel=cancel,
+                cache_scope=scope,
+            )
+            attach_generation(generation)  # for the dashboard's request log
+            return generation
+
+        async with watching(request) as watch:
+            generation = await watch.submit(submit)
+            obj = "chat.completion.chunk" if body.stream else "chat.completion"
+            meta = header("chatcmpl", obj, generation.model)
+            if body.stream:
+                return EventStream(
+                    chat_chunks(generation, meta, body.include_usage),
+                    watch=watch,
+                    generations=[generation],
+                )
+            await watch.finish([generation])
+        return JSONResponse(
+            {
+                **meta,
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {
+                            "role": "assistant",
+                            "content": generation.output,
+                            "refusal": None,
+                        },
+                        "logprobs": None,
+                        "finish_reason": finish_reason(generation),
+                    }
+                ],
+                "usage": usage([generation]),
+            }
+        )
+
+    @router.post("/completions", response_model=None)
+    async def completions(request: Request) -> Response:
+        body = await read_body(request, CompletionBody, invalid_body)
+        scope = cache_scope(request.scope)
+
+        def submitter(prompt: str) -> Submit:
+            def submit(cancel: threading.Event) -> Generation:
+                return manager.submit_prompt(
+                    body.model,
+                    prompt,
+                    max_tokens=token_limit(manager, body.max_tokens),
+                    sampling=body.sampling(),
+                    stop=body.stop_strings(),
+                    raw=True,
+                    label="openai",
+                    cancel=cancel,
+                    cache_scope=scope,
+                )
+
+            return submit
+
+        prompts = body.prompts
+        async with watching(request) as watch:
+            generations = await watch.submit_all([submitter(p) for p in prompts])
+            attach_generation(generations[0])  # the request log shows one per request
+            meta = header("cmpl", "text_completion", generations[0].model)
+            echoes = prompts if body.echo else [""] * len(prompts)
+            if body.stream:
+                return EventStream(
+                    completion_chunks(generations, echoes, meta, body.include_usage),
+                    watch=watch,
+                    generations=generations,
+                )
+            await watch.finish(generations)
+        choices = [
+            {
+                "text": echo + generation.output,
+                "index": index,
+                "logprobs": None,
+                "finish_reason": finish_reason(generation),
+            }
+            for index, (generation, echo) in enumerate(zip(generations, echoes, strict=True))
+        ]
+        return JSONResponse({**meta, "choices": choices, "usage": usage(generations)})
+
+    @router.post("/embeddings")
+    async def embeddings(request: Request) -> dict[str, Any]:
+        body = await read_body(request, EmbeddingBody, invalid_body)
+        result: Embeddings = await run_in_threadpool(manager.embed, body.model, body.inputs)
+        size = len(result.vectors[0]) if result.vectors else 0
+        if body.dimensions is not None and body.dimensions != size:
+            raise ShimmyError(
+                "invalid_request",
+                f"dimensions must be {size} for model '{result.model}'",
+                "shimmy does not shorten embeddings",
+            )
+        return {
+            "object": "list",
+            "data": [
+                {
+                    "object": "embedding",
+                    "index": index,
+                    "embedding": encode_vector(vector, body.encoding_format),
+                }
+                for index, vector in enumerate(result.vectors)
+            ],
+            "model": result.model,
+            "usage": {"prompt_tokens": result.prompt_tokens, "total_tokens": result.prompt_tokens},
+        }
+
+    return router
+
+
+async def chat_chunks(
+    generation: Generation, meta: dict[str, Any], include_usage: bool
+) -> AsyncIterator[str]:
+    """Chunks as OpenAI sends them: the role first, then content deltas, then an
+    empty delta with the finish reason, then (if asked) the usage, then [DONE]."""
+
+    def chunk(delta: dict[str, Any], reason: str | None = None) -> str:
+        data: dict[str, Any] = {
+            **meta,
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": reason}],
+        }
+        if include_usage:
+            data["usage"] = None
+        return sse_event(data)
+
+    try:
+        yield chunk({"role": "assistant", "content": ""})
+        async for piece in generation.stream():
+            if piece.text:
+                yield chunk({"content": piece.text})
+        yield chunk({}, finish_reason(generation))
+        if include_usage:
+            yield sse_event({**meta, "choices": [], "usage": usage([generation])})
+    except ShimmyError as exc:
+        # The openai SDKs raise an APIError for a chunk with an "error" key.
+        yield sse_event(exc.to_dict())
+    yield SSE_DONE
+
+
+async def completion_chunks(
+    generations: Sequence[Generation],
+    echoes: Sequence[str],
+    meta: dict[str, Any],
+    include_usage: bool,
+) -> AsyncIterator[str]:
+    """Text completion chunks, one prompt after another (each chunk names its
+    prompt's ``index``), then the usage if asked, then [DONE]."""
+
+    def chunk(index: int, text: str, reason: str | None = None) -> str:
+        data: dict[str, Any] = {
+            **meta,
+            "choices": [{"text": text, "index": index, "logprobs": None, "finish_reason": reason}],
+        }
+        if include_usage:
+            data["usage"] = None
+        return sse_event(data)
+
+    try:
+        for index, (generation, echo) in enumerate(zip(generations, echoes, strict=True)):
+            if echo:
+                yield chunk(index, echo)
+            async for piece in generation.stream():
+                if piece.text:
+                    yield chunk(index, piece.text)
+            yield chunk(index, "", finish_reason(generation))
+        if include_usage:
+            yield sse_event({**meta, "choices": [], "usage": usage(generations)})
+    except ShimmyError as exc:
+        yield sse_event(exc.to_dict())
+    yield SSE_DONE

@@ -1,0 +1,81 @@
+"""OpenAI's response shapes: the pieces every /v1 answer and chunk is built of."""
+
+from __future__ import annotations
+
+import base64
+import struct
+import time
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from shimmy import __version__
+from shimmy.api.core import Usage
+from shimmy.errors import ShimmyError
+from shimmy.models.generation import FINISH_CANCELLED, FINISH_LENGTH, Generation
+from shimmy.models.registry import ModelEntry
+
+SYSTEM_FINGERPRINT = f"shimmy-{__version__}"
+
+
+def usage(generations: Sequence[Generation]) -> dict[str, Any]:
+    """OpenAI's usage block, summed over a request's generations."""
+    counts = Usage.of_all(generations)
+    return {
+        "prompt_tokens": counts.prompt_tokens,
+        "completion_tokens": counts.completion_tokens,
+        "total_tokens": counts.total_tokens,
+        "prompt_tokens_details": {"cached_tokens": counts.cached_tokens},
+    }
+
+
+def finish_reason(generation: Generation) -> str:
+    """OpenAI's finish reason: "length" when max_tokens or the context ran out,
+    else "stop"; a failed or cancelled generation raises instead."""
+    if generation.error is not None:
+        raise generation.error
+    if generation.finish_reason == FINISH_CANCELLED:
+        raise ShimmyError(
+            "generation_failed",
+            "The generation was cancelled",
+            "The model was unloaded or the server is shutting down",
+        )
+    return "length" if generation.finish_reason == FINISH_LENGTH else "stop"
+
+
+def header(prefix: str, obj: str, model: str) -> dict[str, Any]:
+    """The fields every completion and chunk starts with, in OpenAI's order."""
+    return {
+        "id": f"{prefix}-{uuid.uuid4().hex}",
+        "object": obj,
+        "created": int(time.time()),
+        "model": model,
+        "system_fingerprint": SYSTEM_FINGERPRINT,
+    }
+
+
+def encode_vector(vector: Sequence[float], encoding: str) -> list[float] | str:
+    """A vector as floats, or as OpenAI's base64 of little-endian float32s (what
+    the openai SDKs ask for by default)."""
+    if encoding == "base64":
+        return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode("ascii")
+    return list(vector)
+
+
+def model_object(entry: ModelEntry, loaded: bool) -> dict[str, Any]:
+    """An OpenAI model object; the fields after ``owned_by`` are shimmy's own."""
+    try:
+        created = int(entry.path.stat().st_mtime)
+    except OSError:
+        created = 0
+    return {
+        "id": entry.name,
+        "object": "model",
+        "created": created,
+        "owned_by": entry.origin or entry.source,
+        "source": entry.source,
+        "size": entry.size,
+        "context_length": entry.context_length,
+        "quantization": entry.quantization,
+        "loaded": loaded,
+    }
