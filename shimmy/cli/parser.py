@@ -4,6 +4,11 @@ The dashboard's flags sit on the main parser; a command repeats the ones it
 shares. A repeated flag defaults to "absent" (SUPPRESS) on the command's parser,
 so a value given before the command (`shimmy --model X list`) is not reset by
 the command's own default; the commands read such flags with getattr(..., None).
+
+Every default is stated once, where it takes effect, and the help quotes it from
+there: the server's in :class:`~shimmy.config.Settings`' fields, a generation's in
+:class:`~shimmy.models.generation.SamplingParams` and ``GenerationRequest``. A
+dataclass field's default is its class attribute.
 """
 
 from __future__ import annotations
@@ -12,6 +17,13 @@ import argparse
 from typing import Any
 
 from shimmy import __version__
+from shimmy.config import Settings
+from shimmy.models.generation import GenerationRequest, SamplingParams
+
+
+def _shown(value: float) -> str:
+    """A default as the help text shows it: 300.0 as 300, 0.7 as 0.7."""
+    return f"{value:g}"
 
 
 def _shared(command: bool) -> dict[str, Any]:
@@ -68,7 +80,7 @@ def _security_flags(parser: argparse.ArgumentParser, *, command: bool = True) ->
         "--request-timeout",
         type=float,
         metavar="SECONDS",
-        help="longest one generation may take (default 600)",
+        help=f"longest one generation may take (default {_shown(Settings.request_timeout)})",
         **_shared(command),
     )
 
@@ -82,32 +94,34 @@ def _engine_flags(parser: argparse.ArgumentParser) -> None:
         "--ctx-size",
         type=int,
         metavar="TOKENS",
-        help="context tokens per request slot (default 4096; the model holds parallel x this)",
+        help=f"context tokens per request slot (default {Settings.ctx_size}; "
+        "the model holds parallel x this)",
     )
     group.add_argument(
         "--parallel",
         type=int,
         metavar="N",
-        help="requests decoded together per model (default 4)",
+        help=f"requests decoded together per model (default {Settings.parallel})",
     )
     group.add_argument(
         "--batch-size",
         type=int,
         metavar="TOKENS",
-        help="prompt tokens decoded per step (default 512)",
+        help=f"prompt tokens decoded per step (default {Settings.batch_size})",
     )
     group.add_argument(
         "--cache-ram",
         type=int,
         metavar="MIB",
         help="host memory per model for prompts whose slot another request took, "
-        "restored when they come back (default 1024; 0: off)",
+        f"restored when they come back (default {Settings.cache_ram}; 0: off)",
     )
     group.add_argument(
         "--keep-alive",
         type=float,
         metavar="SECONDS",
-        help="unload a model after this long idle (default 300; negative: never)",
+        help=f"unload a model after this long idle (default {_shown(Settings.keep_alive)}; "
+        "negative: never)",
     )
 
 
@@ -124,9 +138,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-V", "--version", action="version", version=f"shimmy {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="enable verbose logging")
+    bind = f"{Settings.host}:{Settings.port}"  # where serve and the dashboard listen
     dashboard = parser.add_argument_group("dashboard (no command)")
     dashboard.add_argument(
-        "--bind", metavar="HOST:PORT", help="embedded server address (default 127.0.0.1:11435)"
+        "--bind", metavar="HOST:PORT", help=f"embedded server address (default {bind})"
     )
     dashboard.add_argument(
         "--no-server", action="store_true", help="open the dashboard without the API server"
@@ -134,19 +149,19 @@ def build_parser() -> argparse.ArgumentParser:
     _model_flags(parser, command=False)
     _security_flags(parser, command=False)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    _add_serve(sub)
+    _add_serve(sub, bind)
     _add_generate(sub)
     _add_local(sub)
     _add_hub(sub)
     return parser
 
 
-def _add_serve(sub: Any) -> None:
+def _add_serve(sub: Any, bind: str) -> None:
     serve = sub.add_parser("serve", help="start the API server")
     serve.add_argument(
         "--bind",
         metavar="HOST:PORT",
-        help="address to listen on (default 127.0.0.1:11435)",
+        help=f"address to listen on (default {bind})",
         **_shared(True),
     )
     serve.add_argument("--port", type=int, help="port to listen on (overrides the port of --bind)")
@@ -167,18 +182,44 @@ def _add_generate(sub: Any) -> None:
     gen = sub.add_parser("generate", help="generate text from a prompt, streamed to stdout")
     gen.add_argument("--prompt", "-p", help="the prompt ('-' or none: read standard input)")
     gen.add_argument(
-        "--max-tokens", type=int, default=100, help="maximum tokens to generate (default 100)"
+        "--max-tokens",
+        type=int,
+        default=GenerationRequest.max_tokens,
+        help=f"maximum tokens to generate (default {GenerationRequest.max_tokens})",
     )
     gen.add_argument(
         "--temperature",
         type=float,
-        default=0.7,
-        help="sampling temperature (default 0.7; 0 = greedy)",
+        default=SamplingParams.temperature,
+        help=f"sampling temperature (default {_shown(SamplingParams.temperature)}; 0 = greedy)",
     )
-    gen.add_argument("--top-p", type=float, default=0.95)
-    gen.add_argument("--top-k", type=int, default=40)
-    gen.add_argument("--min-p", type=float, default=0.05)
-    gen.add_argument("--repeat-penalty", type=float, default=1.1)
+    gen.add_argument(
+        "--top-p",
+        type=float,
+        default=SamplingParams.top_p,
+        help="keep the likeliest tokens whose probabilities add up to this "
+        f"(default {_shown(SamplingParams.top_p)}; 1: off)",
+    )
+    gen.add_argument(
+        "--top-k",
+        type=int,
+        default=SamplingParams.top_k,
+        help=f"keep the K likeliest tokens (default {SamplingParams.top_k}; 0: off)",
+    )
+    gen.add_argument(
+        "--min-p",
+        type=float,
+        default=SamplingParams.min_p,
+        help="drop tokens less likely than this fraction of the likeliest "
+        f"(default {_shown(SamplingParams.min_p)}; 0: off)",
+    )
+    gen.add_argument(
+        "--repeat-penalty",
+        type=float,
+        default=SamplingParams.repeat_penalty,
+        help="penalty on recently used tokens "
+        f"(default {_shown(SamplingParams.repeat_penalty)}; 1: off)",
+    )
     gen.add_argument("--seed", type=int, help="seed for reproducible sampling")
     gen.add_argument(
         "--stop", action="append", default=[], metavar="TEXT", help="stop at this text (repeatable)"
@@ -217,13 +258,17 @@ def _add_hub(sub: Any) -> None:
     search = sub.add_parser("search", help="search Hugging Face for GGUF models")
     search.add_argument("query", nargs="?", default="", help="words in the repository name")
     search.add_argument(
-        "--limit", type=int, default=20, metavar="N", help="show at most N results (default 20)"
+        "--limit",
+        type=int,
+        default=20,
+        metavar="N",
+        help="show at most N results (default %(default)s)",
     )
     search.add_argument(
         "--sort",
         choices=("downloads", "likes", "updated"),
         default="downloads",
-        help="order of the results (default downloads)",
+        help="order of the results (default %(default)s)",
     )
     _json_flag(search)
 
