@@ -32,14 +32,18 @@ def _shared(command: bool) -> dict[str, Any]:
     return {"default": argparse.SUPPRESS} if command else {}
 
 
-def _model_flags(parser: argparse.ArgumentParser, *, command: bool = True) -> None:
+def _model_flags(
+    parser: argparse.ArgumentParser, *, command: bool = True, default_model: bool = True
+) -> None:
+    """--model (unless not ``default_model``) and --model-dirs."""
     group = parser.add_argument_group("models")
-    group.add_argument(
-        "--model",
-        metavar="NAME_OR_PATH",
-        help="default model: a name from `shimmy list` or a path",
-        **_shared(command),
-    )
+    if default_model:
+        group.add_argument(
+            "--model",
+            metavar="NAME_OR_PATH",
+            help="default model: a name from `shimmy list` or a path",
+            **_shared(command),
+        )
     group.add_argument(
         "--model-dirs",
         metavar="PATH",
@@ -291,9 +295,4 @@ def _add_hub(sub: Any) -> None:
     rm = sub.add_parser("rm", help="delete a model that `shimmy pull` downloaded")
     rm.add_argument("name", metavar="NAME", help="the model's name in `shimmy list`")
     rm.add_argument("-y", "--yes", action="store_true", help="delete without asking")
-    rm.add_argument(
-        "--model-dirs",
-        metavar="PATH",
-        nargs="+",
-        help="extra files or folders to search for GGUF models",
-    )
+    _model_flags(rm, default_model=False)

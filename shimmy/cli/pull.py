@@ -161,7 +161,7 @@ def cmd_rm(args: argparse.Namespace) -> int:
     from shimmy.models.registry import ModelRegistry
     from shimmy.units import format_bytes
 
-    settings = load_settings(model_dirs=tuple(args.model_dirs or ()) or None)
+    settings = load_settings(model_dirs=tuple(getattr(args, "model_dirs", None) or ()) or None)
     # The person at the command line may name a file too (resolve() takes names only).
     entry = ModelRegistry(settings.model_dirs).resolve_operator(args.name)
     record = next((r for r in map(hub.find_pulled, entry.parts) if r is not None), None)

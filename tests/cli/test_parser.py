@@ -121,3 +121,12 @@ def test_the_help_shows_todays_defaults(capsys: pytest.CaptureFixture[str]) -> N
     assert "(default 0.05;" in generate and "(default 1.1;" in generate
     search = help_of(["search"], capsys)
     assert "(default 20)" in search and "(default downloads)" in search
+
+
+@pytest.mark.parametrize("command", [["list"], ["diag"], ["rm", "some-model"]])
+def test_model_dirs_given_before_the_command_are_kept(command: list[str]) -> None:
+    """rm had a --model-dirs of its own whose default (None) reset the main parser's."""
+    parser = build_parser()
+    assert parser.parse_args(["--model-dirs=/a", *command]).model_dirs == ["/a"]
+    assert parser.parse_args([*command, "--model-dirs", "/b"]).model_dirs == ["/b"]
+    assert getattr(parser.parse_args(command), "model_dirs", None) is None
