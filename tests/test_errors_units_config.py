@@ -89,12 +89,13 @@ def test_default_threads_is_all_usable_cores():
 
 
 def test_cache_ram_flag_reaches_the_engine_options(tmp_path, monkeypatch):
-    from shimmy.cli import _settings, build_parser
+    from shimmy.cli import build_parser
+    from shimmy.cli.settings import settings_from
     from shimmy.models.manager import ModelManager
 
     monkeypatch.setenv("SHIMMY_HOME", str(tmp_path))
     assert load_settings().cache_ram == 1024
-    settings = _settings(build_parser().parse_args(["serve", "--cache-ram", "0"]))
+    settings = settings_from(build_parser().parse_args(["serve", "--cache-ram", "0"]))
     assert settings.cache_ram == 0
     manager = ModelManager(settings.with_overrides(cache_ram=64))
     assert manager._engine_options().prompt_cache_bytes == 64 * 1024 * 1024

@@ -1,104 +1,24 @@
-"""The hub commands of ``shimmy``: ``search``, ``pull`` and ``rm``.
+"""``shimmy pull`` and ``shimmy rm``: download a GGUF model from Hugging Face, and
+delete one that was downloaded so.
 
-The work is done by :mod:`shimmy.models.hub`; this module parses arguments,
-asks before deleting, and draws the progress bar on stderr. huggingface_hub is
-imported only when one of these commands runs.
+The work is done by :mod:`shimmy.models.hub`; this module picks a file with a
+person at a terminal, asks before deleting, and draws the progress bar on
+stderr. huggingface_hub is imported only when one of these commands runs.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from shimmy.cli.output import print_table
 from shimmy.errors import ExitCode, ShimmyError
 
 if TYPE_CHECKING:
     from shimmy.models.hub import DownloadProgress, HubFile
-
-
-def add_hub_parsers(sub: Any) -> None:
-    """Add ``search``, ``pull`` and ``rm`` to the ``shimmy`` subcommand parsers."""
-    search = sub.add_parser("search", help="search Hugging Face for GGUF models")
-    search.add_argument("query", nargs="?", default="", help="words in the repository name")
-    search.add_argument(
-        "--limit", type=int, default=20, metavar="N", help="show at most N results (default 20)"
-    )
-    search.add_argument(
-        "--sort",
-        choices=("downloads", "likes", "updated"),
-        default="downloads",
-        help="order of the results (default downloads)",
-    )
-    search.add_argument("--json", action="store_true", help="print JSON")
-
-    pull = sub.add_parser(
-        "pull",
-        help="download a GGUF model from Hugging Face",
-        description="Download a GGUF model into the Hugging Face cache, where `shimmy list` "
-        "finds it. A stopped pull resumes where it stopped.",
-    )
-    pull.add_argument(
-        "model",
-        metavar="REPO[:QUANT] | REPO/FILE.gguf",
-        help="a repository (default quantization Q4_K_M, else the smallest 4-bit file), "
-        "a repository and quantization, or one file of a repository",
-    )
-    pull.add_argument(
-        "--files", action="store_true", help="list the repository's GGUF files and stop"
-    )
-
-    rm = sub.add_parser("rm", help="delete a model that `shimmy pull` downloaded")
-    rm.add_argument("name", metavar="NAME", help="the model's name in `shimmy list`")
-    rm.add_argument("-y", "--yes", action="store_true", help="delete without asking")
-    rm.add_argument(
-        "--model-dirs",
-        metavar="PATH",
-        nargs="+",
-        help="extra files or folders to search for GGUF models",
-    )
-
-
-# -- search ----------------------------------------------------------------------------
-
-
-def _table(rows: Sequence[tuple[str, ...]]) -> None:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
-
-
-def cmd_search(args: argparse.Namespace) -> int:
-    from shimmy.models.hub import search_models
-    from shimmy.units import format_count, format_params
-
-    models = search_models(args.query, limit=args.limit, sort=args.sort)
-    if args.json:
-        print(json.dumps([m.to_json() for m in models], indent=2))
-        return ExitCode.OK
-    if not models:
-        print(f"No GGUF models match '{args.query}'.", file=sys.stderr)
-        return ExitCode.OK
-    rows = [("REPO", "PARAMS", "DOWNLOADS", "LIKES", "UPDATED")]
-    for m in models:
-        rows.append(
-            (
-                m.repo_id,
-                format_params(m.parameters) if m.parameters else "-",
-                format_count(m.downloads),
-                format_count(m.likes),
-                m.last_modified.date().isoformat() if m.last_modified else "-",
-            )
-        )
-    _table(rows)
-    return ExitCode.OK
-
-
-# -- pull ------------------------------------------------------------------------------
 
 
 class ProgressBar:
@@ -150,7 +70,7 @@ def _print_files(files: list[HubFile]) -> None:
                 f.name,
             )
         )
-    _table(rows)
+    print_table(rows)
 
 
 def _ask_for_file(files: list[HubFile], error: ShimmyError) -> HubFile:
@@ -166,6 +86,7 @@ def _ask_for_file(files: list[HubFile], error: ShimmyError) -> HubFile:
 
 
 def cmd_pull(args: argparse.Namespace) -> int:
+    """Download (or resume) the file that the spec names; print its name in `shimmy list`."""
     from shimmy.models import hub
     from shimmy.units import format_bytes
 
@@ -233,16 +154,14 @@ def _registry_name(args: argparse.Namespace, path: Any) -> str:
     return str(path)
 
 
-# -- rm --------------------------------------------------------------------------------
-
-
 def cmd_rm(args: argparse.Namespace) -> int:
+    """Delete a pulled model (asking first unless --yes); others are refused."""
     from shimmy.config import load_settings
     from shimmy.models import hub
     from shimmy.models.registry import ModelRegistry
     from shimmy.units import format_bytes
 
-    settings = load_settings(model_dirs=tuple(args.model_dirs or ()) or None)
+    settings = load_settings(model_dirs=tuple(getattr(args, "model_dirs", None) or ()) or None)
     # The person at the command line may name a file too (resolve() takes names only).
     entry = ModelRegistry(settings.model_dirs).resolve_operator(args.name)
     record = next((r for r in map(hub.find_pulled, entry.parts) if r is not None), None)
@@ -264,10 +183,3 @@ def cmd_rm(args: argparse.Namespace) -> int:
     freed = hub.remove_pulled(record)
     print(f"deleted {entry.name} ({format_bytes(freed)} freed)")
     return ExitCode.OK
-
-
-HUB_COMMANDS: dict[str | None, Callable[[argparse.Namespace], int]] = {
-    "search": cmd_search,
-    "pull": cmd_pull,
-    "rm": cmd_rm,
-}

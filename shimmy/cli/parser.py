@@ -1,0 +1,298 @@
+"""The one argument parser of ``shimmy``: every command's flags, built in one place.
+
+The dashboard's flags sit on the main parser; a command repeats the ones it
+shares. A repeated flag defaults to "absent" (SUPPRESS) on the command's parser,
+so a value given before the command (`shimmy --model X list`) is not reset by
+the command's own default; the commands read such flags with getattr(..., None).
+
+Every default is stated once, where it takes effect, and the help quotes it from
+there: the server's in :class:`~shimmy.config.Settings`' fields, a generation's in
+:class:`~shimmy.models.generation.SamplingParams` and ``GenerationRequest``. A
+dataclass field's default is its class attribute.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from shimmy import __version__
+from shimmy.config import Settings
+from shimmy.models.generation import GenerationRequest, SamplingParams
+
+
+def _shown(value: float) -> str:
+    """A default as the help text shows it: 300.0 as 300, 0.7 as 0.7."""
+    return f"{value:g}"
+
+
+def _shared(command: bool) -> dict[str, Any]:
+    """A flag that the main parser also has: absent, not None, when a command's
+    parser did not see it, so it cannot reset a value given before the command."""
+    return {"default": argparse.SUPPRESS} if command else {}
+
+
+def _model_flags(
+    parser: argparse.ArgumentParser, *, command: bool = True, default_model: bool = True
+) -> None:
+    """--model (unless not ``default_model``) and --model-dirs."""
+    group = parser.add_argument_group("models")
+    if default_model:
+        group.add_argument(
+            "--model",
+            metavar="NAME_OR_PATH",
+            help="default model: a name from `shimmy list` or a path",
+            **_shared(command),
+        )
+    group.add_argument(
+        "--model-dirs",
+        metavar="PATH",
+        nargs="+",
+        help="extra files or folders to search for GGUF models",
+        **_shared(command),
+    )
+
+
+def _security_flags(parser: argparse.ArgumentParser, *, command: bool = True) -> None:
+    group = parser.add_argument_group("security and limits")
+    group.add_argument(
+        "--api-key",
+        action="append",
+        metavar="KEY",
+        help="require this key (Bearer or x-api-key) on every endpoint but /api/health; "
+        "repeatable; SHIMMY_API_KEY works too",
+        **_shared(command),
+    )
+    group.add_argument(
+        "--api-key-file", metavar="PATH", help="keys, one a line", **_shared(command)
+    )
+    group.add_argument(
+        "--insecure",
+        action="store_true",
+        help="allow listening on a non-loopback address without an API key",
+        **_shared(command),
+    )
+    group.add_argument(
+        "--cors-origin",
+        action="append",
+        metavar="ORIGIN",
+        help="also allow web pages from this origin (repeatable; '*' wildcards, never '*' "
+        "alone); pages from localhost and local apps are allowed without it",
+        **_shared(command),
+    )
+    group.add_argument(
+        "--request-timeout",
+        type=float,
+        metavar="SECONDS",
+        help=f"longest one generation may take (default {_shown(Settings.request_timeout)})",
+        **_shared(command),
+    )
+
+
+def _engine_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("engine")
+    group.add_argument(
+        "--threads", type=int, metavar="N", help="generation threads (default: all physical cores)"
+    )
+    group.add_argument(
+        "--ctx-size",
+        type=int,
+        metavar="TOKENS",
+        help=f"context tokens per request slot (default {Settings.ctx_size}; "
+        "the model holds parallel x this)",
+    )
+    group.add_argument(
+        "--parallel",
+        type=int,
+        metavar="N",
+        help=f"requests decoded together per model (default {Settings.parallel})",
+    )
+    group.add_argument(
+        "--batch-size",
+        type=int,
+        metavar="TOKENS",
+        help=f"prompt tokens decoded per step (default {Settings.batch_size})",
+    )
+    group.add_argument(
+        "--cache-ram",
+        type=int,
+        metavar="MIB",
+        help="host memory per model for prompts whose slot another request took, "
+        f"restored when they come back (default {Settings.cache_ram}; 0: off)",
+    )
+    group.add_argument(
+        "--keep-alive",
+        type=float,
+        metavar="SECONDS",
+        help=f"unload a model after this long idle (default {_shown(Settings.keep_alive)}; "
+        "negative: never)",
+    )
+
+
+def _json_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print JSON")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of ``shimmy`` and all its commands; ``command`` is None for the dashboard."""
+    parser = argparse.ArgumentParser(
+        prog="shimmy",
+        description="A local LLM server for GGUF models, with a terminal dashboard. "
+        "Run without a command to open the dashboard.",
+    )
+    parser.add_argument("-V", "--version", action="version", version=f"shimmy {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="enable verbose logging")
+    bind = f"{Settings.host}:{Settings.port}"  # where serve and the dashboard listen
+    dashboard = parser.add_argument_group("dashboard (no command)")
+    dashboard.add_argument(
+        "--bind", metavar="HOST:PORT", help=f"embedded server address (default {bind})"
+    )
+    dashboard.add_argument(
+        "--no-server", action="store_true", help="open the dashboard without the API server"
+    )
+    _model_flags(parser, command=False)
+    _security_flags(parser, command=False)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_serve(sub, bind)
+    _add_generate(sub)
+    _add_local(sub)
+    _add_hub(sub)
+    return parser
+
+
+def _add_serve(sub: Any, bind: str) -> None:
+    serve = sub.add_parser("serve", help="start the API server")
+    serve.add_argument(
+        "--bind",
+        metavar="HOST:PORT",
+        help=f"address to listen on (default {bind})",
+        **_shared(True),
+    )
+    serve.add_argument("--port", type=int, help="port to listen on (overrides the port of --bind)")
+    serve.add_argument(
+        "-v", "--verbose", action="store_true", help="enable verbose logging", **_shared(True)
+    )
+    _security_flags(serve)
+    serve.add_argument(
+        "--no-preload",
+        action="store_true",
+        help="load the default model on first use instead of in the background at start",
+    )
+    _model_flags(serve)
+    _engine_flags(serve)
+
+
+def _add_generate(sub: Any) -> None:
+    gen = sub.add_parser("generate", help="generate text from a prompt, streamed to stdout")
+    gen.add_argument("--prompt", "-p", help="the prompt ('-' or none: read standard input)")
+    gen.add_argument(
+        "--max-tokens",
+        type=int,
+        default=GenerationRequest.max_tokens,
+        help=f"maximum tokens to generate (default {GenerationRequest.max_tokens})",
+    )
+    gen.add_argument(
+        "--temperature",
+        type=float,
+        default=SamplingParams.temperature,
+        help=f"sampling temperature (default {_shown(SamplingParams.temperature)}; 0 = greedy)",
+    )
+    gen.add_argument(
+        "--top-p",
+        type=float,
+        default=SamplingParams.top_p,
+        help="keep the likeliest tokens whose probabilities add up to this "
+        f"(default {_shown(SamplingParams.top_p)}; 1: off)",
+    )
+    gen.add_argument(
+        "--top-k",
+        type=int,
+        default=SamplingParams.top_k,
+        help=f"keep the K likeliest tokens (default {SamplingParams.top_k}; 0: off)",
+    )
+    gen.add_argument(
+        "--min-p",
+        type=float,
+        default=SamplingParams.min_p,
+        help="drop tokens less likely than this fraction of the likeliest "
+        f"(default {_shown(SamplingParams.min_p)}; 0: off)",
+    )
+    gen.add_argument(
+        "--repeat-penalty",
+        type=float,
+        default=SamplingParams.repeat_penalty,
+        help="penalty on recently used tokens "
+        f"(default {_shown(SamplingParams.repeat_penalty)}; 1: off)",
+    )
+    gen.add_argument("--seed", type=int, help="seed for reproducible sampling")
+    gen.add_argument(
+        "--stop", action="append", default=[], metavar="TEXT", help="stop at this text (repeatable)"
+    )
+    gen.add_argument(
+        "--raw", action="store_true", help="send the prompt as is, without the chat template"
+    )
+    _model_flags(gen)
+    _engine_flags(gen)
+
+
+def _add_local(sub: Any) -> None:
+    """list, probe and diag: what is on this machine."""
+    lst = sub.add_parser("list", help="list every model found, usable or not")
+    _json_flag(lst)
+    _model_flags(lst)
+
+    probe = sub.add_parser("probe", help="check, load and test-generate a model")
+    probe.add_argument(
+        "model_name",
+        nargs="?",
+        metavar="model-name",
+        help="model to probe (default: the default model)",
+    )
+    _json_flag(probe)
+    _model_flags(probe)
+    _engine_flags(probe)
+
+    diag = sub.add_parser("diag", help="show system, build and model-folder diagnostics")
+    _json_flag(diag)
+    _model_flags(diag)
+
+
+def _add_hub(sub: Any) -> None:
+    """search, pull and rm: models on Hugging Face and the ones pulled from it."""
+    search = sub.add_parser("search", help="search Hugging Face for GGUF models")
+    search.add_argument("query", nargs="?", default="", help="words in the repository name")
+    search.add_argument(
+        "--limit",
+        type=int,
+        default=20,
+        metavar="N",
+        help="show at most N results (default %(default)s)",
+    )
+    search.add_argument(
+        "--sort",
+        choices=("downloads", "likes", "updated"),
+        default="downloads",
+        help="order of the results (default %(default)s)",
+    )
+    _json_flag(search)
+
+    pull = sub.add_parser(
+        "pull",
+        help="download a GGUF model from Hugging Face",
+        description="Download a GGUF model into the Hugging Face cache, where `shimmy list` "
+        "finds it. A stopped pull resumes where it stopped.",
+    )
+    pull.add_argument(
+        "model",
+        metavar="REPO[:QUANT] | REPO/FILE.gguf",
+        help="a repository (default quantization Q4_K_M, else the smallest 4-bit file), "
+        "a repository and quantization, or one file of a repository",
+    )
+    pull.add_argument(
+        "--files", action="store_true", help="list the repository's GGUF files and stop"
+    )
+
+    rm = sub.add_parser("rm", help="delete a model that `shimmy pull` downloaded")
+    rm.add_argument("name", metavar="NAME", help="the model's name in `shimmy list`")
+    rm.add_argument("-y", "--yes", action="store_true", help="delete without asking")
+    _model_flags(rm, default_model=False)

@@ -1,0 +1,56 @@
+"""The settings a command runs with: the config file and environment, then its flags.
+
+Every flag is read with getattr(..., None): a command's parser lacks the flags
+it does not take, and a shared flag is absent when not given (parser.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING
+
+from shimmy.config import Settings, load_settings
+
+if TYPE_CHECKING:
+    from shimmy.models.manager import ModelManager
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    """The settings with ``args`` over them; bad API keys or CORS origins are refused."""
+    from shimmy.api.browser import check_cors_origins
+    from shimmy.api.security import check_keys
+
+    settings = load_settings(
+        model=getattr(args, "model", None),
+        model_dirs=tuple(getattr(args, "model_dirs", None) or ()) or None,
+        threads=getattr(args, "threads", None),
+        ctx_size=getattr(args, "ctx_size", None),
+        parallel=getattr(args, "parallel", None),
+        api_keys=_api_keys(args) or None,
+        cors_origins=tuple(getattr(args, "cors_origin", None) or ()) or None,
+        insecure=getattr(args, "insecure", False) or None,
+        request_timeout=getattr(args, "request_timeout", None),
+        batch_size=getattr(args, "batch_size", None),
+        cache_ram=getattr(args, "cache_ram", None),
+        keep_alive=getattr(args, "keep_alive", None),
+        verbose=args.verbose or None,
+    )
+    check_keys(settings.api_keys)
+    check_cors_origins(settings.cors_origins)
+    return settings
+
+
+def _api_keys(args: argparse.Namespace) -> tuple[str, ...]:
+    from shimmy.api.security import read_key_file
+
+    keys = tuple(getattr(args, "api_key", None) or ())
+    if getattr(args, "api_key_file", None):
+        keys += tuple(read_key_file(args.api_key_file))
+    return keys
+
+
+def open_manager(settings: Settings) -> ModelManager:
+    """The model manager a command works through (imported only when one does)."""
+    from shimmy.models.manager import ModelManager
+
+    return ModelManager(settings)
