@@ -18,6 +18,10 @@ from shimmy.api.core.fields import check_stop, sampling_of, stop_strings
 from shimmy.errors import ShimmyError
 from shimmy.models.generation import SamplingParams
 
+# Fields OpenAI does not define (llama.cpp's server extensions, the penalties'
+# neutral values) default to the engine's own, stated once in SamplingParams.
+_ENGINE = SamplingParams()
+
 MAX_PROMPTS = 16
 MAX_EMBEDDING_INPUTS = 2048
 
@@ -101,20 +105,21 @@ class _Sampling(_Body):
     """Sampling fields shared by chat and text completions."""
 
     model: str = Field(min_length=1)
+    # OpenAI's own defaults, not the engine's: clients expect them.
     temperature: float = Field(default=1.0, ge=0.0, le=2.0)
     top_p: float = Field(default=1.0, ge=0.0, le=1.0)
     stop: str | list[str] | None = None
     seed: int | None = None
-    presence_penalty: float = Field(default=0.0, ge=-2.0, le=2.0)
-    frequency_penalty: float = Field(default=0.0, ge=-2.0, le=2.0)
+    presence_penalty: float = Field(default=_ENGINE.presence_penalty, ge=-2.0, le=2.0)
+    frequency_penalty: float = Field(default=_ENGINE.frequency_penalty, ge=-2.0, le=2.0)
     n: int = 1
     stream: bool = False
     stream_options: StreamOptions | None = None
     user: str | None = None  # accepted and ignored
     # llama.cpp server extensions.
-    top_k: int = Field(default=40, ge=0)
-    min_p: float = Field(default=0.05, ge=0.0, le=1.0)
-    repeat_penalty: float = Field(default=1.1, gt=0.0)
+    top_k: int = Field(default=_ENGINE.top_k, ge=0)
+    min_p: float = Field(default=_ENGINE.min_p, ge=0.0, le=1.0)
+    repeat_penalty: float = Field(default=_ENGINE.repeat_penalty, gt=0.0)
 
     @field_validator("n")
     @classmethod
