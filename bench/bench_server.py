@@ -41,6 +41,8 @@ import httpx
 import psutil
 from results import replace_section
 
+from shimmy.models.llamacpp import use_extra_buffer_types
+
 REPO = Path(__file__).resolve().parent.parent
 CACHE = Path(os.environ.get("SHIMMY_BENCH_CACHE", Path.home() / ".cache" / "shimmy-bench"))
 LLAMA_VERSION = importlib.metadata.version("llama-cpp-python")
@@ -254,6 +256,8 @@ def make_servers(model: Path, llama_server: Path, lcp_python: Path) -> list[Serv
                 "--port",
                 str(port),
                 "--no-webui",
+                # The same weights layout as shimmy's (see use_extra_buffer_types).
+                *([] if use_extra_buffer_types() else ["--no-repack"]),
             ],
             port=port,
         )
