@@ -30,6 +30,7 @@ from typing import Any
 from shimmy.config import Paths
 from shimmy.errors import ShimmyError
 from shimmy.models.gguf import GGUFInfo, read_gguf_info
+from shimmy.models.hf_cache import huggingface_cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -293,19 +294,6 @@ def _search_given(search: _Search, model_dirs: Sequence[str | Path]) -> None:
             _search_folder(search, "path", path)
         else:
             search.place("path", path, "does not exist")
-
-
-def huggingface_cache_dir() -> Path:
-    """The hub cache folder, computed from the environment now (huggingface_hub's
-    own constant is fixed when it is imported)."""
-    for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
-        if os.environ.get(var):
-            return Path(os.path.expandvars(os.path.expanduser(os.environ[var])))
-    home = os.environ.get("HF_HOME") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"),
-        "huggingface",
-    )
-    return Path(os.path.expandvars(os.path.expanduser(home))) / "hub"
 
 
 def _search_huggingface(search: _Search) -> None:

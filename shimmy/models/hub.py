@@ -43,7 +43,18 @@ from urllib.parse import quote, urljoin, urlsplit
 
 from shimmy.config import Paths
 from shimmy.errors import ShimmyError
-from shimmy.models.discovery import SPLIT_RE, huggingface_cache_dir
+from shimmy.models.discovery import SPLIT_RE
+from shimmy.models.hf_cache import (
+    BLOBS,
+    SNAPSHOTS,
+    blob_path,
+    huggingface_cache_dir,
+    locks_path,
+    ref_path,
+    repo_folder_name,
+    repo_folder_of,
+    snapshot_path,
+)
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 SORTS: dict[str, str] = {"downloads": "downloads", "likes": "likes", "updated": "lastModified"}
@@ -712,10 +723,8 @@ def choose_file(files: list[HubFile], spec: PullSpec) -> HubFile:
 def repo_storage(repo_id: str, cache_dir: Path | None = None) -> Path:
     """The repository's folder in the hub cache (``models--owner--name``); a
     name that is not a repository's is refused before it becomes a path."""
-    from huggingface_hub.file_download import repo_folder_name
-
     cache = cache_dir or huggingface_cache_dir()
-    name = repo_folder_name(repo_id=check_repo_id(repo_id), repo_type="model")
+    name = repo_folder_name(check_repo_id(repo_id))
     return _contained(cache, name, "the repository's folder")
 
 
@@ -729,7 +738,7 @@ def free_disk(folder: Path) -> int:
 
 def partial_bytes(file: HubFile, cache_dir: Path | None = None) -> int:
     """Bytes of ``file`` already kept from an earlier, stopped pull (any etag)."""
-    blobs = repo_storage(file.repo_id, cache_dir) / "blobs"
+    blobs = repo_storage(file.repo_id, cache_dir) / BLOBS
     total = 0
     for part in file.parts:
         if part.sha256 and SHA256_RE.fullmatch(part.sha256):
@@ -1006,10 +1015,10 @@ def download(
             url = hf_hub_url(file.repo_id, name, revision=revision, endpoint=endpoint)
             meta = get_hf_file_metadata(url, endpoint=endpoint)
         answer = _checked_answer(meta, part, url)
-        snapshot = _contained(storage, f"snapshots/{answer.commit}", "the snapshot")
+        snapshot = _contained(storage, snapshot_path(answer.commit), "the snapshot")
         pointer = _contained(snapshot, name, name)
-        blob = _contained(storage, f"blobs/{answer.etag}", "the blob")
-        locks = _contained(cache, f".locks/{storage.name}", "the lock")
+        blob = _contained(storage, blob_path(answer.etag), "the blob")
+        locks = _contained(cache, locks_path(storage.name), "the lock")
         lock_path = _contained(locks, f"{answer.etag}.shimmy.lock", "the lock")
         lock_path.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -1071,7 +1080,7 @@ def _write_ref(storage: Path, revision: str, commit: str) -> None:
     """``refs/<revision>`` holds the commit a branch or tag named (a commit needs none)."""
     if revision == commit:
         return
-    ref = _contained(storage, f"refs/{revision}", "the ref")
+    ref = _contained(storage, ref_path(revision), "the ref")
     try:
         if ref.is_file() and ref.read_text(encoding="ascii", errors="replace") == commit:
             return
@@ -1107,18 +1116,6 @@ def _write_records(records: list[dict[str, Any]]) -> None:
     os.replace(tmp, target)
 
 
-def _snapshot_storage(pointer: Path, cache: Path) -> Path | None:
-    """The repository folder of a snapshot file in ``cache``
-    (``cache/models--*/snapshots/COMMIT/...``), or None for any other path."""
-    try:
-        pieces = Path(os.path.normpath(pointer)).relative_to(cache).parts
-    except ValueError:
-        return None
-    if len(pieces) < 4 or not pieces[0].startswith("models--") or pieces[1] != "snapshots":
-        return None
-    return cache / pieces[0]
-
-
 def record_pull(
     file: HubFile, paths: list[Path], revision: str, cache_dir: Path | None = None
 ) -> None:
@@ -1126,7 +1123,7 @@ def record_pull(
     them; only snapshot files inside the cache are ever recorded."""
     cache = cache_dir or huggingface_cache_dir()
     for path in paths:
-        if _snapshot_storage(path, cache) is None:
+        if repo_folder_of(path, cache) is None:
             raise _download_failed(f"Refusing to record {path}: not a file in {cache}")
     keys = {str(p) for p in paths}
     records = [r for r in pulled_records() if not keys & set(r.get("paths", []))]
@@ -1160,10 +1157,10 @@ def remove_pulled(record: dict[str, Any], cache_dir: Path | None = None) -> int:
     freed = 0
     for name in record.get("paths", []):
         pointer = Path(name)
-        storage = _snapshot_storage(pointer, cache)
+        storage = repo_folder_of(pointer, cache)
         if storage is None:
             continue
-        snapshots = storage / "snapshots"
+        snapshots = storage / SNAPSHOTS
         blob = Path(os.path.realpath(pointer))
         pointer.unlink(missing_ok=True)
         still_used = any(
