@@ -43,7 +43,7 @@ from urllib.parse import quote, urljoin, urlsplit
 
 from shimmy.config import Paths
 from shimmy.errors import ShimmyError
-from shimmy.models.discovery import SPLIT_RE
+from shimmy.models.grouping import SPLIT_RE
 from shimmy.models.hf_cache import (
     BLOBS,
     SNAPSHOTS,
