@@ -5,7 +5,8 @@ Discovery and the registry read every header through a :class:`HeaderCache`.
 A result is keyed by the file's resolved path, modification time and size, so
 a changed file is read again; failures are kept too (a corrupt file stays
 corrupt until it changes), except a file that could not be opened or read at
-all: that says nothing about the file's bytes.
+all (:class:`~shimmy.models.gguf.ModelFileUnreadable`): that says nothing about
+the file's bytes.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from shimmy.errors import ShimmyError
-from shimmy.models.gguf import GGUFInfo, read_gguf_info
+from shimmy.models.gguf import GGUFInfo, ModelFileUnreadable, read_gguf_info
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +79,7 @@ class HeaderCache:
         try:
             info = read_gguf_info(path)
         except ShimmyError as exc:
-            if exc.message not in ("Model file not found", "Cannot read model file"):
+            if not isinstance(exc, ModelFileUnreadable):
                 record["error"] = [exc.message, exc.details]
                 self._store(key, record)
             raise
