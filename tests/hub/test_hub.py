@@ -14,6 +14,7 @@ import pytest
 
 from shimmy.errors import ShimmyError
 from shimmy.models import hub
+from shimmy.models.hub import pull as hub_pull
 from shimmy.models.registry import ModelRegistry
 from tests.hub.fakehub import FakeHub
 
@@ -227,7 +228,7 @@ def test_unknown_repo_and_file(fake_hub: FakeHub) -> None:
 
 
 def test_disk_too_small_is_refused(fake_hub: FakeHub, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(hub, "free_disk", lambda folder: 50_000_000)
+    monkeypatch.setattr(hub_pull, "free_disk", lambda folder: 50_000_000)
     with pytest.raises(ShimmyError) as info:
         hub.plan_pull(REPO)
     assert info.value.code == "download_failed" and "disk space" in info.value.message
