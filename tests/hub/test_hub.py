@@ -266,3 +266,17 @@ def test_rm_removes_only_what_shimmy_pulled(fake_hub: FakeHub) -> None:
     assert record is not None
     assert hub.remove_pulled(record) == file.size
     assert not hub.repo_storage(REPO).exists()
+
+
+def test_a_pulled_file_gets_the_name_discovery_lists_it_under(
+    fake_hub: FakeHub, tmp_path: Path
+) -> None:
+    q4 = hub.download(hub.plan_pull(REPO).file)
+    q8 = hub.download(hub.plan_pull(REPO + ":Q8_0").file)  # the same bytes: one blob
+    entries = ModelRegistry().refresh()
+    assert hub.registered_name(entries, q4) == "smollm2-135m-instruct-q4_k_m"
+    # Discovery lists the shared blob once, under the first link: the second
+    # link is matched through the blob it leads to.
+    assert not [e for e in entries if e.path == q8]
+    assert hub.registered_name(entries, q8) == "smollm2-135m-instruct-q4_k_m"
+    assert hub.registered_name(entries, tmp_path / "elsewhere.gguf") is None

@@ -11,7 +11,7 @@ work each:
     files.py      a repository's GGUF files, their quantization, whether one fits
     pull.py       what a pull means: the spec, the file chosen, the disk checked
     transfer.py   the download: resumed, bounded, hashed, linked into the cache
-    pulled.py     what shimmy pulled, for ``shimmy rm``
+    pulled.py     what shimmy pulled, for ``shimmy rm``, and the name it is listed under
 
 Downloads land in the hub cache (``HF_HUB_CACHE`` / ``HF_HOME``), laid out as
 ``hf_hub_download`` lays it out (:mod:`shimmy.models.hf_cache`), so discovery
@@ -24,7 +24,13 @@ mirror in ``HF_ENDPOINT`` may be hostile): see :mod:`~shimmy.models.hub.checks`.
 from shimmy.models.hub.checks import repo_storage
 from shimmy.models.hub.files import Fit, HubFile, HubPart, list_gguf_files, quantization_of
 from shimmy.models.hub.pull import PullPlan, PullSpec, choose_file, parse_pull_spec, plan_pull
-from shimmy.models.hub.pulled import find_pulled, pulled_records, record_pull, remove_pulled
+from shimmy.models.hub.pulled import (
+    find_pulled,
+    pulled_records,
+    record_pull,
+    registered_name,
+    remove_pulled,
+)
 from shimmy.models.hub.search import SORTS, HubModel, search_models
 from shimmy.models.hub.transfer import (
     PARTIAL_SUFFIX,
@@ -57,6 +63,7 @@ __all__ = [
     "pulled_records",
     "quantization_of",
     "record_pull",
+    "registered_name",
     "remove_pulled",
     "repo_storage",
     "search_models",

@@ -1,6 +1,6 @@
 """What shimmy pulled: the record that ``shimmy rm`` reads before it deletes
 anything (models shimmy downloaded, and only their snapshot files inside the
-cache).
+cache), and the name a pulled file is listed under.
 """
 
 from __future__ import annotations
@@ -8,14 +8,18 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shimmy.config import Paths
 from shimmy.models.hf_cache import SNAPSHOTS, huggingface_cache_dir, repo_folder_of
 from shimmy.models.hub.checks import download_failed
 from shimmy.models.hub.files import HubFile
+
+if TYPE_CHECKING:
+    from shimmy.models.discovery import ModelEntry
 
 
 def _pulled_file() -> Path:
@@ -100,3 +104,15 @@ def remove_pulled(record: dict[str, Any], cache_dir: Path | None = None) -> int:
             shutil.rmtree(storage, ignore_errors=True)  # refs and locks of an empty repo
     _write_records([r for r in pulled_records() if r.get("paths") != record.get("paths")])
     return freed
+
+
+def registered_name(entries: Sequence[ModelEntry], path: Path) -> str | None:
+    """The name discovery gave a downloaded file (``path``, its snapshot link),
+    or None when it is not listed. The link is matched first, then the blob it
+    leads to: two quantizations with the same bytes share one blob, and
+    discovery lists those bytes once."""
+    for same in (os.path.normpath, os.path.realpath):
+        for entry in entries:
+            if same(entry.path) == same(path):
+                return str(entry.name)
+    return None
