@@ -422,7 +422,7 @@ class Engine:
         slot.produced = 0
         slot.max_tokens = min(request.max_tokens, self.n_ctx - len(prompt))
         generation.cached_tokens = reuse
-        generation._start()
+        generation.start()
         log.debug(
             "engine %s: generation %d takes slot %d after %.1f ms in line; %d of %d prompt"
             " tokens cached",
@@ -503,7 +503,7 @@ class Engine:
         token = slot.sampler.sample(self._context, slot.logits_at)
         generation = slot.generation
         if self._model.is_end_of_generation(token):
-            generation._emit(slot.stream.flush(), None)
+            generation.emit(slot.stream.flush(), None)
             self._end(slot, FINISH_STOP)
             return
         slot.produced += 1
@@ -514,11 +514,11 @@ class Engine:
                 generation.id,
                 1000 * (time.monotonic() - generation.created_at),
             )
-        generation._emit(slot.stream.feed(self._model.piece(token)), token, wake=False)
+        generation.emit(slot.stream.feed(self._model.piece(token)), token, wake=False)
         if slot.stream.stopped:
             self._end(slot, FINISH_STOP)
         elif slot.produced >= slot.max_tokens:
-            generation._emit(slot.stream.flush(), None)
+            generation.emit(slot.stream.flush(), None)
             self._end(slot, FINISH_LENGTH)
         else:
             slot.next_token = token
@@ -551,7 +551,7 @@ class Engine:
     def _finished(
         self, generation: Generation, reason: str, error: ShimmyError | None = None
     ) -> None:
-        generation._finish(reason, error)
+        generation.finish(reason, error)
         with self._pending_lock:
             self._pending -= 1
         self.last_used = time.monotonic()

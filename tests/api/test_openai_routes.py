@@ -37,8 +37,8 @@ def finished_generation(
 ) -> Generation:
     generation = Generation(GenerationRequest(prompt_tokens=[1, 2, 3]), MODEL)
     for text in pieces:
-        generation._emit(text, 7)
-    generation._finish(reason, error)
+        generation.emit(text, 7)
+    generation.finish(reason, error)
     return generation
 
 
@@ -507,7 +507,7 @@ def test_stream_cancelled_when_client_disconnects(run):
         stream = _chat_stream(generation, {"id": "x", "created": 0, "model": MODEL}, False)
         first = await stream.__anext__()
         assert '"role":"assistant"' in first
-        feeder = threading.Timer(0.05, lambda: generation._emit("Hi", 1))
+        feeder = threading.Timer(0.05, lambda: generation.emit("Hi", 1))
         feeder.start()
         assert '"content":"Hi"' in await stream.__anext__()
         await stream.aclose()  # what Starlette does when the client disconnects
