@@ -20,8 +20,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from shimmy.config import Paths  # noqa: E402
-from shimmy.models.discovery import HeaderCache, discover_models  # noqa: E402
+from shimmy.models.discovery import discover_models  # noqa: E402
 from shimmy.models.gguf import read_gguf_info  # noqa: E402
+from shimmy.models.header_cache import HeaderCache  # noqa: E402
 
 
 def best_of(runs: int, func) -> float:  # type: ignore[no-untyped-def]

@@ -140,18 +140,12 @@ def cmd_pull(args: argparse.Namespace) -> int:
 
 def _registry_name(args: argparse.Namespace, path: Any) -> str:
     """The name `shimmy list` gives the pulled file."""
-    import os
-
     from shimmy.config import load_settings
+    from shimmy.models.hub import registered_name
     from shimmy.models.registry import ModelRegistry
 
     registry = ModelRegistry(load_settings().model_dirs)
-    # The same bytes under two file names are one model to discovery: match the blob too.
-    for same in (os.path.normpath, os.path.realpath):
-        for entry in registry.entries():
-            if same(entry.path) == same(path):
-                return entry.name
-    return str(path)
+    return registered_name(registry.entries(), path) or str(path)
 
 
 def cmd_rm(args: argparse.Namespace) -> int:

@@ -10,7 +10,7 @@ next token of every running sequence plus chunks of waiting prompts, calls
 ``llama_decode`` once, and samples each sequence from its own logits with its
 own sampler chain. A new request takes a free slot whose cached tokens its
 prompt continues (a later turn of the same chat, the same prompt again) and
-decodes only the rest; see :func:`choose_slot`. Only tokens left by a request
+decodes only the rest; see :func:`~shimmy.models.slots.choose_slot`. Only tokens left by a request
 of the same cache scope (``GenerationRequest.cache_scope``, one per API key)
 are ever reused.
 """
@@ -25,7 +25,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from shimmy.errors import ShimmyError
@@ -40,10 +40,11 @@ from shimmy.models.generation import (
     wake_readers,
 )
 from shimmy.models.promptcache import PromptCache, common_prefix
+from shimmy.models.slots import Slot, assign_slots, shared_tokens
 from shimmy.models.textstream import TextStream
 
 if TYPE_CHECKING:
-    from shimmy.models.llamacpp import Context, Model, Sampler
+    from shimmy.models.llamacpp import Context, Model
     from shimmy.models.registry import ModelEntry
 
 log = logging.getLogger(__name__)
@@ -69,98 +70,9 @@ def process_rss() -> int:
     return int(psutil.Process(os.getpid()).memory_info().rss)
 
 
-@dataclass(eq=False)
-class _Slot:
-    """One sequence of the context: its cached tokens and the request it runs."""
-
-    seq: int
-    cached: list[int] = field(default_factory=list)  # tokens whose KV is in the context
-    scope: str = ""  # the cache scope of the request that left ``cached``
-    generation: Generation | None = None
-    sampler: Sampler | None = None
-    pending: list[int] = field(default_factory=list)  # prompt tokens still to decode
-    next_token: int | None = None  # sampled, to be fed in the next step
-    logits_at: int = -1  # batch index of this slot's logits in the current step
-    stream: TextStream | None = None
-    produced: int = 0
-    max_tokens: int = 0
-    last_used: float = 0.0
-    # The conversation left here by the last request may not be in the prompt
-    # cache yet (see Engine._save_an_idle_slot).
-    unsaved: bool = False
-
-    @property
-    def free(self) -> bool:
-        return self.generation is None
-
-
 # An idle engine waits this long for more arrivals before decoding (see _receive).
 ARRIVAL_GAP = 0.003
 ARRIVAL_WINDOW = 0.025
-
-# A slot's cache "continues" a prompt when they share this fraction of the shorter
-# of the two: the same prompt again, or a later turn of the same chat.
-CONTINUES = 0.9
-
-
-def shared_tokens(slot: _Slot, prompt: Sequence[int], scope: str) -> int:
-    """How many of ``slot``'s cached tokens a prompt of ``scope`` may reuse: the
-    prefix they share, or none when another scope left them."""
-    return common_prefix(slot.cached, prompt) if slot.scope == scope else 0
-
-
-def choose_slot(free: Sequence[_Slot], prompt: Sequence[int], scope: str = "") -> _Slot:
-    """The free slot for ``prompt``, of cache ``scope``.
-
-    A slot whose cache the prompt continues is taken, the longest shared prefix
-    first. Otherwise an empty slot (lowest first: llama.cpp attends over the range
-    of sequence streams a batch touches, so running sequences are best kept
-    together), else the least recently used. A prompt that shares only a short
-    prefix with a slot (a system prompt) must not take it: that would evict the
-    slot's conversation, whose next turn would then recompute everything and evict
-    another in turn. A slot of another scope shares nothing with the prompt.
-    """
-    return continued_slot(free, prompt, scope) or min(
-        free, key=lambda s: (bool(s.cached), s.last_used, s.seq)
-    )
-
-
-def continued_slot(free: Sequence[_Slot], prompt: Sequence[int], scope: str = "") -> _Slot | None:
-    """The free slot of ``scope`` whose cache ``prompt`` continues, the longest
-    shared prefix first; None if there is none."""
-    best: _Slot | None = None
-    best_shared = 0
-    for slot in free:
-        shared = shared_tokens(slot, prompt, scope)
-        if shared > best_shared and shared >= CONTINUES * min(len(prompt), len(slot.cached)):
-            best, best_shared = slot, shared
-    return best
-
-
-def assign_slots(
-    free: Sequence[_Slot],
-    prompts: Sequence[Sequence[int]],
-    scopes: Sequence[str] | None = None,
-) -> list[_Slot]:
-    """A slot for each of ``prompts`` (no more than there are free slots), which
-    start together: the prompts that continue a slot's cache take theirs first, so
-    that a prompt with none cannot take, and evict, the slot that another prompt of
-    the same batch continues (see :func:`choose_slot`). Without this, clients
-    coming back together can shuffle their conversations through the slots: each
-    eviction saves a state to host memory and each return copies one back, all
-    before the first step. ``scopes`` gives each prompt's cache scope ("" for all
-    when None)."""
-    assert len(prompts) <= len(free)
-    scopes = scopes if scopes is not None else [""] * len(prompts)
-    homes = [continued_slot(free, p, s) for p, s in zip(prompts, scopes, strict=True)]
-    left = list(free)
-    chosen: dict[int, _Slot] = {}
-    for i in sorted(range(len(prompts)), key=lambda i: homes[i] is None):
-        home = homes[i]
-        # A home another prompt of the batch took first: choose again among the rest.
-        chosen[i] = home if home in left else choose_slot(left, prompts[i], scopes[i])
-        left.remove(chosen[i])
-    return [chosen[i] for i in range(len(prompts))]
 
 
 class Engine:
@@ -197,7 +109,7 @@ class Engine:
         self.rss_delta = max(0, process_rss() - rss_before)
         self.n_parallel = options.parallel
         self.n_ctx = self._context.n_ctx // options.parallel  # per request
-        self._slots = [_Slot(seq=i) for i in range(options.parallel)]
+        self._slots = [Slot(seq=i) for i in range(options.parallel)]
         self._prompt_cache = PromptCache(options.prompt_cache_bytes)
         info = entry.info
         self.template = ChatTemplate.for_model(
@@ -403,7 +315,7 @@ class Engine:
 
     def _admit(self) -> None:
         """Give waiting generations free slots, first come first served (which slot
-        each takes: :func:`assign_slots`)."""
+        each takes: :func:`~shimmy.models.slots.assign_slots`)."""
         self._drop_cancelled()
         free = [s for s in self._slots if s.free]
         starting: list[tuple[Generation, list[int]]] = []
@@ -440,7 +352,7 @@ class Engine:
                 else:
                     self._waiting.append(generation)
 
-    def _swap_saved_prompts(self, slot: _Slot, prompt: list[int], scope: str) -> int:
+    def _swap_saved_prompts(self, slot: Slot, prompt: list[int], scope: str) -> int:
         """Before ``prompt``, of cache ``scope``, takes ``slot``: save the
         conversation it would evict, and bring back a saved one of ``scope`` that
         ``prompt`` continues further than what the slot holds (see
@@ -471,7 +383,7 @@ class Engine:
         slot.cached = []
         return 0
 
-    def _save(self, slot: _Slot) -> None:
+    def _save(self, slot: Slot) -> None:
         """Copy the conversation ``slot`` holds into the prompt cache."""
         started = time.monotonic()
         try:
@@ -489,7 +401,7 @@ class Engine:
                 1000 * (time.monotonic() - started),
             )
 
-    def _start(self, slot: _Slot, generation: Generation, prompt: list[int], reuse: int) -> None:
+    def _start(self, slot: Slot, generation: Generation, prompt: list[int], reuse: int) -> None:
         """Run ``generation`` in ``slot``, whose first ``reuse`` cached tokens are
         the prompt's own."""
         from shimmy.models.llamacpp import Sampler, SamplerSettings
@@ -523,7 +435,7 @@ class Engine:
         slot.produced = 0
         slot.max_tokens = min(request.max_tokens, self.n_ctx - len(prompt))
         generation.cached_tokens = reuse
-        generation._start()
+        generation.start()
         log.debug(
             "engine %s: generation %d takes slot %d after %.1f ms in line; %d of %d prompt"
             " tokens cached",
@@ -598,13 +510,13 @@ class Engine:
                 1000 * (time.monotonic() - started),
             )
 
-    def _sample(self, slot: _Slot) -> None:
+    def _sample(self, slot: Slot) -> None:
         assert slot.sampler is not None and slot.generation is not None
         assert slot.stream is not None
         token = slot.sampler.sample(self._context, slot.logits_at)
         generation = slot.generation
         if self._model.is_end_of_generation(token):
-            generation._emit(slot.stream.flush(), None)
+            generation.emit(slot.stream.flush(), None)
             self._end(slot, FINISH_STOP)
             return
         slot.produced += 1
@@ -615,11 +527,11 @@ class Engine:
                 generation.id,
                 1000 * (time.monotonic() - generation.created_at),
             )
-        generation._emit(slot.stream.feed(self._model.piece(token)), token, wake=False)
+        generation.emit(slot.stream.feed(self._model.piece(token)), token, wake=False)
         if slot.stream.stopped:
             self._end(slot, FINISH_STOP)
         elif slot.produced >= slot.max_tokens:
-            generation._emit(slot.stream.flush(), None)
+            generation.emit(slot.stream.flush(), None)
             self._end(slot, FINISH_LENGTH)
         else:
             slot.next_token = token
@@ -631,13 +543,13 @@ class Engine:
             "raise it with --request-timeout",
         )
 
-    def _end(self, slot: _Slot, reason: str, error: ShimmyError | None = None) -> None:
+    def _end(self, slot: Slot, reason: str, error: ShimmyError | None = None) -> None:
         generation = slot.generation
         self._release(slot)
         if generation is not None:
             self._finished(generation, reason, error)
 
-    def _release(self, slot: _Slot) -> None:
+    def _release(self, slot: Slot) -> None:
         if slot.sampler is not None:
             slot.sampler.close()
         # Prompt tokens queued but never decoded are not in the cache.
@@ -652,7 +564,7 @@ class Engine:
     def _finished(
         self, generation: Generation, reason: str, error: ShimmyError | None = None
     ) -> None:
-        generation._finish(reason, error)
+        generation.finish(reason, error)
         with self._pending_lock:
             self._pending -= 1
         self.last_used = time.monotonic()

@@ -1,8 +1,9 @@
 """What a caller asks an engine for, and the handle it gets back.
 
-A :class:`Generation` is filled by the engine's scheduler thread and read by
-anyone: a plain iterator for threads (the CLI, Textual workers), an async
-iterator for the event loop (uvicorn), and ``cancel()`` from either side.
+A :class:`Generation` is filled by the engine's scheduler thread (its producer
+side: ``start``, ``emit``, ``finish``) and read by anyone: a plain iterator for
+threads (the CLI, Textual workers), an async iterator for the event loop
+(uvicorn), and ``cancel()`` from either side.
 """
 
 from __future__ import annotations
@@ -178,6 +179,8 @@ class Generation:
         return self.first_token_at - self.created_at
 
     # -- producer side (the engine's scheduler thread) ------------------------
+    # Only the engine that runs this generation calls start, emit and finish
+    # (tests stand in for it); readers use the consumer side above.
 
     def _notify(self) -> None:
         self._changed.notify_all()
@@ -187,12 +190,15 @@ class Generation:
             except RuntimeError:  # that event loop closed; its reader is gone
                 pass
 
-    def _start(self) -> None:
+    def start(self) -> None:
+        """Mark the moment the engine gave this generation a slot. Called only
+        by the engine that runs it."""
         self.started_at = time.monotonic()
 
-    def _emit(self, text: str, token_id: int | None, *, wake: bool = True) -> None:
+    def emit(self, text: str, token_id: int | None, *, wake: bool = True) -> None:
         """Add a piece; ``wake`` false leaves waking the readers to a later
-        :func:`wake_readers` that wakes several generations' readers at once."""
+        :func:`wake_readers` that wakes several generations' readers at once.
+        Called only by the engine that runs this generation."""
         now = time.monotonic()
         with self._lock:
             if token_id is not None:
@@ -204,7 +210,10 @@ class Generation:
             if wake:
                 self._notify()
 
-    def _finish(self, reason: str, error: ShimmyError | None = None) -> None:
+    def finish(self, reason: str, error: ShimmyError | None = None) -> None:
+        """End the generation with a finish reason (and the error, if it
+        failed) and wake every reader; later calls change nothing. Called only
+        by the engine that runs this generation."""
         with self._lock:
             if self.finish_reason is not None:
                 return

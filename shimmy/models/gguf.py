@@ -192,6 +192,16 @@ class GGUFInfo:
         return cls(**values)
 
 
+class ModelFileUnreadable(ShimmyError):
+    """``model_invalid`` for a file that could not be opened or read at all
+    (missing, not permitted, an I/O error). It says nothing about the file's
+    bytes and may pass (the file is copied in, a disk comes back), so it must
+    not be remembered as the file's verdict, as a damaged header is."""
+
+    def __init__(self, message: str, details: str) -> None:
+        super().__init__("model_invalid", message, details)
+
+
 class _Invalid(Exception):
     """Raised inside the parser; read_gguf_info turns it into a ShimmyError."""
 
@@ -575,6 +585,8 @@ def read_gguf_info(path: str | Path) -> GGUFInfo:
     Raises ``ShimmyError("model_invalid")`` for anything that is not a
     readable, complete GGUF file of version 2 or 3; the details name the file
     and the numbers that are wrong. It raises nothing else, whatever the bytes.
+    A file that cannot be opened or read raises the :class:`ModelFileUnreadable`
+    kind of it.
     """
     name = os.fspath(path)
     try:
@@ -584,13 +596,11 @@ def read_gguf_info(path: str | Path) -> GGUFInfo:
     except _Invalid as exc:
         raise ShimmyError("model_invalid", exc.message, exc.details) from None
     except FileNotFoundError:
-        raise ShimmyError(
-            "model_invalid", "Model file not found", f"{name}: no such file"
-        ) from None
+        raise ModelFileUnreadable("Model file not found", f"{name}: no such file") from None
     except IsADirectoryError:
         raise ShimmyError("model_invalid", "Not a GGUF file", f"{name} is a directory") from None
     except OSError as exc:
-        raise ShimmyError("model_invalid", "Cannot read model file", f"{name}: {exc}") from None
+        raise ModelFileUnreadable("Cannot read model file", f"{name}: {exc}") from None
     except Exception as exc:  # a parser bug must not escape as a crash; tests fuzz for this
         raise ShimmyError(
             "model_invalid", "Unreadable GGUF file", f"{name}: {type(exc).__name__}: {exc}"

@@ -16,16 +16,10 @@ from pathlib import Path
 
 from shimmy.config import Paths
 from shimmy.errors import ShimmyError, model_not_found
-from shimmy.models.discovery import (
-    Discovery,
-    HeaderCache,
-    ModelEntry,
-    SearchPlace,
-    describe_file,
-    discover_models,
-    model_name,
-    split_parts,
-)
+from shimmy.models.discovery import Discovery, ModelEntry, describe_file, discover_models
+from shimmy.models.grouping import model_name, split_parts
+from shimmy.models.header_cache import HeaderCache
+from shimmy.models.sources import SearchPlace
 
 __all__ = ["ModelEntry", "ModelRegistry", "SearchPlace"]
 

@@ -11,10 +11,8 @@ on the Models tab at once, and names it.
 from __future__ import annotations
 
 import itertools
-import os
 import threading
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 from rich.text import Text
@@ -55,16 +53,6 @@ class DownloadJob:
     @property
     def label(self) -> str:
         return f"{self.file.repo_id}/{self.file.name}"
-
-
-def registered_name(entries: list[Any], path: Path) -> str | None:
-    """The name discovery gave the downloaded file. The snapshot link is matched
-    first: two quantizations with the same bytes share one blob."""
-    for same in (os.path.normpath, os.path.realpath):
-        for entry in entries:
-            if same(entry.path) == same(path):
-                return str(entry.name)
-    return None
 
 
 def progress_line(progress: Any) -> str:
@@ -229,7 +217,7 @@ class DownloadQueue(Vertical):
         except ShimmyError as exc:
             self.post_message(self.Finished(job.id, "failed", error=exc.one_line()))
             return
-        name = registered_name(self.manager.registry.refresh(), path)
+        name = hub.registered_name(self.manager.registry.refresh(), path)
         self.post_message(self.Finished(job.id, "done", model_name=name or str(path)))
 
     # -- what the worker reports -----------------------------------------------------

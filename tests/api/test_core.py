@@ -121,8 +121,8 @@ async def test_leaving_while_queued_cancels_before_any_token() -> None:
 async def test_finish_returns_once_every_generation_ends_even_with_an_error() -> None:
     watch = Client().watch()
     ok, failed = generation(), generation()
-    ok._finish("stop")
-    failed._finish("error", ShimmyError("generation_failed", "boom"))
+    ok.finish("stop")
+    failed.finish("error", ShimmyError("generation_failed", "boom"))
     await asyncio.wait_for(watch.finish([ok, failed]), 10)
     assert not ok.cancelled and not failed.cancelled
     watch.close()
@@ -144,7 +144,7 @@ async def test_a_stream_ends_and_cancels_its_generation_when_the_client_leaves()
 
     response = EventStream(_stream(made), watch=client.watch(), generations=[made])
     task = asyncio.ensure_future(response({"type": "http"}, client.disconnect, send))
-    made._emit("Hi", 1)
+    made.emit("Hi", 1)
     while not any(b'"text":"Hi"' in m.get("body", b"") for m in sent):
         await asyncio.sleep(0.01)
     client.leave()
@@ -166,7 +166,7 @@ async def test_a_stream_whose_socket_is_closed_cancels_its_generation() -> None:
 
     response = EventStream(_stream(made), watch=client.watch(), generations=[made])
     task = asyncio.ensure_future(response({"type": "http"}, client.disconnect, send))
-    made._emit("Hi", 1)
+    made.emit("Hi", 1)
     await asyncio.wait_for(task, 10)
     assert made.cancelled
 
@@ -174,8 +174,8 @@ async def test_a_stream_whose_socket_is_closed_cancels_its_generation() -> None:
 async def test_a_finished_stream_sends_every_event_and_ends_the_body() -> None:
     client = Client()
     made = generation()
-    made._emit("Hi", 1)
-    made._finish("stop")
+    made.emit("Hi", 1)
+    made.finish("stop")
     sent: list[dict[str, Any]] = []
 
     async def send(message: dict[str, Any]) -> None:

@@ -37,8 +37,8 @@ def finished_generation(
 ) -> Generation:
     generation = Generation(GenerationRequest(prompt_tokens=[1, 2, 3]), MODEL)
     for text in pieces:
-        generation._emit(text, 7)
-    generation._finish(reason, error)
+        generation.emit(text, 7)
+    generation.finish(reason, error)
     return generation
 
 
@@ -501,7 +501,7 @@ def test_a_request_whose_client_leaves_is_cancelled(app, manager, run, stream):
         task = asyncio.create_task(app(scope, receive, send))
         await eventually_async(lambda: manager.calls, timeout=5, what="the submission")
         if stream:  # one token reaches the client first
-            generation._emit("Hi", 1)
+            generation.emit("Hi", 1)
             await eventually_async(
                 lambda: any(b'"content":"Hi"' in m.get("body", b"") for m in send.sent),
                 timeout=5,

@@ -14,6 +14,7 @@ import pytest
 
 from shimmy.errors import ShimmyError
 from shimmy.models import hub
+from shimmy.models.hub import pull as hub_pull
 from shimmy.models.registry import ModelRegistry
 from tests.hub.fakehub import FakeHub
 
@@ -227,7 +228,7 @@ def test_unknown_repo_and_file(fake_hub: FakeHub) -> None:
 
 
 def test_disk_too_small_is_refused(fake_hub: FakeHub, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(hub, "free_disk", lambda folder: 50_000_000)
+    monkeypatch.setattr(hub_pull, "free_disk", lambda folder: 50_000_000)
     with pytest.raises(ShimmyError) as info:
         hub.plan_pull(REPO)
     assert info.value.code == "download_failed" and "disk space" in info.value.message
@@ -265,3 +266,17 @@ def test_rm_removes_only_what_shimmy_pulled(fake_hub: FakeHub) -> None:
     assert record is not None
     assert hub.remove_pulled(record) == file.size
     assert not hub.repo_storage(REPO).exists()
+
+
+def test_a_pulled_file_gets_the_name_discovery_lists_it_under(
+    fake_hub: FakeHub, tmp_path: Path
+) -> None:
+    q4 = hub.download(hub.plan_pull(REPO).file)
+    q8 = hub.download(hub.plan_pull(REPO + ":Q8_0").file)  # the same bytes: one blob
+    entries = ModelRegistry().refresh()
+    assert hub.registered_name(entries, q4) == "smollm2-135m-instruct-q4_k_m"
+    # Discovery lists the shared blob once, under the first link: the second
+    # link is matched through the blob it leads to.
+    assert not [e for e in entries if e.path == q8]
+    assert hub.registered_name(entries, q8) == "smollm2-135m-instruct-q4_k_m"
+    assert hub.registered_name(entries, tmp_path / "elsewhere.gguf") is None

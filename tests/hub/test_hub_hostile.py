@@ -24,6 +24,8 @@ from textual.widgets import Static
 
 from shimmy.errors import ExitCode, ShimmyError
 from shimmy.models import hub
+from shimmy.models.hub import client as hub_client
+from shimmy.models.hub import files as hub_files
 from shimmy.models.registry import ModelRegistry
 from shimmy.tui.download_queue import DownloadQueue
 from tests.e2e.harness import isolated_env, run_shimmy
@@ -423,7 +425,7 @@ def test_search_answers_that_lie_are_refused(
     assert info.value.code == "download_failed"
     assert message in info.value.message
     assert fake_hub.sent.get("/api/models", 0) < 48_000_000  # not the 60 MB of "huge"
-    assert answer.times <= hub.MAX_PAGES
+    assert answer.times <= hub_client.MAX_PAGES
 
 
 @pytest.mark.parametrize(
@@ -452,7 +454,7 @@ def test_tree_entries_that_lie_are_refused(fake_hub: FakeHub, entry: object, mes
 
 
 def test_tree_listings_are_bounded(fake_hub: FakeHub, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(hub, "MAX_TREE_ENTRIES", 100)
+    monkeypatch.setattr(hub_files, "MAX_TREE_ENTRIES", 100)
     folders = [{"type": "directory", "path": f"d{i}", "oid": "0" * 40} for i in range(101)]
     repo_id = add(fake_hub, "tree-GGUF", FakeFile(NAME, text=TINY), extra_entries=folders)
     with pytest.raises(ShimmyError) as info:

@@ -14,16 +14,13 @@ from pathlib import Path
 import pytest
 
 from shimmy.config import Paths, load_settings
-from shimmy.models import discovery
-from shimmy.models.discovery import (
-    HeaderCache,
-    ModelEntry,
-    discover_models,
-    model_name,
-    walk_gguf_files,
-)
+from shimmy.models import header_cache
+from shimmy.models.discovery import ModelEntry, discover_models
 from shimmy.models.gguf import read_gguf_info
+from shimmy.models.grouping import model_name
+from shimmy.models.header_cache import HeaderCache
 from shimmy.models.registry import ModelRegistry
+from shimmy.models.sources import walk_gguf_files
 from tests.models import gguf_bytes, model_metadata, write_model
 
 SMOLLM2 = "smollm2-135m-instruct-q4_1"
@@ -616,7 +613,7 @@ def test_thousands_of_other_files_list_fast(isolated_home: Path, tmp_path: Path)
 class CountingReader:
     def __init__(self) -> None:
         self.calls: list[Path] = []
-        self.real = discovery.read_gguf_info
+        self.real = header_cache.read_gguf_info
 
     def __call__(self, path):  # type: ignore[no-untyped-def]
         self.calls.append(Path(path))
@@ -626,7 +623,7 @@ class CountingReader:
 @pytest.fixture
 def counting(monkeypatch: pytest.MonkeyPatch) -> CountingReader:
     reader = CountingReader()
-    monkeypatch.setattr(discovery, "read_gguf_info", reader)
+    monkeypatch.setattr(header_cache, "read_gguf_info", reader)
     return reader
 
 

@@ -44,7 +44,7 @@ async def _one_wake_per_event_loop() -> None:
 
     def scheduler_step() -> None:  # as the engine's thread does it
         for i, generation in enumerate(generations):
-            generation._emit(f"t{i}", 100 + i, wake=False)
+            generation.emit(f"t{i}", 100 + i, wake=False)
         wake_readers(generations)
 
     thread = threading.Thread(target=scheduler_step)
@@ -55,7 +55,7 @@ async def _one_wake_per_event_loop() -> None:
     loop.call_soon_threadsafe = original  # type: ignore[method-assign]
 
     for generation in generations:
-        generation._finish("length")
+        generation.finish("length")
     assert await asyncio.wait_for(asyncio.gather(*readers), 5) == ["t0", "t1", "t2", "t3"]
 
 
@@ -64,10 +64,10 @@ def test_pieces_emitted_without_a_wake_reach_thread_readers_after_wake_readers()
     seen: list[str] = []
     reader = threading.Thread(target=lambda: seen.extend(p.text for p in generation))
     reader.start()
-    generation._emit("a", 7, wake=False)
-    generation._emit("b", 8, wake=False)
+    generation.emit("a", 7, wake=False)
+    generation.emit("b", 8, wake=False)
     wake_readers([generation])
-    generation._finish("length")
+    generation.finish("length")
     reader.join(5)
     assert not reader.is_alive()
     assert seen == ["a", "b"]

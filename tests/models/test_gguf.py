@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from shimmy.errors import ShimmyError
-from shimmy.models.gguf import GGUFInfo, read_gguf_info
+from shimmy.models.gguf import GGUFInfo, ModelFileUnreadable, read_gguf_info
 from tests.models import (
     ARRAY,
     F16,
@@ -280,10 +280,18 @@ def test_json_round_trip(tmp_path: Path) -> None:
 def test_missing_file(tmp_path: Path) -> None:
     error = invalid(tmp_path / "nope.gguf")
     assert "nope.gguf" in (error.details or "")
+    assert isinstance(error, ModelFileUnreadable)  # not a verdict on its bytes
+
+
+def test_unreadable_file(tmp_path: Path) -> None:
+    (tmp_path / "folder").write_bytes(b"")
+    error = invalid(tmp_path / "folder" / "m.gguf")  # ENOTDIR: fails to open, even as root
+    assert error.message == "Cannot read model file"
+    assert isinstance(error, ModelFileUnreadable)
 
 
 def test_directory(tmp_path: Path) -> None:
-    invalid(tmp_path)
+    assert not isinstance(invalid(tmp_path), ModelFileUnreadable)
 
 
 def test_empty_file(tmp_path: Path) -> None:
@@ -298,6 +306,7 @@ def test_wrong_magic(tmp_path: Path) -> None:
     path.write_bytes(b"<html>not found</html>")
     error = invalid(path)
     assert error.message == "Not a GGUF file"
+    assert not isinstance(error, ModelFileUnreadable)
     assert "model.gguf" in (error.details or "") and "<htm" in (error.details or "")
 
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from shimmy.models.engine import _Slot, assign_slots, choose_slot, continued_slot, shared_tokens
+from shimmy.models.slots import Slot, assign_slots, choose_slot, continued_slot, shared_tokens
 
 SYSTEM = list(range(1000, 1024))  # a 24-token system prompt every chat shares
 
 
-def slot(seq: int, cached: list[int], last_used: float = 0.0) -> _Slot:
-    return _Slot(seq=seq, cached=list(cached), last_used=last_used)
+def slot(seq: int, cached: list[int], last_used: float = 0.0) -> Slot:
+    return Slot(seq=seq, cached=list(cached), last_used=last_used)
 
 
 def test_a_later_turn_takes_the_slot_holding_its_chat() -> None:
@@ -76,7 +76,7 @@ def test_a_slot_of_another_scope_is_never_continued() -> None:
     # The same prompt again from another API key's scope: the slot that ran it
     # shares nothing with it, so the prompt takes the empty slot instead.
     prompt = [*SYSTEM, 1, 2, 3]
-    ran_it = _Slot(seq=0, cached=[*prompt, *range(200, 260)], scope="a")
+    ran_it = Slot(seq=0, cached=[*prompt, *range(200, 260)], scope="a")
     empty = slot(1, [])
     assert continued_slot([ran_it, empty], prompt, "b") is None
     assert choose_slot([ran_it, empty], prompt, "b") is empty
@@ -86,7 +86,7 @@ def test_a_slot_of_another_scope_is_never_continued() -> None:
 
 def test_prompts_starting_together_only_continue_slots_of_their_scope() -> None:
     chat = [*SYSTEM, 1, 2, *range(400, 440)]
-    held = _Slot(seq=0, cached=chat, scope="a", last_used=1.0)
+    held = Slot(seq=0, cached=chat, scope="a", last_used=1.0)
     other = slot(1, [*SYSTEM, 5, 6, *range(600, 640)], last_used=2.0)
     # Scope "b" sends scope "a"'s conversation: no home, so the least recently
     # used slot (the one holding "a"'s chat) goes to it as to any other prompt,

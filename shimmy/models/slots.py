@@ -1,0 +1,113 @@
+"""Which sequence slot of a model's context a request takes: the slot policy.
+
+The engine's context holds ``parallel`` sequences, each keeping the tokens the
+last request left in it. A new request takes a free slot whose cached tokens its
+prompt continues (a later turn of the same chat, the same prompt again) and
+decodes only the rest; :func:`choose_slot` says which, :func:`assign_slots` does
+it for requests that start together. Only tokens left by a request of the same
+cache scope (one per API key) are ever reused. The engine's scheduler thread
+owns the slots; nothing here locks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from shimmy.models.generation import Generation
+from shimmy.models.promptcache import common_prefix
+from shimmy.models.textstream import TextStream
+
+if TYPE_CHECKING:
+    from shimmy.models.llamacpp import Sampler
+
+
+@dataclass(eq=False)
+class Slot:
+    """One sequence of the context: its cached tokens and the request it runs."""
+
+    seq: int
+    cached: list[int] = field(default_factory=list)  # tokens whose KV is in the context
+    scope: str = ""  # the cache scope of the request that left ``cached``
+    generation: Generation | None = None
+    sampler: Sampler | None = None
+    pending: list[int] = field(default_factory=list)  # prompt tokens still to decode
+    next_token: int | None = None  # sampled, to be fed in the next step
+    logits_at: int = -1  # batch index of this slot's logits in the current step
+    stream: TextStream | None = None
+    produced: int = 0
+    max_tokens: int = 0
+    last_used: float = 0.0
+    # The conversation left here by the last request may not be in the prompt
+    # cache yet (see shimmy.models.engine.Engine._save_an_idle_slot).
+    unsaved: bool = False
+
+    @property
+    def free(self) -> bool:
+        return self.generation is None
+
+
+# A slot's cache "continues" a prompt when they share this fraction of the shorter
+# of the two: the same prompt again, or a later turn of the same chat.
+CONTINUES = 0.9
+
+
+def shared_tokens(slot: Slot, prompt: Sequence[int], scope: str) -> int:
+    """How many of ``slot``'s cached tokens a prompt of ``scope`` may reuse: the
+    prefix they share, or none when another scope left them."""
+    return common_prefix(slot.cached, prompt) if slot.scope == scope else 0
+
+
+def choose_slot(free: Sequence[Slot], prompt: Sequence[int], scope: str = "") -> Slot:
+    """The free slot for ``prompt``, of cache ``scope``.
+
+    A slot whose cache the prompt continues is taken, the longest shared prefix
+    first. Otherwise an empty slot (lowest first: llama.cpp attends over the range
+    of sequence streams a batch touches, so running sequences are best kept
+    together), else the least recently used. A prompt that shares only a short
+    prefix with a slot (a system prompt) must not take it: that would evict the
+    slot's conversation, whose next turn would then recompute everything and evict
+    another in turn. A slot of another scope shares nothing with the prompt.
+    """
+    return continued_slot(free, prompt, scope) or min(
+        free, key=lambda s: (bool(s.cached), s.last_used, s.seq)
+    )
+
+
+def continued_slot(free: Sequence[Slot], prompt: Sequence[int], scope: str = "") -> Slot | None:
+    """The free slot of ``scope`` whose cache ``prompt`` continues, the longest
+    shared prefix first; None if there is none."""
+    best: Slot | None = None
+    best_shared = 0
+    for slot in free:
+        shared = shared_tokens(slot, prompt, scope)
+        if shared > best_shared and shared >= CONTINUES * min(len(prompt), len(slot.cached)):
+            best, best_shared = slot, shared
+    return best
+
+
+def assign_slots(
+    free: Sequence[Slot],
+    prompts: Sequence[Sequence[int]],
+    scopes: Sequence[str] | None = None,
+) -> list[Slot]:
+    """A slot for each of ``prompts`` (no more than there are free slots), which
+    start together: the prompts that continue a slot's cache take theirs first, so
+    that a prompt with none cannot take, and evict, the slot that another prompt of
+    the same batch continues (see :func:`choose_slot`). Without this, clients
+    coming back together can shuffle their conversations through the slots: each
+    eviction saves a state to host memory and each return copies one back, all
+    before the first step. ``scopes`` gives each prompt's cache scope ("" for all
+    when None)."""
+    assert len(prompts) <= len(free)
+    scopes = scopes if scopes is not None else [""] * len(prompts)
+    homes = [continued_slot(free, p, s) for p, s in zip(prompts, scopes, strict=True)]
+    left = list(free)
+    chosen: dict[int, Slot] = {}
+    for i in sorted(range(len(prompts)), key=lambda i: homes[i] is None):
+        home = homes[i]
+        # A home another prompt of the batch took first: choose again among the rest.
+        chosen[i] = home if home in left else choose_slot(left, prompts[i], scopes[i])
+        left.remove(chosen[i])
+    return [chosen[i] for i in range(len(prompts))]
