@@ -113,6 +113,7 @@ def websocket_request(server: Server, body: dict[str, Any]) -> Callable[[], None
         asyncio.run_coroutine_threadsafe(ws.close(), loop).result(30)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(30)
+        loop.close()
 
     return hang_up
 
