@@ -547,11 +547,11 @@ def _repacking(enabled: bool | None) -> str:
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
     from shimmy.api.address import parse_bind
+    from shimmy.api.server_control import ServerControl
     from shimmy.config import Paths
     from shimmy.tui.app import ShimmyApp
     from shimmy.tui.logsink import DashboardLogHandler, route_logging_to
     from shimmy.tui.native_stderr import native_stderr_to
-    from shimmy.tui.server_control import ServerControl
 
     settings = _settings(args)
     host, port = parse_bind(args.bind, None, settings.host)

@@ -26,6 +26,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header, TabbedContent, TabPane
 from textual.worker import Worker
 
+from shimmy.api.server_control import ServerControl, describe
 from shimmy.errors import ShimmyError
 from shimmy.tui.chat_pane import ChatPane
 from shimmy.tui.download_queue import DownloadQueue
@@ -41,7 +42,6 @@ from shimmy.tui.messages import (
     StatsUpdated,
 )
 from shimmy.tui.models_pane import ModelsPane
-from shimmy.tui.server_control import ServerControl, describe
 from shimmy.tui.server_pane import ServerPane
 
 DARK_THEME = "textual-dark"

@@ -15,9 +15,9 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Button, DataTable, Input, Sparkline, Static
 
 from shimmy.api.requestlog import WEBSOCKET_OPEN
+from shimmy.api.server_control import ServerControl
 from shimmy.tui.messages import ServerStateChanged, StartServerRequested
 from shimmy.tui.plain import plain
-from shimmy.tui.server_control import ServerControl
 from shimmy.tui.tables import Row, sync_rows
 from shimmy.units import format_bytes
 

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from shimmy.api.server_control import ServerControl
 from shimmy.config import Settings
 from shimmy.models.manager import ModelManager
 from shimmy.tui.app import ShimmyApp
-from shimmy.tui.server_control import ServerControl
 
 MODEL = "smollm2-135m-instruct-q4_1"
 

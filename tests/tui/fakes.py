@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from shimmy.api.requestlog import RequestLog
+from shimmy.api.server_control import ServerControl
 from shimmy.config import Settings
 from shimmy.models.generation import Piece
 from shimmy.models.hub import Fit, HubFile, HubModel, HubPart, quantization_of
 from shimmy.models.manager import LoadedModel, ManagerStats, UsageTotals
-from shimmy.tui.server_control import ServerControl
 
 REPLY = (
     "Here are three tips:\n\n"

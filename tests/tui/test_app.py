@@ -9,10 +9,10 @@ import httpx
 import pytest
 from textual.command import CommandList, CommandPalette
 
+from shimmy.api.server_control import ServerControl
 from shimmy.models.manager import ModelManager
 from shimmy.tui.app import DARK_THEME, LIGHT_THEME, ShimmyApp
 from shimmy.tui.help_screen import HelpScreen
-from shimmy.tui.server_control import ServerControl
 from tests.tui.conftest import make_app, server_url
 from tests.waiting import settle
 

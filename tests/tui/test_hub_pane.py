@@ -14,6 +14,7 @@ from textual.notifications import Notify
 from textual.widgets import DataTable, Input, ProgressBar, Select
 from textual.widgets.select import InvalidSelectValueError
 
+from shimmy.api.server_control import ServerControl
 from shimmy.models import hub
 from shimmy.models.manager import ModelManager
 from shimmy.tui.app import ShimmyApp
@@ -22,7 +23,6 @@ from shimmy.tui.download_queue import DownloadQueue
 from shimmy.tui.help_screen import HelpScreen
 from shimmy.tui.hub_pane import HubPane
 from shimmy.tui.models_pane import ModelTable
-from shimmy.tui.server_control import ServerControl
 from tests.hub import conftest as hub_fixtures
 from tests.hub.fakehub import FakeHub
 from tests.tui.conftest import make_app

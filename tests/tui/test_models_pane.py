@@ -9,9 +9,9 @@ import pytest
 from rich.console import Console
 from textual.widgets import Static
 
+from shimmy.api.server_control import ServerControl
 from shimmy.models.manager import ModelManager
 from shimmy.tui.models_pane import ModelsPane, ModelTable
-from shimmy.tui.server_control import ServerControl
 from tests.tui.conftest import MODEL, make_app
 from tests.waiting import settle
 

@@ -1,5 +1,10 @@
 """The dashboard's embedded API server: start, stop and rebind it.
 
+It holds no Textual, so it lives in the api layer beside :class:`EmbeddedServer`
+(the dashboard drives it from its thread workers). Importing it imports neither
+FastAPI nor uvicorn: they load on the first start, after the dashboard's first
+frame.
+
 The FastAPI app is built once, on first start, so its request log outlives a
 restart on another port (until then ``request_log`` is an empty stand-in, or
 the one a test hands in). Every method blocks (binding, uvicorn start-up and
