@@ -26,7 +26,7 @@ from textual.widgets import DataTable, ProgressBar, Static
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from shimmy.errors import ShimmyError
-from shimmy.units import format_bytes, format_duration
+from shimmy.units import format_bytes, format_time_left
 
 JobState = Literal["queued", "downloading", "done", "cancelled", "failed"]
 DOWNLOAD_GROUP = "hub-download"
@@ -72,7 +72,7 @@ def progress_line(progress: Any) -> str:
     speed = f"{format_bytes(progress.bytes_per_second)}/s" if progress.bytes_per_second else "-"
     return (
         f"{progress.phase} {format_bytes(progress.done)} / {format_bytes(progress.total)}"
-        f" · {speed} · ETA {format_duration(progress.eta_seconds)}"
+        f" · {speed} · ETA {format_time_left(progress.eta_seconds)}"
     )
 
 

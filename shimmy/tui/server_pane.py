@@ -37,8 +37,9 @@ REQUEST_COLUMNS = (
 )
 
 
-def format_duration(seconds: float) -> str:
-    """ "42s", "3m 07s", "2h 05m"."""
+def format_elapsed(seconds: float) -> str:
+    """How long something has run or sat idle (an uptime, an idle time): "42s",
+    "3m 07s", "2h 05m". A download's time left is ``shimmy.units.format_time_left``."""
     seconds = int(seconds)
     if seconds < 60:
         return f"{seconds}s"
@@ -139,7 +140,7 @@ class ServerPane(VerticalScroll):
             table.add_row("state", Text("● running", style="bold green"))
             table.add_row("url", Text(server.url or "", style="underline"))
             uptime = server.uptime_seconds
-            table.add_row("uptime", format_duration(uptime) if uptime is not None else "-")
+            table.add_row("uptime", format_elapsed(uptime) if uptime is not None else "-")
         elif error:
             table.add_row("state", Text("● not running", style="bold red"))
             table.add_row("why", plain(error, style="red"))
@@ -215,7 +216,7 @@ class ServerPane(VerticalScroll):
                 Text(f"{model.load_seconds:.2f} s", justify="right"),
                 state,
                 saved_prompts(model),
-                format_duration(model.idle_seconds),
+                format_elapsed(model.idle_seconds),
             )
             rows.append((model.name, cells))
         if not stats.loaded:
@@ -267,7 +268,7 @@ def figures_table(stats: Any, rate: float) -> Table:
         "requests",
         str(totals.requests) + (f" · {totals.failed} failed" if totals.failed else ""),
         "uptime",
-        format_duration(stats.uptime_seconds),
+        format_elapsed(stats.uptime_seconds),
     )
     table.add_row("tokens in", str(totals.prompt_tokens), "out", str(totals.completion_tokens))
     return table
