@@ -46,7 +46,15 @@ from shimmy.tui.server_pane import ServerPane
 
 DARK_THEME = "textual-dark"
 LIGHT_THEME = "textual-light"
-TABS = ("models", "chat", "server", "log", "hub")
+# Each tab's pane (its id is "<tab>-pane"), in the order of the tabs.
+TAB_PANES: dict[str, type[ModelsPane | ChatPane | ServerPane | LogPane | HubPane]] = {
+    "models": ModelsPane,
+    "chat": ChatPane,
+    "server": ServerPane,
+    "log": LogPane,
+    "hub": HubPane,
+}
+TABS = tuple(TAB_PANES)
 
 
 class ShimmyApp(App[int]):
@@ -85,7 +93,7 @@ class ShimmyApp(App[int]):
         self.theme = DARK_THEME
         self.sub_title = "starting…" if serve else "server off"
         self._chat: ChatPane | None = None  # read by the stats worker thread
-        self._stats_worker: Worker[Any] | None = None
+        self._stats_worker: Worker[None] | None = None
 
     def compose(self) -> ComposeResult:
         yield Header(icon="◆")
@@ -229,8 +237,7 @@ class ShimmyApp(App[int]):
 
     def action_show_tab(self, tab: str) -> None:
         self.query_one(TabbedContent).active = tab
-        pane: Any = self.query_one(f"#{tab}-pane")
-        pane.focus_default()
+        self.query_one(f"#{tab}-pane", TAB_PANES[tab]).focus_default()
 
     @on(TabbedContent.TabActivated)
     def _tab_activated(self, event: TabbedContent.TabActivated) -> None:
@@ -245,6 +252,7 @@ class ShimmyApp(App[int]):
     def action_toggle_theme(self) -> None:
         self.theme = LIGHT_THEME if self.theme == DARK_THEME else DARK_THEME
 
+    # Screen[Any]: Textual's own signature (any screen, whatever it returns).
     def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
         yield SystemCommand("Help", "Show the keys of every tab", self.action_help)

@@ -52,6 +52,7 @@ class ChatMessage(Vertical):
     The user's text is literal. A reply is Markdown (Textual's Markdown widget, which
     never reads Rich or Textual markup: ``[@click=...]`` in a reply is just text)."""
 
+    # kwargs: Textual's widget options (id, classes...), handed on as they are.
     def __init__(self, role: str, text: str = "", **kwargs: Any) -> None:
         super().__init__(classes=f"message {role}", **kwargs)
         self.role = role
@@ -89,6 +90,7 @@ class ChatPane(Vertical):
         text: str
         finish_reason: str | None
 
+    # kwargs: Textual's widget options (id, classes...), handed on as they are.
     def __init__(self, manager: Any, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.manager = manager

@@ -15,7 +15,7 @@ import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from rich.text import Text
 from textual import on, work
@@ -27,6 +27,10 @@ from textual.worker import Worker, WorkerState, get_current_worker
 
 from shimmy.errors import ShimmyError
 from shimmy.units import format_bytes, format_time_left
+
+if TYPE_CHECKING:
+    from shimmy.models.hub import DownloadProgress, HubFile
+    from shimmy.models.registry import ModelEntry
 
 JobState = Literal["queued", "downloading", "done", "cancelled", "failed"]
 DOWNLOAD_GROUP = "hub-download"
@@ -44,11 +48,11 @@ class DownloadJob:
     """One file the user asked for, and where its download stands."""
 
     id: int
-    file: Any  # shimmy.models.hub.HubFile
+    file: HubFile
     revision: str = "main"
     state: JobState = "queued"
     cancel: threading.Event = field(default_factory=threading.Event)
-    progress: Any = None  # the last DownloadProgress
+    progress: DownloadProgress | None = None  # the last one reported
     model_name: str | None = None
     error: str | None = None
 
@@ -57,17 +61,17 @@ class DownloadJob:
         return f"{self.file.repo_id}/{self.file.name}"
 
 
-def registered_name(entries: list[Any], path: Path) -> str | None:
+def registered_name(entries: list[ModelEntry], path: Path) -> str | None:
     """The name discovery gave the downloaded file. The snapshot link is matched
     first: two quantizations with the same bytes share one blob."""
     for same in (os.path.normpath, os.path.realpath):
         for entry in entries:
             if same(entry.path) == same(path):
-                return str(entry.name)
+                return entry.name
     return None
 
 
-def progress_line(progress: Any) -> str:
+def progress_line(progress: DownloadProgress) -> str:
     """ "downloading 45.1 MB / 98.4 MB · 20.3 MB/s · ETA 3s" """
     speed = f"{format_bytes(progress.bytes_per_second)}/s" if progress.bytes_per_second else "-"
     return (
@@ -103,7 +107,7 @@ class DownloadQueue(Vertical):
         """A download moved on; a newer one for the same job replaces an unhandled one."""
 
         job_id: int
-        progress: Any  # DownloadProgress
+        progress: DownloadProgress
 
         def can_replace(self, message: Message) -> bool:
             return isinstance(message, DownloadQueue.Progressed) and message.job_id == self.job_id
@@ -117,6 +121,7 @@ class DownloadQueue(Vertical):
         model_name: str | None = None
         error: str | None = None
 
+    # kwargs: Textual's widget options (id, classes...), handed on as they are.
     def __init__(self, manager: Any, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.manager = manager
@@ -125,7 +130,7 @@ class DownloadQueue(Vertical):
         self._ids = itertools.count(1)
 
     def compose(self) -> ComposeResult:
-        table: DataTable[Any] = DataTable(id="download-table", cursor_type="row")
+        table: DataTable[Text] = DataTable(id="download-table", cursor_type="row")
         table.can_focus = False
         yield table
         yield Static("", id="download-line")
@@ -146,7 +151,7 @@ class DownloadQueue(Vertical):
 
     # -- the queue -----------------------------------------------------------------
 
-    def add(self, file: Any, revision: str = "main") -> DownloadJob | None:
+    def add(self, file: HubFile, revision: str = "main") -> DownloadJob | None:
         """Queue ``file``; it starts when the downloads before it have ended."""
         for job in self.jobs:
             if (
@@ -210,7 +215,7 @@ class DownloadQueue(Vertical):
 
         worker = get_current_worker()
 
-        def report(progress: Any) -> None:
+        def report(progress: DownloadProgress) -> None:
             if worker.is_cancelled:  # the app is closing
                 job.cancel.set()
             self.post_message(self.Progressed(job.id, progress))
