@@ -1,10 +1,11 @@
 """The shimmy dashboard: models, chat, the embedded server and its figures.
 
 One :class:`ShimmyApp` holds the process's ``ModelManager`` (shared with the
-embedded API server) and a :class:`ServerControl`. Blocking work (discovery,
-loading, probing, starting and stopping the server, taking stats) runs in
-thread workers that report back with messages; one ``Worker.StateChanged``
-handler turns failures into notifications.
+embedded API server), seen through :class:`~shimmy.tui.backend.DashboardBackend`,
+and a :class:`ServerControl`. Blocking work (discovery, loading, probing,
+starting and stopping the server, taking stats) runs in thread workers that
+report back with messages; one ``Worker.StateChanged`` handler turns failures
+into notifications.
 
 Nothing from outside is ever read as markup (request paths, model and file
 names, errors...): widgets get it through :func:`shimmy.tui.plain.plain`, and
@@ -28,6 +29,7 @@ from textual.worker import Worker
 
 from shimmy.api.server_control import ServerControl, describe
 from shimmy.errors import ShimmyError
+from shimmy.tui.backend import DashboardBackend
 from shimmy.tui.chat_pane import ChatPane
 from shimmy.tui.download_queue import DownloadQueue
 from shimmy.tui.failures import notify_if_failed
@@ -75,7 +77,7 @@ class ShimmyApp(App[int]):
 
     def __init__(
         self,
-        manager: Any,
+        manager: DashboardBackend,
         server: ServerControl,
         *,
         serve: bool = True,

@@ -26,6 +26,7 @@ from textual.widgets import DataTable, ProgressBar, Static
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from shimmy.errors import ShimmyError
+from shimmy.tui.backend import DashboardBackend
 from shimmy.units import format_bytes, format_time_left
 
 if TYPE_CHECKING:
@@ -122,7 +123,7 @@ class DownloadQueue(Vertical):
         error: str | None = None
 
     # kwargs: Textual's widget options (id, classes...), handed on as they are.
-    def __init__(self, manager: Any, **kwargs: Any) -> None:
+    def __init__(self, manager: DashboardBackend, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.manager = manager
         self.jobs: list[DownloadJob] = []

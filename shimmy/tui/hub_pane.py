@@ -22,6 +22,7 @@ from textual.widgets import DataTable, Input, Select, Static
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from shimmy.errors import ShimmyError
+from shimmy.tui.backend import DashboardBackend
 from shimmy.tui.download_queue import DownloadQueue
 from shimmy.tui.plain import plain
 from shimmy.units import format_bytes, format_count, format_params
@@ -84,7 +85,7 @@ class HubPane(Vertical):
         fits: list[Fit]  # the Fit of each file, taken in the worker
 
     # kwargs: Textual's widget options (id, classes...), handed on as they are.
-    def __init__(self, manager: Any, **kwargs: Any) -> None:
+    def __init__(self, manager: DashboardBackend, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.manager = manager
         self.models: list[HubModel] = []

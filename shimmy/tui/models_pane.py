@@ -19,6 +19,7 @@ from textual.widgets import DataTable, Input, Static
 from textual.worker import Worker
 
 from shimmy.errors import ShimmyError
+from shimmy.tui.backend import DashboardBackend
 from shimmy.tui.failures import notify_if_failed
 from shimmy.tui.plain import plain
 from shimmy.units import format_bytes, format_params
@@ -137,7 +138,7 @@ class ModelsPane(Vertical):
         report: ProbeReport | None = None
 
     # kwargs: Textual's widget options (id, classes...), handed on as they are.
-    def __init__(self, manager: Any, **kwargs: Any) -> None:
+    def __init__(self, manager: DashboardBackend, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.manager = manager
         self.entries: list[ModelEntry] = []
@@ -363,9 +364,16 @@ class ModelsPane(Vertical):
         name = self.target_for("probe")
         if name is None:
             return
+        from shimmy.models.manager import ModelManager
         from shimmy.models.probe import probe_model
 
-        self._start(name, "probing", lambda: probe_model(self.manager, name), f"probe {name}")
+        manager = self.manager
+        if not isinstance(manager, ModelManager):
+            # A probe times a real load and reply, which only shimmy's own manager
+            # gives (probe_model takes a ModelManager); the dashboard always has one.
+            self.notify("Probing needs shimmy's model manager", severity="error")
+            return
+        self._start(name, "probing", lambda: probe_model(manager, name), f"probe {name}")
 
     def action_load(self) -> None:
         name = self.target_for("load")

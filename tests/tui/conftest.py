@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -30,8 +31,9 @@ def server(manager: ModelManager) -> Iterator[ServerControl]:
     control.stop()
 
 
-def make_app(manager: ModelManager, server: ServerControl, **kwargs: object) -> ShimmyApp:
-    return ShimmyApp(manager, server, **kwargs)  # type: ignore[arg-type]
+def make_app(manager: ModelManager, server: ServerControl, **kwargs: Any) -> ShimmyApp:
+    """The dashboard over the real manager; ``kwargs`` are ShimmyApp's own options."""
+    return ShimmyApp(manager, server, **kwargs)
 
 
 @pytest.fixture

@@ -170,6 +170,7 @@ async def test_cancel_keeps_the_partial_and_resumes(
     async with app.run_test(size=(140, 40), message_hook=record) as pilot:
         pane = await search_and_list(app, pilot)
         file = pane.selected_file()
+        assert file is not None
         await pilot.press("d", "down", "d")  # Q4_K_M, then Q8_0 queued
         queue = pane.downloads
 
@@ -235,7 +236,7 @@ async def test_offline_says_so(
 
 async def test_f6_help_and_palette_reach_the_hub() -> None:
     manager = FakeManager()
-    app = ShimmyApp(manager, FakeServer(manager), serve=False, stats_interval=0)  # type: ignore[arg-type]
+    app = ShimmyApp(manager, FakeServer(manager), serve=False, stats_interval=0)
     async with app.run_test() as pilot:
         await pilot.pause()  # the initial tab is shown after the first refresh
         await pilot.press("f6")
@@ -264,6 +265,7 @@ async def test_quitting_stops_a_download(
     async with app.run_test(size=(140, 40), message_hook=record) as pilot:
         pane = await search_and_list(app, pilot)
         file = pane.selected_file()
+        assert file is not None
         await pilot.press("d")
         await until(pilot, lambda: bool(record.of(DownloadQueue.Progressed)), timeout=30)
         (job,) = pane.downloads.jobs
