@@ -39,13 +39,13 @@ async def run(rounds: int, intervals: list[float], max_tokens: int) -> dict[str,
     from textual.widgets import Input
 
     import shimmy.tui.chat_pane as chat_pane
+    from shimmy.api.server_control import ServerControl
     from shimmy.config import Settings
     from shimmy.models.generation import SamplingParams
     from shimmy.models.manager import ModelManager
     from shimmy.tui.app import ShimmyApp
     from shimmy.tui.chat_pane import ChatPane
     from shimmy.tui.logsink import DashboardLogHandler, route_logging_to
-    from shimmy.tui.server_control import ServerControl
 
     log_handler = DashboardLogHandler()
     route_logging_to(log_handler, verbose=False)

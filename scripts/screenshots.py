@@ -55,12 +55,12 @@ async def main() -> None:
     import httpx
     from textual.widgets import Input
 
+    from shimmy.api.server_control import ServerControl
     from shimmy.config import Settings
     from shimmy.models.manager import ModelManager
     from shimmy.tui.app import LIGHT_THEME, ShimmyApp
     from shimmy.tui.chat_pane import ChatPane
     from shimmy.tui.logsink import DashboardLogHandler, route_logging_to
-    from shimmy.tui.server_control import ServerControl
 
     log_handler = DashboardLogHandler()
     route_logging_to(log_handler, verbose=False)

@@ -43,7 +43,7 @@ def format_count(n: int | None) -> str:
     return str(n)
 
 
-def format_duration(seconds: float | None) -> str:
+def format_time_left(seconds: float | None) -> str:
     """A time left, as a progress bar shows it: "42s", "3:05", "1h07m"; "--" when unknown."""
     if seconds is None:
         return "--"

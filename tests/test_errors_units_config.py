@@ -2,7 +2,7 @@ import pytest
 
 from shimmy.config import Paths, Settings, load_settings
 from shimmy.errors import ERROR_KINDS, ExitCode, ShimmyError
-from shimmy.units import format_bytes, format_count, format_duration, format_gb, format_params
+from shimmy.units import format_bytes, format_count, format_gb, format_params, format_time_left
 
 
 def test_error_body_has_seed_shape_plus_openai_type():
@@ -44,7 +44,7 @@ def test_formats():
     assert format_params(7_240_000_000) == "7.2B"
     assert (format_count(None), format_count(40), format_count(5000)) == ("-", "40", "5.0k")
     assert format_count(1_234_567) == "1.2M"
-    assert [format_duration(s) for s in (None, 42.9, 185, 4020)] == ["--", "42s", "3:05", "1h07m"]
+    assert [format_time_left(s) for s in (None, 42.9, 185, 4020)] == ["--", "42s", "3:05", "1h07m"]
 
 
 def test_settings_precedence_defaults_file_env_flags(tmp_path, monkeypatch):

@@ -19,11 +19,11 @@ log = logging.getLogger("shimmy")
 def cmd_dashboard(args: argparse.Namespace) -> int:
     """Run the dashboard until it quits; 1 if it crashed."""
     from shimmy.api.address import parse_bind
+    from shimmy.api.server_control import ServerControl
     from shimmy.config import Paths
     from shimmy.tui.app import ShimmyApp
     from shimmy.tui.logsink import DashboardLogHandler, route_logging_to
     from shimmy.tui.native_stderr import native_stderr_to
-    from shimmy.tui.server_control import ServerControl
 
     settings = settings_from(args)
     host, port = parse_bind(args.bind, None, settings.host)

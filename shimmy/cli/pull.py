@@ -32,13 +32,13 @@ class ProgressBar:
         self.last_phase = ""
 
     def __call__(self, p: DownloadProgress) -> None:
-        from shimmy.units import format_bytes, format_duration
+        from shimmy.units import format_bytes, format_time_left
 
         speed = f"{format_bytes(p.bytes_per_second)}/s" if p.bytes_per_second else "-"
         text = (
             f"{p.phase:<11} {p.fraction * 100:5.1f}%  "
             f"{format_bytes(p.done)} / {format_bytes(p.total)}  {speed}  "
-            f"ETA {format_duration(p.eta_seconds)}"
+            f"ETA {format_time_left(p.eta_seconds)}"
         )
         if self.tty:
             width = 24

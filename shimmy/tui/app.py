@@ -1,10 +1,11 @@
 """The shimmy dashboard: models, chat, the embedded server and its figures.
 
 One :class:`ShimmyApp` holds the process's ``ModelManager`` (shared with the
-embedded API server) and a :class:`ServerControl`. Blocking work (discovery,
-loading, probing, starting and stopping the server, taking stats) runs in
-thread workers that report back with messages; one ``Worker.StateChanged``
-handler turns failures into notifications.
+embedded API server), seen through :class:`~shimmy.tui.backend.DashboardBackend`,
+and a :class:`ServerControl`. Blocking work (discovery, loading, probing,
+starting and stopping the server, taking stats) runs in thread workers that
+report back with messages; one ``Worker.StateChanged`` handler turns failures
+into notifications.
 
 Nothing from outside is ever read as markup (request paths, model and file
 names, errors...): widgets get it through :func:`shimmy.tui.plain.plain`, and
@@ -26,7 +27,9 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header, TabbedContent, TabPane
 from textual.worker import Worker
 
+from shimmy.api.server_control import ServerControl, describe
 from shimmy.errors import ShimmyError
+from shimmy.tui.backend import DashboardBackend
 from shimmy.tui.chat_pane import ChatPane
 from shimmy.tui.download_queue import DownloadQueue
 from shimmy.tui.failures import notify_if_failed
@@ -41,12 +44,19 @@ from shimmy.tui.messages import (
     StatsUpdated,
 )
 from shimmy.tui.models_pane import ModelsPane
-from shimmy.tui.server_control import ServerControl, describe
 from shimmy.tui.server_pane import ServerPane
 
 DARK_THEME = "textual-dark"
 LIGHT_THEME = "textual-light"
-TABS = ("models", "chat", "server", "log", "hub")
+# Each tab's pane (its id is "<tab>-pane"), in the order of the tabs.
+TAB_PANES: dict[str, type[ModelsPane | ChatPane | ServerPane | LogPane | HubPane]] = {
+    "models": ModelsPane,
+    "chat": ChatPane,
+    "server": ServerPane,
+    "log": LogPane,
+    "hub": HubPane,
+}
+TABS = tuple(TAB_PANES)
 
 
 class ShimmyApp(App[int]):
@@ -67,7 +77,7 @@ class ShimmyApp(App[int]):
 
     def __init__(
         self,
-        manager: Any,
+        manager: DashboardBackend,
         server: ServerControl,
         *,
         serve: bool = True,
@@ -85,7 +95,7 @@ class ShimmyApp(App[int]):
         self.theme = DARK_THEME
         self.sub_title = "starting…" if serve else "server off"
         self._chat: ChatPane | None = None  # read by the stats worker thread
-        self._stats_worker: Worker[Any] | None = None
+        self._stats_worker: Worker[None] | None = None
 
     def compose(self) -> ComposeResult:
         yield Header(icon="◆")
@@ -229,8 +239,7 @@ class ShimmyApp(App[int]):
 
     def action_show_tab(self, tab: str) -> None:
         self.query_one(TabbedContent).active = tab
-        pane: Any = self.query_one(f"#{tab}-pane")
-        pane.focus_default()
+        self.query_one(f"#{tab}-pane", TAB_PANES[tab]).focus_default()
 
     @on(TabbedContent.TabActivated)
     def _tab_activated(self, event: TabbedContent.TabActivated) -> None:
@@ -245,6 +254,7 @@ class ShimmyApp(App[int]):
     def action_toggle_theme(self) -> None:
         self.theme = LIGHT_THEME if self.theme == DARK_THEME else DARK_THEME
 
+    # Screen[Any]: Textual's own signature (any screen, whatever it returns).
     def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
         yield SystemCommand("Help", "Show the keys of every tab", self.action_help)

@@ -22,6 +22,7 @@ from textual.widgets import Input, Label, Markdown, Select, Static
 
 from shimmy.errors import ShimmyError
 from shimmy.models.generation import SamplingParams
+from shimmy.tui.backend import ChatReply, DashboardBackend
 from shimmy.tui.plain import plain
 
 DEFAULT_CHOICE = "default"
@@ -34,7 +35,7 @@ DEFAULT_MAX_TOKENS = 512
 STREAM_INTERVAL = 0.25
 
 
-def reply_footer(generation: Any) -> Text:
+def reply_footer(generation: ChatReply) -> Text:
     """ "48 tokens · 91.2 tok/s · 120 ms to first token · stop" """
     bits = [f"{generation.completion_tokens} tokens"]
     if generation.tokens_per_second:
@@ -52,6 +53,7 @@ class ChatMessage(Vertical):
     The user's text is literal. A reply is Markdown (Textual's Markdown widget, which
     never reads Rich or Textual markup: ``[@click=...]`` in a reply is just text)."""
 
+    # kwargs: Textual's widget options (id, classes...), handed on as they are.
     def __init__(self, role: str, text: str = "", **kwargs: Any) -> None:
         super().__init__(classes=f"message {role}", **kwargs)
         self.role = role
@@ -89,11 +91,12 @@ class ChatPane(Vertical):
         text: str
         finish_reason: str | None
 
-    def __init__(self, manager: Any, **kwargs: Any) -> None:
+    # kwargs: Textual's widget options (id, classes...), handed on as they are.
+    def __init__(self, manager: DashboardBackend, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.manager = manager
         self.history: list[dict[str, str]] = []
-        self._generation: Any = None
+        self._generation: ChatReply | None = None
         self._stop_requested = False
         self._replying = False
 
@@ -214,7 +217,7 @@ class ChatPane(Vertical):
         temperature: float,
         max_tokens: int,
     ) -> None:
-        generation = None
+        generation: ChatReply | None = None
         try:
             reply.show_figures(
                 Text("loading the model and reading the prompt…", style="dim italic")

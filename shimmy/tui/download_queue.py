@@ -13,7 +13,7 @@ from __future__ import annotations
 import itertools
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from rich.text import Text
 from textual import on, work
@@ -24,7 +24,11 @@ from textual.widgets import DataTable, ProgressBar, Static
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from shimmy.errors import ShimmyError
-from shimmy.units import format_bytes, format_duration
+from shimmy.tui.backend import DashboardBackend
+from shimmy.units import format_bytes, format_time_left
+
+if TYPE_CHECKING:
+    from shimmy.models.hub import DownloadProgress, HubFile
 
 JobState = Literal["queued", "downloading", "done", "cancelled", "failed"]
 DOWNLOAD_GROUP = "hub-download"
@@ -42,11 +46,11 @@ class DownloadJob:
     """One file the user asked for, and where its download stands."""
 
     id: int
-    file: Any  # shimmy.models.hub.HubFile
+    file: HubFile
     revision: str = "main"
     state: JobState = "queued"
     cancel: threading.Event = field(default_factory=threading.Event)
-    progress: Any = None  # the last DownloadProgress
+    progress: DownloadProgress | None = None  # the last one reported
     model_name: str | None = None
     error: str | None = None
 
@@ -55,12 +59,12 @@ class DownloadJob:
         return f"{self.file.repo_id}/{self.file.name}"
 
 
-def progress_line(progress: Any) -> str:
+def progress_line(progress: DownloadProgress) -> str:
     """ "downloading 45.1 MB / 98.4 MB · 20.3 MB/s · ETA 3s" """
     speed = f"{format_bytes(progress.bytes_per_second)}/s" if progress.bytes_per_second else "-"
     return (
         f"{progress.phase} {format_bytes(progress.done)} / {format_bytes(progress.total)}"
-        f" · {speed} · ETA {format_duration(progress.eta_seconds)}"
+        f" · {speed} · ETA {format_time_left(progress.eta_seconds)}"
     )
 
 
@@ -91,7 +95,7 @@ class DownloadQueue(Vertical):
         """A download moved on; a newer one for the same job replaces an unhandled one."""
 
         job_id: int
-        progress: Any  # DownloadProgress
+        progress: DownloadProgress
 
         def can_replace(self, message: Message) -> bool:
             return isinstance(message, DownloadQueue.Progressed) and message.job_id == self.job_id
@@ -105,7 +109,8 @@ class DownloadQueue(Vertical):
         model_name: str | None = None
         error: str | None = None
 
-    def __init__(self, manager: Any, **kwargs: Any) -> None:
+    # kwargs: Textual's widget options (id, classes...), handed on as they are.
+    def __init__(self, manager: DashboardBackend, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.manager = manager
         self.jobs: list[DownloadJob] = []
@@ -113,7 +118,7 @@ class DownloadQueue(Vertical):
         self._ids = itertools.count(1)
 
     def compose(self) -> ComposeResult:
-        table: DataTable[Any] = DataTable(id="download-table", cursor_type="row")
+        table: DataTable[Text] = DataTable(id="download-table", cursor_type="row")
         table.can_focus = False
         yield table
         yield Static("", id="download-line")
@@ -134,7 +139,7 @@ class DownloadQueue(Vertical):
 
     # -- the queue -----------------------------------------------------------------
 
-    def add(self, file: Any, revision: str = "main") -> DownloadJob | None:
+    def add(self, file: HubFile, revision: str = "main") -> DownloadJob | None:
         """Queue ``file``; it starts when the downloads before it have ended."""
         for job in self.jobs:
             if (
@@ -198,7 +203,7 @@ class DownloadQueue(Vertical):
 
         worker = get_current_worker()
 
-        def report(progress: Any) -> None:
+        def report(progress: DownloadProgress) -> None:
             if worker.is_cancelled:  # the app is closing
                 job.cancel.set()
             self.post_message(self.Progressed(job.id, progress))

@@ -11,6 +11,7 @@ from textual.worker import Worker, WorkerState
 from shimmy.errors import ShimmyError
 
 
+# App[Any]: any app, whatever it returns on exit.
 def notify_if_failed(node: Widget | App[Any], event: Worker.StateChanged) -> None:
     """Worker.StateChanged does not bubble, so each widget that starts workers
     forwards its own events here."""

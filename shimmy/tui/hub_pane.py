@@ -9,7 +9,7 @@ A failure (offline, an unknown repository) becomes a notification.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
 from textual import on, work
@@ -22,9 +22,13 @@ from textual.widgets import DataTable, Input, Select, Static
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from shimmy.errors import ShimmyError
+from shimmy.tui.backend import DashboardBackend
 from shimmy.tui.download_queue import DownloadQueue
 from shimmy.tui.plain import plain
 from shimmy.units import format_bytes, format_count, format_params
+
+if TYPE_CHECKING:
+    from shimmy.models.hub import Fit, HubFile, HubModel
 
 SEARCH_LIMIT = 30
 SORTS = [("most downloads", "downloads"), ("most likes", "likes"), ("recently updated", "updated")]
@@ -36,7 +40,7 @@ FIT_STYLES = {
 HINT = "Type words and press Enter to search Hugging Face for GGUF models."
 
 
-def repo_cells(model: Any) -> tuple[Any, ...]:
+def repo_cells(model: HubModel) -> tuple[Text | str, ...]:
     """A search result as the results table shows it (the hub's names are literal)."""
     return (
         plain(model.repo_id),
@@ -47,7 +51,7 @@ def repo_cells(model: Any) -> tuple[Any, ...]:
     )
 
 
-def file_cells(file: Any, fit: Any) -> tuple[Any, ...]:
+def file_cells(file: HubFile, fit: Fit) -> tuple[Text, ...]:
     """A repository's model file as the files table shows it (names are literal)."""
     word, style = FIT_STYLES[fit.verdict]
     return (
@@ -72,21 +76,22 @@ class HubPane(Vertical):
     @dataclass
     class SearchDone(Message):
         query: str
-        models: list[Any]  # HubModel
+        models: list[HubModel]
 
     @dataclass
     class FilesListed(Message):
         repo_id: str
-        files: list[Any]  # HubFile
-        fits: list[Any]  # the Fit of each file, taken in the worker
+        files: list[HubFile]
+        fits: list[Fit]  # the Fit of each file, taken in the worker
 
-    def __init__(self, manager: Any, **kwargs: Any) -> None:
+    # kwargs: Textual's widget options (id, classes...), handed on as they are.
+    def __init__(self, manager: DashboardBackend, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.manager = manager
-        self.models: list[Any] = []
+        self.models: list[HubModel] = []
         self.repo_id: str | None = None
-        self.files: list[Any] = []
-        self.fits: list[Any] = []
+        self.files: list[HubFile] = []
+        self.fits: list[Fit] = []
         self._query: str | None = None
 
     def compose(self) -> ComposeResult:
@@ -99,10 +104,10 @@ class HubPane(Vertical):
             )
             yield Select(SORTS, value="downloads", allow_blank=False, id="hub-sort", compact=True)
         with Vertical(id="hub-body"):
-            results: DataTable[Any] = DataTable(id="hub-results", cursor_type="row")
+            results: DataTable[Text | str] = DataTable(id="hub-results", cursor_type="row")
             results.border_title = "Repositories"
             yield results
-            files: DataTable[Any] = DataTable(id="hub-files", cursor_type="row")
+            files: DataTable[Text] = DataTable(id="hub-files", cursor_type="row")
             files.border_title = "Files"
             yield files
         yield Static(Text(HINT, style="dim"), id="hub-status")
@@ -216,7 +221,7 @@ class HubPane(Vertical):
     def _file_highlighted(self) -> None:
         self._describe_file()
 
-    def selected_file(self) -> Any:
+    def selected_file(self) -> HubFile | None:
         table = self.query_one("#hub-files", DataTable)
         if not self.files or table.row_count == 0:
             return None

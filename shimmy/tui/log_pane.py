@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -24,9 +23,6 @@ class LogPane(Vertical):
     """Log records, newest at the bottom."""
 
     BINDINGS = [Binding("c", "clear", "Clear")]
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
 
     def compose(self) -> ComposeResult:
         log = RichLog(id="log-view", wrap=True, markup=False, max_lines=2000)

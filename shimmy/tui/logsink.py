@@ -27,7 +27,7 @@ class DashboardLogHandler(logging.Handler):
             logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S")
         )
         self.records: deque[tuple[int, str]] = deque(maxlen=capacity)
-        self._app: App[Any] | None = None
+        self._app: App[Any] | None = None  # any app, whatever it returns on exit
         self._records_lock = threading.Lock()
 
     def attach(self, app: App[Any] | None) -> None:

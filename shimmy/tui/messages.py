@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from textual.message import Message
+
+if TYPE_CHECKING:
+    from shimmy.models.manager import ManagerStats
 
 
 @dataclass
@@ -29,7 +32,7 @@ class StartServerRequested(Message):
 class StatsUpdated(Message):
     """A fresh ``ManagerStats`` (taken in a thread worker about once a second)."""
 
-    stats: Any
+    stats: ManagerStats
     live_completion_tokens: int = 0  # tokens of generations still running
 
 

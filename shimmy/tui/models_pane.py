@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
 from rich.text import Text
@@ -18,14 +19,19 @@ from textual.widgets import DataTable, Input, Static
 from textual.worker import Worker
 
 from shimmy.errors import ShimmyError
+from shimmy.tui.backend import DashboardBackend
 from shimmy.tui.failures import notify_if_failed
 from shimmy.tui.plain import plain
 from shimmy.units import format_bytes, format_params
 
+if TYPE_CHECKING:
+    from shimmy.models.probe import ProbeReport
+    from shimmy.models.registry import ModelEntry
+
 COLUMNS = ("Name", "Source", "Size", "Quant", "Arch", "Params", "Ctx", "State")
 
 
-def model_state(entry: Any, *, loaded: bool, default: bool, busy: str | None) -> Text:
+def model_state(entry: ModelEntry, *, loaded: bool, default: bool, busy: str | None) -> Text:
     """The State column: what is happening to the model, or why it cannot be used."""
     if busy:
         return Text(f"{busy}…", style="italic yellow")
@@ -39,7 +45,7 @@ def model_state(entry: Any, *, loaded: bool, default: bool, busy: str | None) ->
     return Text(", ".join(bits) or "-", style="bold green" if loaded else "")
 
 
-def probe_table(report: Any) -> Table:
+def probe_table(report: ProbeReport) -> Table:
     """A probe report as two columns, as `shimmy probe` prints it."""
     table = Table.grid(padding=(0, 1))
     table.add_column(style="bold")
@@ -63,7 +69,7 @@ def probe_table(report: Any) -> Table:
     return table
 
 
-def entry_table(entry: Any) -> Table:
+def entry_table(entry: ModelEntry) -> Table:
     """What discovery knows about a model, before any probe. Names, paths and
     metadata come from files anyone may have written: literal text."""
     table = Table.grid(padding=(0, 1))
@@ -87,7 +93,7 @@ def entry_table(entry: Any) -> Table:
     return table
 
 
-class ModelTable(DataTable[Any]):
+class ModelTable(DataTable[Text]):
     """The models table; printable keys that are no action start a filter."""
 
     @dataclass
@@ -124,19 +130,20 @@ class ModelsPane(Vertical):
 
     @dataclass
     class EntriesLoaded(Message):
-        entries: list[Any]
+        entries: list[ModelEntry]
 
     @dataclass
     class ModelWorkDone(Message):
         name: str
-        report: Any = None
+        report: ProbeReport | None = None
 
-    def __init__(self, manager: Any, **kwargs: Any) -> None:
+    # kwargs: Textual's widget options (id, classes...), handed on as they are.
+    def __init__(self, manager: DashboardBackend, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.manager = manager
-        self.entries: list[Any] = []
+        self.entries: list[ModelEntry] = []
         self.busy: dict[str, str] = {}
-        self.reports: dict[str, Any] = {}
+        self.reports: dict[str, ProbeReport] = {}
         self._loaded: set[str] = set()
         self._default: str | None = None
 
@@ -187,7 +194,7 @@ class ModelsPane(Vertical):
                 "or run `shimmy diag` to see where shimmy looked."
             )
 
-    def visible_entries(self) -> list[Any]:
+    def visible_entries(self) -> list[ModelEntry]:
         text = self.filter_text.strip().lower()
         if not text:
             return list(self.entries)
@@ -211,7 +218,7 @@ class ModelsPane(Vertical):
             table.move_cursor(row=table.get_row_index(selected), animate=False)
         self._show_details()
 
-    def _cells(self, entry: Any) -> tuple[Any, ...]:
+    def _cells(self, entry: ModelEntry) -> tuple[Text, ...]:
         return (
             plain(entry.name, style="bold" if entry.name == self._default else ""),
             plain(entry.source),
@@ -239,7 +246,7 @@ class ModelsPane(Vertical):
         for column, value in zip(COLUMNS, self._cells(entry), strict=True):
             table.update_cell(name, column.lower(), value)
 
-    def _entry(self, name: str | None) -> Any:
+    def _entry(self, name: str | None) -> ModelEntry | None:
         return next((e for e in self.entries if e.name == name), None)
 
     def selected_name(self) -> str | None:
@@ -335,13 +342,15 @@ class ModelsPane(Vertical):
             return None
         return name
 
-    def _start(self, name: str, doing: str, job: Any, description: str) -> None:
+    def _start(
+        self, name: str, doing: str, job: Callable[[], ProbeReport | None], description: str
+    ) -> None:
         self.busy[name] = doing
         self._update_row(name)
         self._show_details()
 
         def run() -> None:
-            report = None
+            report: ProbeReport | None = None
             try:
                 report = job()
             finally:
@@ -355,9 +364,16 @@ class ModelsPane(Vertical):
         name = self.target_for("probe")
         if name is None:
             return
+        from shimmy.models.manager import ModelManager
         from shimmy.models.probe import probe_model
 
-        self._start(name, "probing", lambda: probe_model(self.manager, name), f"probe {name}")
+        manager = self.manager
+        if not isinstance(manager, ModelManager):
+            # A probe times a real load and reply, which only shimmy's own manager
+            # gives (probe_model takes a ModelManager); the dashboard always has one.
+            self.notify("Probing needs shimmy's model manager", severity="error")
+            return
+        self._start(name, "probing", lambda: probe_model(manager, name), f"probe {name}")
 
     def action_load(self) -> None:
         name = self.target_for("load")

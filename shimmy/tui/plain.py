@@ -14,16 +14,18 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from rich.console import RenderableType
 from rich.style import StyleType
 from rich.text import Text
 
 
+# text_options: Rich's own Text options, handed on as they are.
 def plain(value: object, style: StyleType = "", **text_options: Any) -> Text:
     """``value`` as literal text; ``text_options`` are ``Text``'s (justify, overflow...)."""
     return Text(str(value), style=style, **text_options)
 
 
-def plain_cells(cells: Iterable[object]) -> tuple[object, ...]:
+def plain_cells(cells: Iterable[RenderableType]) -> tuple[RenderableType, ...]:
     """DataTable cells with every ``str`` made literal; ``Text`` and other renderables
     are kept as they are."""
     return tuple(plain(cell) if isinstance(cell, str) else cell for cell in cells)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from rich.console import RenderableType
 from rich.table import Table
 from rich.text import Text
 from textual import on
@@ -15,11 +16,15 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Button, DataTable, Input, Sparkline, Static
 
 from shimmy.api.requestlog import WEBSOCKET_OPEN
+from shimmy.api.server_control import ServerControl
 from shimmy.tui.messages import ServerStateChanged, StartServerRequested
 from shimmy.tui.plain import plain
-from shimmy.tui.server_control import ServerControl
 from shimmy.tui.tables import Row, sync_rows
 from shimmy.units import format_bytes
+
+if TYPE_CHECKING:
+    from shimmy.api.requestlog import RequestRecord
+    from shimmy.models.manager import LoadedModel, ManagerStats
 
 HISTORY_SECONDS = 300  # the sparkline shows the last five minutes
 LOG_ROWS = 200  # newest request-log lines shown
@@ -37,8 +42,9 @@ REQUEST_COLUMNS = (
 )
 
 
-def format_duration(seconds: float) -> str:
-    """ "42s", "3m 07s", "2h 05m"."""
+def format_elapsed(seconds: float) -> str:
+    """How long something has run or sat idle (an uptime, an idle time): "42s",
+    "3m 07s", "2h 05m". A download's time left is ``shimmy.units.format_time_left``."""
     seconds = int(seconds)
     if seconds < 60:
         return f"{seconds}s"
@@ -51,7 +57,7 @@ def _number(value: float | int | None, fmt: str = "{:d}") -> Text:
     return Text("-" if value is None else fmt.format(value), justify="right")
 
 
-def request_row(record: Any) -> tuple[Any, ...]:
+def request_row(record: RequestRecord) -> tuple[Text | str, ...]:
     """One request-log line; a request still running shows its live counts. The
     client, path and model come from whoever sent the request: literal text."""
     if not record.done:
@@ -84,6 +90,7 @@ class ServerPane(VerticalScroll):
         Binding("b", "edit_bind", "Address"),
     ]
 
+    # kwargs: Textual's widget options (id, classes...), handed on as they are.
     def __init__(self, server: ServerControl, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.server = server
@@ -106,10 +113,14 @@ class ServerPane(VerticalScroll):
                 figures.border_title = "Live"
                 yield Static("", id="figures")
                 yield Sparkline(list(self.history), id="tokens-sparkline")
-        loaded = DataTable[Any](id="loaded-models", cursor_type="none", show_cursor=False)
+        loaded = DataTable[RenderableType](
+            id="loaded-models", cursor_type="none", show_cursor=False
+        )
         loaded.border_title = "Loaded models"
         yield loaded
-        requests = DataTable[Any](id="request-log", cursor_type="row", zebra_stripes=True)
+        requests = DataTable[RenderableType](
+            id="request-log", cursor_type="row", zebra_stripes=True
+        )
         requests.border_title = "API requests"
         yield requests
 
@@ -139,7 +150,7 @@ class ServerPane(VerticalScroll):
             table.add_row("state", Text("● running", style="bold green"))
             table.add_row("url", Text(server.url or "", style="underline"))
             uptime = server.uptime_seconds
-            table.add_row("uptime", format_duration(uptime) if uptime is not None else "-")
+            table.add_row("uptime", format_elapsed(uptime) if uptime is not None else "-")
         elif error:
             table.add_row("state", Text("● not running", style="bold red"))
             table.add_row("why", plain(error, style="red"))
@@ -182,7 +193,7 @@ class ServerPane(VerticalScroll):
 
     # -- live figures ------------------------------------------------------------
 
-    def stats_changed(self, stats: Any, live_tokens: int = 0) -> None:
+    def stats_changed(self, stats: ManagerStats, live_tokens: int = 0) -> None:
         now = time.monotonic()
         produced = stats.totals.completion_tokens + live_tokens
         rate = 0.0
@@ -199,13 +210,12 @@ class ServerPane(VerticalScroll):
         self._show_state(self.server.error if not self.server.running else None)
         self._show_requests()
 
-    def _show_loaded(self, stats: Any) -> None:
+    def _show_loaded(self, stats: ManagerStats) -> None:
         rows: list[Row] = []
         for model in stats.loaded:
             state = "busy" if model.busy else "idle"
-            slots = getattr(model, "slots", 0)
-            if slots > 1:
-                state = f"{getattr(model, 'slots_busy', 0)}/{slots} slots busy"
+            if model.slots > 1:
+                state = f"{model.slots_busy}/{model.slots} slots busy"
             if model.queued:
                 state += f", {model.queued} queued"
             cells = (
@@ -215,7 +225,7 @@ class ServerPane(VerticalScroll):
                 Text(f"{model.load_seconds:.2f} s", justify="right"),
                 state,
                 saved_prompts(model),
-                format_duration(model.idle_seconds),
+                format_elapsed(model.idle_seconds),
             )
             rows.append((model.name, cells))
         if not stats.loaded:
@@ -236,7 +246,7 @@ class ServerPane(VerticalScroll):
         table.border_subtitle = f"{len(records)} logged"
 
 
-def saved_prompts(model: Any) -> Text:
+def saved_prompts(model: LoadedModel) -> Text:
     """The conversations a model keeps in host memory (--cache-ram): how many, their
     size, and how many prompts came back from them instead of being decoded again."""
     if not model.saved_prompts and not model.saved_prompt_hits:
@@ -245,7 +255,7 @@ def saved_prompts(model: Any) -> Text:
     return Text(f"{model.saved_prompts} in {size}, {model.saved_prompt_hits} reused")
 
 
-def figures_table(stats: Any, rate: float) -> Table:
+def figures_table(stats: ManagerStats, rate: float) -> Table:
     """Process memory, speed now, queue and totals."""
     totals = stats.totals
     table = Table.grid(padding=(0, 1))
@@ -267,7 +277,7 @@ def figures_table(stats: Any, rate: float) -> Table:
         "requests",
         str(totals.requests) + (f" · {totals.failed} failed" if totals.failed else ""),
         "uptime",
-        format_duration(stats.uptime_seconds),
+        format_elapsed(stats.uptime_seconds),
     )
     table.add_row("tokens in", str(totals.prompt_tokens), "out", str(totals.completion_tokens))
     return table

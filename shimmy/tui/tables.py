@@ -14,16 +14,16 @@ DataTable reads a ``str`` cell as markup.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
+from rich.console import RenderableType
 from textual.widgets import DataTable
 
 from shimmy.tui.plain import plain_cells
 
-Row = tuple[str, Sequence[Any]]  # (row key, cells in column order)
+Row = tuple[str, Sequence[RenderableType]]  # (row key, cells in column order)
 
 
-def sync_rows(table: DataTable[Any], rows: Sequence[Row]) -> None:
+def sync_rows(table: DataTable[RenderableType], rows: Sequence[Row]) -> None:
     """Make ``table`` show ``rows``, in that order, doing as little as it can."""
     literal = [(key, plain_cells(cells)) for key, cells in rows]
     keys = [key for key, _ in literal]

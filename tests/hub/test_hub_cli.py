@@ -298,7 +298,7 @@ SPEED_UNITS = {"B": 1e-6, "kB": 1e-3, "KB": 1e-3, "MB": 1.0, "GB": 1e3}
 
 
 def _seconds(eta: str) -> int:
-    """format_duration back to seconds: "42s", "3:05", "1h07m"."""
+    """format_time_left back to seconds: "42s", "3:05", "1h07m"."""
     if m := re.fullmatch(r"(\d+)s", eta):
         return int(m[1])
     if m := re.fullmatch(r"(\d+):(\d\d)", eta):

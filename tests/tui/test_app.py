@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from functools import partial
 
 import httpx
 import pytest
 from textual.command import CommandList, CommandPalette
+from textual.widgets import TabbedContent
 
+from shimmy.api.server_control import ServerControl
 from shimmy.models.manager import ModelManager
 from shimmy.tui.app import DARK_THEME, LIGHT_THEME, ShimmyApp
 from shimmy.tui.help_screen import HelpScreen
-from shimmy.tui.server_control import ServerControl
 from tests.tui.conftest import make_app, server_url
 from tests.waiting import settle
 
@@ -85,7 +87,8 @@ async def test_help_theme_tabs_and_palette(manager: ModelManager, server: Server
     app = make_app(manager, server, serve=False)
     async with app.run_test() as pilot:
         await pilot.press("f1")
-        assert isinstance(app.screen, HelpScreen)
+        shown = app.screen  # a name of its own: mypy would keep app.screen narrowed past escape
+        assert isinstance(shown, HelpScreen)
         await pilot.press("escape")
         assert not isinstance(app.screen, HelpScreen)
         assert app.theme == DARK_THEME
@@ -93,7 +96,7 @@ async def test_help_theme_tabs_and_palette(manager: ModelManager, server: Server
         assert app.theme == LIGHT_THEME
         for key, tab in (("f3", "chat"), ("f4", "server"), ("f5", "log"), ("f2", "models")):
             await pilot.press(key)
-            assert app.query_one("#tabs").active == tab  # type: ignore[attr-defined]
+            assert app.query_one("#tabs", TabbedContent).active == tab
         # The palette reaches the dashboard's own actions.
         await pilot.press("ctrl+p")
         await pilot.pause()
@@ -103,7 +106,7 @@ async def test_help_theme_tabs_and_palette(manager: ModelManager, server: Server
         # The palette searches in a worker: wait for the command to be listed.
         await settle(pilot, lambda: palette.query_one(CommandList).option_count > 0)
         await pilot.press("enter")
-        await settle(pilot, lambda: app.query_one("#tabs").active == "chat")  # type: ignore[attr-defined]
+        await settle(pilot, lambda: app.query_one("#tabs", TabbedContent).active == "chat")
         titles = {c.title for c in app.get_system_commands(app.screen)}
         assert {"Probe model", "Load model", "Unload model", "Set default model"} <= titles
         assert {"New chat", "Regenerate reply", "Stop reply", "Start / stop server"} <= titles
@@ -129,7 +132,7 @@ async def test_server_tab_shows_whether_auth_is_on(isolated_home) -> None:  # ty
         try:
             app = make_app(manager, control, initial_tab="server")
             async with app.run_test(size=(120, 40)) as pilot:
-                await settle(pilot, lambda a=app, c=control: serving(a, c))
+                await settle(pilot, partial(serving, app, control))
                 assert re.search(expected, state_text(app)), state_text(app)
                 if keys:  # and the embedded server really wants the key
                     url = control.url

@@ -12,9 +12,9 @@ from textual.app import ScreenStackError
 from textual.css.query import NoMatches
 from textual.widgets import Input
 
+from shimmy.api.server_control import ServerControl
 from shimmy.models.manager import ModelManager
 from shimmy.tui.chat_pane import ChatMessage, ChatPane
-from shimmy.tui.server_control import ServerControl
 from tests.tui.conftest import MODEL, make_app, server_url
 
 pytestmark = [pytest.mark.anyio, pytest.mark.model]

@@ -14,6 +14,7 @@ from textual.notifications import Notify
 from textual.widgets import DataTable, Input, ProgressBar, Select
 from textual.widgets.select import InvalidSelectValueError
 
+from shimmy.api.server_control import ServerControl
 from shimmy.models import hub
 from shimmy.models.manager import ModelManager
 from shimmy.tui.app import ShimmyApp
@@ -22,7 +23,6 @@ from shimmy.tui.download_queue import DownloadQueue
 from shimmy.tui.help_screen import HelpScreen
 from shimmy.tui.hub_pane import HubPane
 from shimmy.tui.models_pane import ModelTable
-from shimmy.tui.server_control import ServerControl
 from tests.hub import conftest as hub_fixtures
 from tests.hub.fakehub import FakeHub
 from tests.tui.conftest import make_app
@@ -170,6 +170,7 @@ async def test_cancel_keeps_the_partial_and_resumes(
     async with app.run_test(size=(140, 40), message_hook=record) as pilot:
         pane = await search_and_list(app, pilot)
         file = pane.selected_file()
+        assert file is not None
         await pilot.press("d", "down", "d")  # Q4_K_M, then Q8_0 queued
         queue = pane.downloads
 
@@ -235,7 +236,7 @@ async def test_offline_says_so(
 
 async def test_f6_help_and_palette_reach_the_hub() -> None:
     manager = FakeManager()
-    app = ShimmyApp(manager, FakeServer(manager), serve=False, stats_interval=0)  # type: ignore[arg-type]
+    app = ShimmyApp(manager, FakeServer(manager), serve=False, stats_interval=0)
     async with app.run_test() as pilot:
         await pilot.pause()  # the initial tab is shown after the first refresh
         await pilot.press("f6")
@@ -264,6 +265,7 @@ async def test_quitting_stops_a_download(
     async with app.run_test(size=(140, 40), message_hook=record) as pilot:
         pane = await search_and_list(app, pilot)
         file = pane.selected_file()
+        assert file is not None
         await pilot.press("d")
         await until(pilot, lambda: bool(record.of(DownloadQueue.Progressed)), timeout=30)
         (job,) = pane.downloads.jobs

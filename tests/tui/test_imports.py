@@ -11,7 +11,13 @@ import pytest
 
 @pytest.mark.parametrize(
     "module",
-    ["shimmy.models.manager", "shimmy.models.probe", "shimmy.api.app", "shimmy.api.requestlog"],
+    [
+        "shimmy.models.manager",
+        "shimmy.models.probe",
+        "shimmy.api.app",
+        "shimmy.api.requestlog",
+        "shimmy.api.server_control",
+    ],
 )
 def test_headless_modules_never_import_textual(module: str) -> None:
     code = (

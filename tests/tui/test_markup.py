@@ -18,6 +18,7 @@ from textual.worker import WorkerFailed
 from shimmy.api.requestlog import RequestLog
 from shimmy.errors import ShimmyError
 from shimmy.models.hub import DownloadProgress, Fit, HubFile, HubModel, HubPart
+from shimmy.models.registry import ModelEntry
 from shimmy.tui.app import ShimmyApp
 from shimmy.tui.chat_pane import ChatMessage, ChatPane
 from shimmy.tui.download_queue import DownloadQueue
@@ -25,7 +26,14 @@ from shimmy.tui.hub_pane import HubPane
 from shimmy.tui.logsink import DashboardLogHandler
 from shimmy.tui.messages import LogRecordPosted, StatsUpdated
 from shimmy.tui.models_pane import ModelsPane, ModelTable
-from tests.tui.fakes import STATS, FakeEntry, FakeGeneration, FakeManager, FakeServer
+from tests.tui.fakes import (
+    STATS,
+    FakeGeneration,
+    FakeManager,
+    FakeRegistry,
+    FakeServer,
+    model_entry,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -76,7 +84,7 @@ async def assert_still_running(pilot: Pilot[Any]) -> None:
 
 def app_over(manager: FakeManager, server: FakeServer, tab: str, **kwargs: Any) -> ShimmyApp:
     return ShimmyApp(
-        manager,  # type: ignore[arg-type]
+        manager,
         server,
         stats_interval=0,
         initial_tab=tab,
@@ -123,9 +131,9 @@ async def test_request_log_rows_are_literal() -> None:
         await assert_still_running(pilot)
 
 
-def hostile_entries() -> list[Any]:
+def hostile_entries() -> list[ModelEntry]:
     return [
-        FakeEntry(
+        model_entry(
             "evil" + CLOSING,
             "local",
             1_000_000,
@@ -133,7 +141,7 @@ def hostile_entries() -> list[Any]:
             quantization=AUTO,
             origin=LINK,
         ),
-        FakeEntry("broken" + AUTO, "local", 1_000, error="bad header " + CLOSING),
+        model_entry("broken" + AUTO, "local", 1_000, error="bad header " + CLOSING),
     ]
 
 
@@ -226,13 +234,13 @@ async def test_hub_repos_and_files_are_literal(monkeypatch: pytest.MonkeyPatch) 
         await assert_still_running(pilot)
 
 
-class FailingRegistry:
+class FailingRegistry(FakeRegistry):
     """Discovery that fails with a message quoting a stranger's file name."""
 
-    def entries(self) -> list[Any]:
+    def entries(self) -> list[ModelEntry]:
         return []
 
-    def refresh(self) -> list[Any]:
+    def refresh(self) -> list[ModelEntry]:
         raise ShimmyError("model_invalid", f"Cannot read {CLOSING}", CLICK)
 
 
@@ -243,7 +251,7 @@ class FailingServer(FakeServer):
 
 async def test_log_lines_and_notifications_are_literal() -> None:
     manager = FakeManager()
-    manager.registry = FailingRegistry()  # type: ignore[assignment]
+    manager.registry = FailingRegistry()
     handler = DashboardLogHandler()
     handler.records.append((20, f"12:00:00 INFO    uvicorn: GET {CLOSING} 401"))
     app = app_over(manager, FailingServer(manager, running=False), "log", log_handler=handler)

@@ -9,9 +9,9 @@ import pytest
 from rich.console import Console
 from textual.widgets import Static
 
+from shimmy.api.server_control import ServerControl
 from shimmy.models.manager import ModelManager
 from shimmy.tui.models_pane import ModelsPane, ModelTable
-from shimmy.tui.server_control import ServerControl
 from tests.tui.conftest import MODEL, make_app
 from tests.waiting import settle
 
@@ -71,7 +71,7 @@ async def test_probe_load_unload_default(manager: ModelManager, server: ServerCo
 
         await pilot.press("p")
         report = await settle(pilot, lambda: not pane.busy and pane.reports.get(MODEL))
-        assert report.completion_tokens > 0 and report.sample.strip()
+        assert report and report.completion_tokens > 0 and report.sample.strip()
         assert manager.is_loaded(MODEL)
         assert str(table.get_row(MODEL)[7]) == "loaded, default"
         shown = _text(app.query_one("#model-probe", Static).content)

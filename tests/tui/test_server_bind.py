@@ -17,11 +17,11 @@ from textual.widgets import Input, Static
 from textual.widgets._toast import Toast
 
 from shimmy.api.security import check_bind
+from shimmy.api.server_control import ServerControl
 from shimmy.config import Settings
 from shimmy.errors import ShimmyError
 from shimmy.models.manager import ModelManager
 from shimmy.tui.app import ShimmyApp
-from shimmy.tui.server_control import ServerControl
 from tests.tui.conftest import make_app
 from tests.waiting import settle
 

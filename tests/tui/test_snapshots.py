@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -16,6 +15,7 @@ from textual.pilot import Pilot
 from textual.widgets import Input
 
 from shimmy.models.hub import DownloadProgress
+from shimmy.models.probe import ProbeReport
 from shimmy.tui.app import LIGHT_THEME, ShimmyApp
 from shimmy.tui.chat_pane import ChatPane
 from shimmy.tui.download_queue import DownloadQueue
@@ -24,7 +24,16 @@ from shimmy.tui.logsink import DashboardLogHandler
 from shimmy.tui.messages import StatsUpdated
 from shimmy.tui.models_pane import ModelsPane
 from shimmy.tui.server_pane import ServerPane
-from tests.tui.fakes import HUB_FILES, HUB_FITS, HUB_MODELS, STATS, FakeManager, FakeServer
+from tests.tui.fakes import (
+    ENTRIES,
+    HUB_FILES,
+    HUB_FITS,
+    HUB_MODELS,
+    STATS,
+    FakeManager,
+    FakeServer,
+    gguf_info,
+)
 
 MODEL = "smollm2-135m-instruct-q4_1"
 LOG_LINES = [
@@ -51,7 +60,7 @@ def dashboard(tab: str = "models", *, running: bool = True) -> ShimmyApp:
     handler = DashboardLogHandler()
     handler.records.extend(LOG_LINES)
     return ShimmyApp(
-        manager,  # type: ignore[arg-type]
+        manager,
         FakeServer(manager, running=running),
         serve=running,
         stats_interval=0,
@@ -88,15 +97,20 @@ def test_models(snap_compare: Any) -> None:
 
 
 def test_models_probed_80x24(snap_compare: Any) -> None:
-    report = SimpleNamespace(
-        tokens_per_second=88.3,
-        time_to_first_token=0.041,
+    entry = next(e for e in ENTRIES if e.name == MODEL)
+    report = ProbeReport(
+        entry=entry,
+        info=gguf_info(entry.path, chat_template="{{ messages }}"),
+        header_seconds=0.001,
         load_seconds=0.79,
         was_loaded=False,
         memory_bytes=474_100_000,
+        rss_delta_bytes=474_100_000,
         n_ctx=4096,
+        prompt_tokens=14,
         completion_tokens=32,
-        info=SimpleNamespace(chat_template="{{ messages }}"),
+        time_to_first_token=0.041,
+        tokens_per_second=88.3,
         sample="The sea is a vast and mysterious realm.",
     )
 

@@ -1,5 +1,10 @@
 """The dashboard's embedded API server: start, stop and rebind it.
 
+It holds no Textual, so it lives in the api layer beside :class:`EmbeddedServer`
+(the dashboard drives it from its thread workers). Importing it imports neither
+FastAPI nor uvicorn: they load on the first start, after the dashboard's first
+frame.
+
 The FastAPI app is built once, on first start, so its request log outlives a
 restart on another port (until then ``request_log`` is an empty stand-in, or
 the one a test hands in). Every method blocks (binding, uvicorn start-up and
@@ -14,20 +19,23 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from shimmy.api.requestlog import RequestLog
 from shimmy.errors import ShimmyError
 
 if TYPE_CHECKING:
+    from fastapi import FastAPI
+
     from shimmy.api.server import EmbeddedServer
+    from shimmy.models.manager import ModelManager
 
 
 class ServerControl:
     """One embedded server for ``manager``, listening on ``host:port`` once started."""
 
     def __init__(
-        self, manager: Any, host: str, port: int, *, request_log: RequestLog | None = None
+        self, manager: ModelManager, host: str, port: int, *, request_log: RequestLog | None = None
     ) -> None:
         self.manager = manager
         self.host = host
@@ -36,7 +44,7 @@ class ServerControl:
         self.error: str | None = None  # why the last start or rebind failed
         self.started_at: float | None = None  # time.monotonic() of the last start
         self._server: EmbeddedServer | None = None
-        self._app: Any = None
+        self._app: FastAPI | None = None
         self._lock = threading.Lock()
 
     @property
