@@ -44,6 +44,7 @@ from shimmy.models.slots import Slot, assign_slots, shared_tokens
 from shimmy.models.textstream import TextStream
 
 if TYPE_CHECKING:
+    from shimmy.config import Settings
     from shimmy.models.llamacpp import Context, Model
     from shimmy.models.registry import ModelEntry
 
@@ -52,15 +53,28 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class EngineOptions:
-    """How a model is loaded and how much work it accepts."""
+    """How a model is loaded and how much work it accepts: read from the
+    settings (:meth:`from_settings`), which state every default once."""
 
-    ctx_size: int = 4096  # tokens per slot: the most one request (prompt + output) can use
-    parallel: int = 4  # sequence slots decoded together
-    threads: int = 1
-    batch_size: int = 512  # most tokens in one decode step
-    max_queue: int = 16  # requests waiting for a slot before server_busy
-    request_timeout: float = 600.0  # wall-clock seconds from submit to the last token
-    prompt_cache_bytes: int = 1 << 30  # host memory for prompts whose slot was taken
+    ctx_size: int  # tokens per slot: the most one request (prompt + output) can use
+    parallel: int  # sequence slots decoded together
+    threads: int
+    batch_size: int  # most tokens in one decode step
+    max_queue: int  # requests waiting for a slot before server_busy
+    request_timeout: float  # wall-clock seconds from submit to the last token
+    prompt_cache_bytes: int  # host memory for prompts whose slot was taken
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> EngineOptions:
+        return cls(
+            ctx_size=settings.ctx_size,
+            parallel=settings.parallel,
+            threads=settings.threads,
+            batch_size=settings.batch_size,
+            max_queue=settings.max_queue,
+            request_timeout=settings.request_timeout,
+            prompt_cache_bytes=max(0, settings.cache_ram) * 1024 * 1024,
+        )
 
 
 def process_rss() -> int:

@@ -210,16 +210,7 @@ class ModelManager:
         return thread
 
     def _engine_options(self) -> EngineOptions:
-        s = self.settings
-        return EngineOptions(
-            ctx_size=s.ctx_size,
-            parallel=s.parallel,
-            threads=s.threads,
-            batch_size=s.batch_size,
-            max_queue=s.max_queue,
-            request_timeout=s.request_timeout,
-            prompt_cache_bytes=max(0, s.cache_ram) * 1024 * 1024,
-        )
+        return EngineOptions.from_settings(self.settings)
 
     # -- generating ----------------------------------------------------------
 

@@ -26,7 +26,7 @@ from shimmy.tui.backend import ChatReply, DashboardBackend
 from shimmy.tui.plain import plain
 
 DEFAULT_CHOICE = "default"
-DEFAULT_TEMPERATURE = 0.7
+DEFAULT_TEMPERATURE = SamplingParams.temperature  # the engine's, stated once there
 DEFAULT_MAX_TOKENS = 512
 # Seconds between redraws of a streaming reply. Each redraw lays out and paints the
 # screen on the cores llama.cpp's threads use: with SmolLM2 on 2 cores a reply came
