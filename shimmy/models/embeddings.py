@@ -128,18 +128,12 @@ class EmbeddingModels:
             raise ShimmyError(
                 "model_invalid", f"Model '{entry.name}' cannot be used", entry.error or None
             )
-        from shimmy.models.llamacpp import EmbeddingContext, Model
+        from shimmy.models.llamacpp import EmbeddingContext, context_per_sequence, load_model
 
-        trained = entry.context_length or self.ctx_size
-        n_ctx = max(64, min(self.ctx_size, trained)) if self.ctx_size > 0 else trained
+        n_ctx = context_per_sequence(self.ctx_size, entry.context_length or self.ctx_size)
         log.info("loading %s for embeddings (context %d)", entry.name, n_ctx)
         started = time.perf_counter()
-        try:
-            model = Model(entry.path)
-        except ShimmyError as exc:
-            raise ShimmyError(
-                "model_load_failed", f"Model '{entry.name}' failed to load", exc.details
-            ) from exc
+        model = load_model(entry.name, entry.path)
         try:
             context = EmbeddingContext(
                 model, n_ctx=n_ctx, pooling_type=_pooling_type(entry), threads=self.threads

@@ -625,18 +625,12 @@ def _load(entry: ModelEntry, options: EngineOptions) -> tuple[Model, Context]:
         raise ShimmyError(
             "model_invalid", f"Model '{entry.name}' cannot be used", exc.details or exc.message
         ) from exc
-    from shimmy.models.llamacpp import Context, Model
+    from shimmy.models.llamacpp import Context, context_per_sequence, load_model
 
     if options.parallel < 1:
         raise ShimmyError("invalid_request", "--parallel must be at least 1")
-    try:
-        model = Model(entry.path)
-    except ShimmyError as exc:
-        raise ShimmyError(
-            "model_load_failed", f"Model '{entry.name}' failed to load", exc.details
-        ) from exc
-    trained = model.n_ctx_train or options.ctx_size
-    per_slot = max(64, min(options.ctx_size, trained)) if options.ctx_size > 0 else trained
+    model = load_model(entry.name, entry.path)
+    per_slot = context_per_sequence(options.ctx_size, model.n_ctx_train or options.ctx_size)
     try:
         context = Context(
             model,

@@ -174,24 +174,48 @@ class Model:
             self._ptr = None
 
 
+def load_model(name: str, path: Path) -> Model:
+    """The weights of the model ``name`` at ``path``; ``model_load_failed`` naming it."""
+    try:
+        return Model(path)
+    except ShimmyError as exc:
+        raise ShimmyError(
+            "model_load_failed", f"Model '{name}' failed to load", exc.details
+        ) from exc
+
+
+def context_per_sequence(requested: int, trained: int) -> int:
+    """Tokens a sequence may hold: ``requested`` (0: the model's trained length),
+    never more than the model was trained for, never less than 64."""
+    return max(64, min(requested, trained)) if requested > 0 else trained
+
+
+def _context_params(*, n_ctx: int, n_batch: int, n_seq: int, threads: int) -> Any:
+    """llama.cpp's context parameters as shimmy sets them for every context: one
+    micro-batch per batch, the same threads for prompts and generation, no perf
+    counters."""
+    params = llama_cpp.llama_context_default_params()
+    params.n_ctx = n_ctx
+    params.n_batch = n_batch
+    params.n_ubatch = n_batch
+    params.n_seq_max = n_seq
+    params.n_threads = threads
+    params.n_threads_batch = threads
+    params.no_perf = True
+    return params
+
+
 class Context:
     """A llama.cpp context holding ``n_seq`` sequences, each in its own KV stream."""
 
     def __init__(self, model: Model, *, n_ctx: int, n_seq: int, n_batch: int, threads: int) -> None:
-        params = llama_cpp.llama_context_default_params()
-        params.n_ctx = n_ctx
-        params.n_batch = n_batch
-        params.n_ubatch = n_batch
-        params.n_seq_max = n_seq
-        params.n_threads = threads
-        params.n_threads_batch = threads
+        params = _context_params(n_ctx=n_ctx, n_batch=n_batch, n_seq=n_seq, threads=threads)
         # A KV stream per sequence: each attends only to its own cells, so a
         # request's output does not depend on what else runs beside it (with a
         # unified buffer the masked attention sums over every sequence's cells
         # and greedy outputs drift), and llama.cpp says it is faster when the
         # sequences share no long prefix.
         params.kv_unified = False
-        params.no_perf = True
         self._ptr = llama_cpp.llama_init_from_model(model.ptr, params)
         if not self._ptr:
             raise ShimmyError(
@@ -244,17 +268,10 @@ class EmbeddingContext:
     llama.cpp into one vector (``pooling_type`` is llama.cpp's enum, never none)."""
 
     def __init__(self, model: Model, *, n_ctx: int, pooling_type: int, threads: int) -> None:
-        params = llama_cpp.llama_context_default_params()
-        params.n_ctx = n_ctx
         # Pooling reads whole sequences: one input must fit one micro-batch.
-        params.n_batch = n_ctx
-        params.n_ubatch = n_ctx
-        params.n_seq_max = 1
-        params.n_threads = threads
-        params.n_threads_batch = threads
+        params = _context_params(n_ctx=n_ctx, n_batch=n_ctx, n_seq=1, threads=threads)
         params.embeddings = True
         params.pooling_type = pooling_type
-        params.no_perf = True
         self._ptr = llama_cpp.llama_init_from_model(model.ptr, params)
         if not self._ptr:
             raise ShimmyError(
