@@ -108,12 +108,30 @@ def test_one_keys_cached_prompts_never_serve_another_key(locked, path, field):
     assert cached_tokens(locked, KEYS[0], path, body) == (prompt, prompt - 1)
 
 
-def ws_first_message(url: str, headers: dict[str, str] | None = None, query: str = "") -> dict:
+def test_a_websocket_generation_is_cached_under_its_key(locked):
+    """A prompt read over the WebSocket is cached in its key's scope: the same key's
+    /v1 request reuses it, another key's does not."""
+    text = "A WebSocket remembers: the boat leaves at dawn from the northern pier."
+    frame = {"model": MODEL, "prompt": text, "raw": True, "max_tokens": 1, "temperature": 0}
+    done = ws_first_message(locked.ws_url, {"Authorization": f"Bearer {KEYS[1]}"}, frame=frame)
+    assert done.get("done") is True, done
+    body = {"model": MODEL, "prompt": text, "max_tokens": 1, "temperature": 0}
+    prompt, first = cached_tokens(locked, KEYS[0], "/v1/completions", body)
+    assert first == 0
+    assert cached_tokens(locked, KEYS[0], "/v1/completions", body) == (prompt, prompt - 1)
+    # The WebSocket's own key finds what its generation left, though another key's
+    # request came in between.
+    assert cached_tokens(locked, KEYS[1], "/v1/completions", body)[1] == prompt - 1
+
+
+def ws_first_message(
+    url: str, headers: dict[str, str] | None = None, query: str = "", frame: dict | None = None
+) -> dict:
     async def run() -> dict:
         async with websockets.connect(
             url + "/ws/generate" + query, additional_headers=headers or {}, open_timeout=10
         ) as ws:
-            await ws.send(json.dumps({"prompt": "Hi", "max_tokens": 2}))
+            await ws.send(json.dumps(frame or {"prompt": "Hi", "max_tokens": 2}))
             while True:
                 message = json.loads(await asyncio.wait_for(ws.recv(), 30))
                 if "done" in message or "error" in message:
