@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from tests.e2e.harness import isolated_env, start_server
-from tests.models import write_model
+from tests.gguf_writer import write_model
 
 pytestmark = [pytest.mark.e2e, pytest.mark.model]
 

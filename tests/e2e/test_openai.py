@@ -15,7 +15,7 @@ import pytest
 from shimmy.models.chat import ChatTemplate
 from shimmy.models.gguf import read_gguf_info
 from tests.e2e.harness import Server, isolated_env, start_server
-from tests.models import write_model
+from tests.gguf_writer import write_model
 
 pytestmark = [pytest.mark.e2e, pytest.mark.model]
 

@@ -534,7 +534,7 @@ def main() -> None:
     import sys
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-    from tests.conftest import find_smollm2
+    from tests.real_model import find_smollm2
 
     model = find_smollm2()
     if model is None:

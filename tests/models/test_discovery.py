@@ -21,7 +21,7 @@ from shimmy.models.grouping import model_name
 from shimmy.models.header_cache import HeaderCache
 from shimmy.models.registry import ModelRegistry
 from shimmy.models.sources import walk_gguf_files
-from tests.models import gguf_bytes, model_metadata, write_model
+from tests.gguf_writer import gguf_bytes, model_metadata, write_model
 
 SMOLLM2 = "smollm2-135m-instruct-q4_1"
 

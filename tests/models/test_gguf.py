@@ -11,7 +11,7 @@ import pytest
 
 from shimmy.errors import ShimmyError
 from shimmy.models.gguf import GGUFInfo, ModelFileUnreadable, read_gguf_info
-from tests.models import (
+from tests.gguf_writer import (
     ARRAY,
     F16,
     F32,

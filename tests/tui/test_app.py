@@ -15,7 +15,7 @@ from shimmy.api.server_control import ServerControl
 from shimmy.models.manager import ModelManager
 from shimmy.tui.app import DARK_THEME, LIGHT_THEME, ShimmyApp
 from shimmy.tui.help_screen import HelpScreen
-from tests.tui.conftest import make_app, server_url
+from tests.tui.apps import make_app, server_url
 from tests.waiting import settle
 
 pytestmark = pytest.mark.anyio

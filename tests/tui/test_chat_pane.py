@@ -15,7 +15,8 @@ from textual.widgets import Input
 from shimmy.api.server_control import ServerControl
 from shimmy.models.manager import ModelManager
 from shimmy.tui.chat_pane import ChatMessage, ChatPane
-from tests.tui.conftest import MODEL, make_app, server_url
+from tests.real_model import SMOLLM2_NAME
+from tests.tui.apps import make_app, server_url
 
 pytestmark = [pytest.mark.anyio, pytest.mark.model]
 
@@ -119,7 +120,7 @@ async def test_api_request_and_chat_reply_at_once(
     async with app.run_test(size=(100, 30)) as pilot:
         url = await server_url(app, server)
         app.query_one("#max-tokens", Input).value = "32"
-        body = {"model": MODEL, "prompt": "Count to ten.", "max_tokens": 32}
+        body = {"model": SMOLLM2_NAME, "prompt": "Count to ten.", "max_tokens": 32}
         api = asyncio.create_task(
             asyncio.to_thread(httpx.post, url + "/api/generate", json=body, timeout=120)
         )

@@ -23,14 +23,11 @@ from shimmy.tui.download_queue import DownloadQueue
 from shimmy.tui.help_screen import HelpScreen
 from shimmy.tui.hub_pane import HubPane
 from shimmy.tui.models_pane import ModelTable
-from tests.hub import conftest as hub_fixtures
 from tests.hub.fakehub import FakeHub
-from tests.tui.conftest import make_app
+from tests.tui.apps import make_app
 from tests.tui.fakes import FakeManager, FakeServer
 
 pytestmark = pytest.mark.anyio
-
-fake_hub = hub_fixtures.fake_hub  # the fake hub on 127.0.0.1, HF_ENDPOINT pointed at it
 
 REPO = "shimmy-test/SmolLM2-135M-Instruct-GGUF"
 PULLED = "smollm2-135m-instruct-q4_k_m"  # the name discovery gives the Q4_K_M file

@@ -22,7 +22,7 @@ from shimmy.config import Settings
 from shimmy.errors import ShimmyError
 from shimmy.models.manager import ModelManager
 from shimmy.tui.app import ShimmyApp
-from tests.tui.conftest import make_app
+from tests.tui.apps import make_app
 from tests.waiting import settle
 
 pytestmark = pytest.mark.anyio
