@@ -16,6 +16,7 @@ from shimmy.models.chat import ChatTemplate
 from shimmy.models.gguf import read_gguf_info
 from tests.e2e.harness import Server, isolated_env, start_server
 from tests.gguf_writer import write_model
+from tests.waiting import eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.model]
 
@@ -373,12 +374,14 @@ FREED_WITHIN = 15.0
 
 def seconds_until_idle(url: str, timeout: float = 240) -> float:
     started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        health = httpx.get(url + "/api/health", timeout=10).json()
-        if health["active_requests"] == 0 and health["queued_requests"] == 0:
-            return time.monotonic() - started
-        time.sleep(0.05)
-    raise AssertionError(f"server still busy after {timeout}s: {health}")
+    health: dict[str, Any] = {}  # the last answer, for the timeout's message
+
+    def idle() -> bool:
+        health.update(httpx.get(url + "/api/health", timeout=10).json())
+        return health["active_requests"] == 0 and health["queued_requests"] == 0
+
+    eventually(idle, timeout, interval=0.05, what=lambda: f"the server to be idle: {health}")
+    return time.monotonic() - started
 
 
 def test_busy_server_answers_503_and_a_closed_stream_cancels(small_server):
