@@ -13,6 +13,7 @@ import pytest
 from shimmy.api.core import ClientGone, EventStream, Watch, ndjson_line, sse_event
 from shimmy.errors import ShimmyError
 from shimmy.models.generation import Generation, GenerationRequest
+from tests.waiting import eventually_async
 
 pytestmark = pytest.mark.anyio
 
@@ -86,7 +87,7 @@ async def test_a_frame_that_does_not_stop_the_render_lets_it_finish() -> None:
 
     task = asyncio.ensure_future(watch.submit(submit))
     await frames.put({"type": "websocket.receive", "text": '{"prompt": "next"}'})
-    await asyncio.sleep(0)
+    await eventually_async(lambda: watch.fired, 10, what="the watch to see the frame")
     released.set()
     assert await asyncio.wait_for(task, 10) is made
     assert watch.fired and not made.cancelled
@@ -110,6 +111,7 @@ async def test_leaving_while_queued_cancels_before_any_token() -> None:
     watch = client.watch()
     queued = [generation(), generation()]
     task = asyncio.ensure_future(watch.finish(queued))
+    # Not synchronisation: 10 ms in which finish() must not return on its own.
     await asyncio.sleep(0.01)
     assert not task.done()
     client.leave()
@@ -145,8 +147,9 @@ async def test_a_stream_ends_and_cancels_its_generation_when_the_client_leaves()
     response = EventStream(_stream(made), watch=client.watch(), generations=[made])
     task = asyncio.ensure_future(response({"type": "http"}, client.disconnect, send))
     made.emit("Hi", 1)
-    while not any(b'"text":"Hi"' in m.get("body", b"") for m in sent):
-        await asyncio.sleep(0.01)
+    await eventually_async(
+        lambda: any(b'"text":"Hi"' in m.get("body", b"") for m in sent), what="the piece sent"
+    )
     client.leave()
     await asyncio.wait_for(task, 10)
     assert made.cancelled

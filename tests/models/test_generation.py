@@ -8,6 +8,7 @@ import threading
 import pytest
 
 from shimmy.models.generation import Generation, GenerationRequest, wake_readers
+from tests.waiting import eventually_async
 
 
 def make() -> Generation:
@@ -32,7 +33,11 @@ async def _one_wake_per_event_loop() -> None:
         return text
 
     readers = [asyncio.create_task(read(g, f)) for g, f in zip(generations, firsts, strict=True)]
-    await asyncio.sleep(0.05)  # every reader waits for its first piece
+    # Every reader waits for its first piece: stream() has registered its wake-up
+    # (what wake_readers wakes), so the step below has four readers to wake.
+    await eventually_async(
+        lambda: all(g._async_waiters for g in generations), 5, what="every reader waiting"
+    )
 
     calls = 0
     original = loop.call_soon_threadsafe
