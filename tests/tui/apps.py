@@ -3,13 +3,12 @@ server, and the embedded server's URL once the app has started it."""
 
 from __future__ import annotations
 
-import asyncio
-import time
 from typing import Any
 
 from shimmy.api.server_control import ServerControl
 from shimmy.models.manager import ModelManager
 from shimmy.tui.app import ShimmyApp
+from tests.waiting import eventually_async
 
 
 def make_app(manager: ModelManager, server: ServerControl, **kwargs: Any) -> ShimmyApp:
@@ -20,9 +19,10 @@ def make_app(manager: ModelManager, server: ServerControl, **kwargs: Any) -> Shi
 async def server_url(app: ShimmyApp, server: ServerControl, within: float = 30.0) -> str:
     """The embedded server's URL once it runs: the app starts it after its first
     frame, so a test must wait for that rather than for the workers of the moment."""
-    deadline = time.monotonic() + within
-    while server.url is None or not server.running:
-        assert time.monotonic() < deadline, "the embedded server did not start"
-        await asyncio.sleep(0.02)
+    await eventually_async(
+        lambda: server.running and server.url is not None, within, what="the embedded server"
+    )
     await app.workers.wait_for_complete()
-    return server.url
+    url = server.url
+    assert url is not None  # set before the server runs, and kept while it does
+    return url

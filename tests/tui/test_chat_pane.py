@@ -4,7 +4,6 @@ new chat, settings, and an API request running beside a chat reply."""
 from __future__ import annotations
 
 import asyncio
-import time
 
 import httpx
 import pytest
@@ -17,6 +16,7 @@ from shimmy.models.manager import ModelManager
 from shimmy.tui.chat_pane import ChatMessage, ChatPane
 from tests.real_model import SMOLLM2_NAME
 from tests.tui.apps import make_app, server_url
+from tests.waiting import eventually_async
 
 pytestmark = [pytest.mark.anyio, pytest.mark.model]
 
@@ -54,10 +54,7 @@ async def test_chat_streams_a_reply(manager: ModelManager, server: ServerControl
         app.query_one("#temperature", Input).value = "0"
         await _type(pilot, "Tell me about the capital of France.")
         # Watch the reply grow on screen while it streams.
-        deadline = time.monotonic() + 120
-        while "ReplyFinished" not in seen:
-            assert time.monotonic() < deadline
-            await asyncio.sleep(0.01)
+        await eventually_async(lambda: "ReplyFinished" in seen, 120, 0.01, what="the reply")
         await app.workers.wait_for_complete()
         await pilot.pause()
         turns = list(app.query(ChatMessage))
@@ -89,8 +86,7 @@ async def test_escape_stops_a_reply(manager: ModelManager, server: ServerControl
         chat = app.query_one(ChatPane)
         app.query_one("#max-tokens", Input).value = "2000"
         await _type(pilot, "Write a very long story about a dragon.")
-        while chat.live_tokens() < 3:
-            await asyncio.sleep(0.05)
+        await eventually_async(lambda: chat.live_tokens() >= 3, 120, 0.05, what="3 tokens")
         await pilot.press("escape")
         await app.workers.wait_for_complete()
         await pilot.pause()
