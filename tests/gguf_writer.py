@@ -106,7 +106,8 @@ def gguf_bytes(
 
 
 def model_metadata(name: str = "tiny", arch: str = "llama", **extra: Any) -> dict[str, Any]:
-    """Metadata of a plausible tiny chat model."""
+    """Metadata of a plausible tiny chat model; ``extra`` adds or replaces keys.
+    Dotted GGUF keys go in a dict: ``{**model_metadata(), "split.count": 2}``."""
     data: dict[str, Any] = {
         "general.architecture": arch,
         "general.type": "model",

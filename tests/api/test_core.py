@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, MutableMapping
 from typing import Any
 
 import pytest
@@ -139,9 +139,9 @@ async def _stream(made: Generation) -> AsyncIterator[str]:
 async def test_a_stream_ends_and_cancels_its_generation_when_the_client_leaves() -> None:
     client = Client()
     made = generation()
-    sent: list[dict[str, Any]] = []
+    sent: list[MutableMapping[str, Any]] = []
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: MutableMapping[str, Any]) -> None:
         sent.append(message)
 
     response = EventStream(_stream(made), watch=client.watch(), generations=[made])
@@ -163,7 +163,7 @@ async def test_a_stream_whose_socket_is_closed_cancels_its_generation() -> None:
     client = Client()
     made = generation()
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: MutableMapping[str, Any]) -> None:
         if message["type"] == "http.response.body":
             raise OSError("connection reset")
 
@@ -179,9 +179,9 @@ async def test_a_finished_stream_sends_every_event_and_ends_the_body() -> None:
     made = generation()
     made.emit("Hi", 1)
     made.finish("stop")
-    sent: list[dict[str, Any]] = []
+    sent: list[MutableMapping[str, Any]] = []
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: MutableMapping[str, Any]) -> None:
         sent.append(message)
 
     response = EventStream(_stream(made), watch=client.watch(), generations=[made])

@@ -46,7 +46,7 @@ def address(server) -> tuple[str, int]:
 def read_all(sock: socket.socket, within: float) -> bytes:
     """Everything the server sends until it closes the connection (bounded)."""
     sock.settimeout(within)
-    chunks = []
+    chunks: list[bytes] = []
     while True:
         chunk = sock.recv(65536)
         if not chunk:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -27,7 +28,7 @@ QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory) -> Server:
+def server(tmp_path_factory) -> Iterator[Server]:
     root = tmp_path_factory.mktemp("openai")
     srv = start_server(["--ctx-size", str(CTX)], isolated_env(root), cwd=root)
     yield srv
@@ -35,7 +36,7 @@ def server(tmp_path_factory) -> Server:
 
 
 @pytest.fixture(scope="module")
-def client(server) -> openai.OpenAI:
+def client(server) -> Iterator[openai.OpenAI]:
     with openai.OpenAI(
         base_url=server.url + "/v1", api_key="not-needed", max_retries=0, timeout=240
     ) as c:
@@ -255,7 +256,7 @@ KEY = "sk-shimmy-test"
 
 
 @pytest.fixture(scope="module")
-def keyed_server(tmp_path_factory) -> Server:
+def keyed_server(tmp_path_factory) -> Iterator[Server]:
     """A server that requires KEY and also offers a model llama.cpp cannot load
     (a well-formed GGUF of an architecture it does not know)."""
     root = tmp_path_factory.mktemp("openai-keyed")
@@ -351,7 +352,7 @@ def test_embeddings_two_inputs_two_different_normalized_vectors(client):
 
 
 @pytest.fixture(scope="module")
-def small_server(tmp_path_factory) -> Server:
+def small_server(tmp_path_factory) -> Iterator[Server]:
     """One request slot and no waiting line: a second request is refused."""
     root = tmp_path_factory.mktemp("openai-busy")
     env = isolated_env(root, SHIMMY_MAX_QUEUE="0")

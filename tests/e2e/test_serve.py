@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -20,7 +21,7 @@ MODEL = "smollm2-135m-instruct-q4_1"
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, smollm2_path) -> Server:
+def server(tmp_path_factory, smollm2_path) -> Iterator[Server]:
     root = tmp_path_factory.mktemp("serve")
     bad = root / "extra-models"
     bad.mkdir()
@@ -32,7 +33,7 @@ def server(tmp_path_factory, smollm2_path) -> Server:
 
 
 @pytest.fixture(scope="module")
-def client(server) -> httpx.Client:
+def client(server) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=server.url, timeout=60) as c:
         yield c
 

@@ -504,7 +504,7 @@ async def queue_download(file: hub.HubFile) -> tuple[DownloadQueue.Finished, str
 async def test_the_dashboard_queue_reports_the_same_failures(
     fake_hub: FakeHub, isolated_home: Path
 ) -> None:
-    lies = {
+    lies: dict[str, dict[str, Any]] = {
         "etag-GGUF": {"etag": TRAVERSAL_ETAG},
         "git-GGUF": {"served": WRONG},
     }

@@ -42,7 +42,7 @@ async def _one_wake_per_event_loop() -> None:
     calls = 0
     original = loop.call_soon_threadsafe
 
-    def counting(*args):  # type: ignore[no-untyped-def]
+    def counting(*args):
         nonlocal calls
         calls += 1
         return original(*args)

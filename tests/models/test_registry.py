@@ -163,7 +163,7 @@ def test_concurrent_refreshes_run_one_at_a_time(
     most = 0
     lock = threading.Lock()
 
-    def slow_discovery(*args, **kwargs):  # type: ignore[no-untyped-def]
+    def slow_discovery(*args, **kwargs):
         nonlocal active, most
         with lock:
             active += 1
