@@ -4,12 +4,14 @@ new chat, settings, and an API request running beside a chat reply."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import httpx
 import pytest
 from textual.app import ScreenStackError
 from textual.css.query import NoMatches
-from textual.widgets import Input
+from textual.pilot import Pilot
+from textual.widgets import DataTable, Input, Static
 
 from shimmy.api.server_control import ServerControl
 from shimmy.models.manager import ModelManager
@@ -21,7 +23,7 @@ from tests.waiting import eventually_async
 pytestmark = [pytest.mark.anyio, pytest.mark.model]
 
 
-async def _type(pilot, text: str) -> None:  # type: ignore[no-untyped-def]
+async def _type(pilot: Pilot[Any], text: str) -> None:
     await pilot.press(*text)
     await pilot.press("enter")
 
@@ -62,7 +64,7 @@ async def test_chat_streams_a_reply(manager: ModelManager, server: ServerControl
         reply = turns[1].markdown.source
         assert reply.strip()
         assert chat.history[-1] == {"role": "assistant", "content": reply}
-        figures = str(turns[1].query_one(".figures").content)  # type: ignore[attr-defined]
+        figures = str(turns[1].query_one(".figures", Static).content)
         assert "tokens" in figures
         assert "ReplyFinished" in seen
         partial = {n for n in lengths if 0 < n < len(reply)}
@@ -91,7 +93,7 @@ async def test_escape_stops_a_reply(manager: ModelManager, server: ServerControl
         await app.workers.wait_for_complete()
         await pilot.pause()
         assert chat.history[-1]["role"] == "assistant"
-        figures = str(app.query(ChatMessage).last().query_one(".figures").content)  # type: ignore[attr-defined]
+        figures = str(app.query(ChatMessage).last().query_one(".figures", Static).content)
         assert "stopped" in figures
         assert not chat.replying
 
@@ -131,5 +133,5 @@ async def test_api_request_and_chat_reply_at_once(
         await pilot.press("f4")
         await app.take_stats().wait()
         await pilot.pause()
-        log = app.query_one("#request-log")
-        assert log.row_count >= 1  # type: ignore[attr-defined]
+        log = app.query_one("#request-log", DataTable)
+        assert log.row_count >= 1

@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 from textual.notifications import Notify
-from textual.widgets import DataTable, Input, ProgressBar, Select
+from textual.widgets import DataTable, Input, ProgressBar, Select, TabbedContent
+from textual.widgets.data_table import ColumnKey
 from textual.widgets.select import InvalidSelectValueError
 
 from shimmy.api.server_control import ServerControl
@@ -111,7 +112,7 @@ async def test_search_download_then_list_and_chat(
         assert app.query_one("#download-bar", ProgressBar).percentage == 1.0
         # The State column widens to what it shows ("done: NAME"), not cut to "downloading".
         states = queue.query_one(DataTable)
-        assert states.columns["state"].content_width >= len(f"done: {PULLED}")  # type: ignore[index]
+        assert states.columns[ColumnKey("state")].content_width >= len(f"done: {PULLED}")
         finished = record.of(DownloadQueue.Finished)
         assert [(m.state, m.model_name) for m in finished] == [
             ("done", PULLED),
@@ -233,7 +234,7 @@ async def test_f6_help_and_palette_reach_the_hub() -> None:
     async with app.run_test() as pilot:
         await pilot.pause()  # the initial tab is shown after the first refresh
         await pilot.press("f6")
-        assert app.query_one("#tabs").active == "hub"  # type: ignore[attr-defined]
+        assert app.query_one("#tabs", TabbedContent).active == "hub"
         assert app.query_one("#hub-query", Input).has_focus
         await pilot.press("d")  # typed into the search box, not a download
         assert app.query_one("#hub-query", Input).value == "d"

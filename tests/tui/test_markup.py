@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from textual.app import App
 from textual.pilot import Pilot
 from textual.widgets import DataTable, Select
 from textual.widgets._toast import Toast
@@ -46,12 +47,12 @@ AUTO = "[/]"
 SIZE = (180, 50)
 
 
-def screen_text(app: ShimmyApp) -> str:
+def screen_text(app: App[Any]) -> str:
     """What the terminal shows now, every layer (toasts, overlays) included."""
     return "\n".join(strip.text for strip in app.screen._compositor.render_strips())
 
 
-def toasts(app: ShimmyApp) -> list[str]:
+def toasts(app: App[Any]) -> list[str]:
     """The text of each notification on screen, as its toast draws it (read from the
     toast rather than the screen, where a long one wraps)."""
     return [" ".join(toast.render().plain.split()) for toast in app.screen.query(Toast)]
@@ -69,7 +70,7 @@ async def workers_done(pilot: Pilot[Any]) -> None:
 
 async def click_text(pilot: Pilot[Any], text: str) -> None:
     """Click the first place on screen that shows ``text``."""
-    for y, line in enumerate(screen_text(pilot.app).splitlines()):  # type: ignore[arg-type]
+    for y, line in enumerate(screen_text(pilot.app).splitlines()):
         x = line.find(text)
         if x != -1:
             await pilot.click(offset=(x + 1, y))

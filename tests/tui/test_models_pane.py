@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import Any
 
 import pytest
 from rich.console import Console
-from textual.widgets import Static
+from textual.pilot import Pilot
+from textual.widgets import Input, Static
 
 from shimmy.api.server_control import ServerControl
 from shimmy.models.manager import ModelManager
+from shimmy.tui.app import ShimmyApp
 from shimmy.tui.models_pane import ModelsPane, ModelTable
 from tests.real_model import SMOLLM2_NAME
 from tests.tui.apps import make_app
@@ -25,7 +28,7 @@ def _text(renderable: object) -> str:
     return console.export_text()
 
 
-async def _ready(app, pilot) -> ModelsPane:  # type: ignore[no-untyped-def]
+async def _ready(app: ShimmyApp, pilot: Pilot[Any]) -> ModelsPane:
     """The pane once discovery's result has reached it (every test here finds a model)."""
     pane = app.query_one(ModelsPane)
     await settle(pilot, lambda: pane.entries, what="discovery's entries")
@@ -56,7 +59,7 @@ async def test_type_to_filter(manager: ModelManager, server: ServerControl) -> N
         await _ready(app, pilot)
         table = app.query_one(ModelTable)
         await pilot.press("s", "m", "o")
-        assert app.query_one("#model-filter").value == "smo"  # type: ignore[attr-defined]
+        assert app.query_one("#model-filter", Input).value == "smo"
         assert table.row_count == 1
         await pilot.press("x", "y", "z")
         assert table.row_count == 0
