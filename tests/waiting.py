@@ -11,9 +11,21 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
+# What a wait is for, said in its timeout message: a phrase, or a callable asked
+# only then, which can report the state the wait last saw.
+What = str | Callable[[], object]
+
+
+def _timed_out(timeout: float, what: What, condition: Callable[[], object]) -> AssertionError:
+    said = what() if callable(what) else what
+    return AssertionError(f"timed out after {timeout:g} s waiting for {said or condition}")
+
 
 def eventually(
-    condition: Callable[[], T], timeout: float = 30.0, interval: float = 0.02, what: str = ""
+    condition: Callable[[], T],
+    timeout: float = 30.0,
+    interval: float = 0.02,
+    what: What = "",
 ) -> T:
     """Poll ``condition`` until it returns something truthy, and return that."""
     deadline = time.monotonic() + timeout
@@ -22,12 +34,15 @@ def eventually(
         if value:
             return value
         if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what or condition}")
+            raise _timed_out(timeout, what, condition)
         time.sleep(interval)
 
 
 async def eventually_async(
-    condition: Callable[[], T], timeout: float = 30.0, interval: float = 0.02, what: str = ""
+    condition: Callable[[], T],
+    timeout: float = 30.0,
+    interval: float = 0.02,
+    what: What = "",
 ) -> T:
     """`eventually` for coroutines: the event loop keeps running while it waits."""
     deadline = time.monotonic() + timeout
@@ -36,12 +51,12 @@ async def eventually_async(
         if value:
             return value
         if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what or condition}")
+            raise _timed_out(timeout, what, condition)
         await asyncio.sleep(interval)
 
 
 async def settle(
-    pilot: Any, condition: Callable[[], T], timeout: float = 60.0, what: str = ""
+    pilot: Any, condition: Callable[[], T], timeout: float = 60.0, what: What = ""
 ) -> T:
     """Let a Textual app run (its workers, and the messages they post back from
     their threads) until ``condition`` holds. A finished worker's last message
@@ -55,5 +70,5 @@ async def settle(
             await pilot.pause()
             return value
         if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what or condition}")
+            raise _timed_out(timeout, what, condition)
         await pilot.pause(0.02)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, MutableMapping
 from typing import Any
 
 import pytest
@@ -13,6 +13,7 @@ import pytest
 from shimmy.api.core import ClientGone, EventStream, Watch, ndjson_line, sse_event
 from shimmy.errors import ShimmyError
 from shimmy.models.generation import Generation, GenerationRequest
+from tests.waiting import eventually_async
 
 pytestmark = pytest.mark.anyio
 
@@ -86,7 +87,7 @@ async def test_a_frame_that_does_not_stop_the_render_lets_it_finish() -> None:
 
     task = asyncio.ensure_future(watch.submit(submit))
     await frames.put({"type": "websocket.receive", "text": '{"prompt": "next"}'})
-    await asyncio.sleep(0)
+    await eventually_async(lambda: watch.fired, 10, what="the watch to see the frame")
     released.set()
     assert await asyncio.wait_for(task, 10) is made
     assert watch.fired and not made.cancelled
@@ -110,6 +111,7 @@ async def test_leaving_while_queued_cancels_before_any_token() -> None:
     watch = client.watch()
     queued = [generation(), generation()]
     task = asyncio.ensure_future(watch.finish(queued))
+    # Not synchronisation: 10 ms in which finish() must not return on its own.
     await asyncio.sleep(0.01)
     assert not task.done()
     client.leave()
@@ -137,16 +139,17 @@ async def _stream(made: Generation) -> AsyncIterator[str]:
 async def test_a_stream_ends_and_cancels_its_generation_when_the_client_leaves() -> None:
     client = Client()
     made = generation()
-    sent: list[dict[str, Any]] = []
+    sent: list[MutableMapping[str, Any]] = []
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: MutableMapping[str, Any]) -> None:
         sent.append(message)
 
     response = EventStream(_stream(made), watch=client.watch(), generations=[made])
     task = asyncio.ensure_future(response({"type": "http"}, client.disconnect, send))
     made.emit("Hi", 1)
-    while not any(b'"text":"Hi"' in m.get("body", b"") for m in sent):
-        await asyncio.sleep(0.01)
+    await eventually_async(
+        lambda: any(b'"text":"Hi"' in m.get("body", b"") for m in sent), what="the piece sent"
+    )
     client.leave()
     await asyncio.wait_for(task, 10)
     assert made.cancelled
@@ -160,7 +163,7 @@ async def test_a_stream_whose_socket_is_closed_cancels_its_generation() -> None:
     client = Client()
     made = generation()
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: MutableMapping[str, Any]) -> None:
         if message["type"] == "http.response.body":
             raise OSError("connection reset")
 
@@ -176,9 +179,9 @@ async def test_a_finished_stream_sends_every_event_and_ends_the_body() -> None:
     made = generation()
     made.emit("Hi", 1)
     made.finish("stop")
-    sent: list[dict[str, Any]] = []
+    sent: list[MutableMapping[str, Any]] = []
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: MutableMapping[str, Any]) -> None:
         sent.append(message)
 
     response = EventStream(_stream(made), watch=client.watch(), generations=[made])

@@ -8,15 +8,20 @@ and llama-cpp-python's Jinja2 formatter run on the GGUF's own template.
 from __future__ import annotations
 
 import ctypes
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from shimmy.models.chat import ChatTemplate
 from shimmy.models.gguf import read_gguf_info
 
+if TYPE_CHECKING:  # llama_cpp loads its library on import: the tests import it when they run
+    from llama_cpp.llama_types import ChatCompletionRequestMessage
+
 pytestmark = pytest.mark.model
 
-CONVERSATION = [
+CONVERSATION: list[ChatCompletionRequestMessage] = [
     {"role": "system", "content": "You are terse."},
     {"role": "user", "content": "Hi there"},
     {"role": "assistant", "content": "Hello! How can I help?"},
@@ -32,7 +37,7 @@ def smollm2_template(smollm2_path) -> ChatTemplate:
     return template
 
 
-def llama_cpp_render(template: str, messages: list[dict[str, str]]) -> str:
+def llama_cpp_render(template: str, messages: Sequence[Mapping[str, Any]]) -> str:
     import llama_cpp
 
     chat = (llama_cpp.llama_chat_message * len(messages))(

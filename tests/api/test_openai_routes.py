@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import MutableMapping
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -115,7 +116,7 @@ def manager(tmp_path) -> FakeManager:
 def app(manager) -> FastAPI:
     app = FastAPI()
     install_error_handlers(app)
-    app.include_router(build_openai_router(manager))  # type: ignore[arg-type]
+    app.include_router(build_openai_router(manager))
     return app
 
 
@@ -139,7 +140,8 @@ def sdk(app, run):
         base_url="http://test/v1",
         api_key="unused",
         max_retries=0,
-        http_client=httpx.AsyncClient(transport=httpx.ASGITransport(app=app)),
+        # The SDK's type names its own httpx2 clients; it takes httpx's as well.
+        http_client=httpx.AsyncClient(transport=httpx.ASGITransport(app=app)),  # type: ignore[arg-type]
     )
     yield SimpleNamespace(client=client, run=run)
     run(client.close())
@@ -454,7 +456,19 @@ def test_error_mid_stream_is_an_error_event_the_sdk_raises(sdk, http, manager):
 # -- the client going away ---------------------------------------------------------------
 
 
-def asgi_post(path: str, body: dict[str, Any]) -> tuple[dict[str, Any], Any, Any, asyncio.Event]:
+class RecordingSend:
+    """An ASGI ``send`` that keeps every message it was given."""
+
+    def __init__(self) -> None:
+        self.sent: list[MutableMapping[str, Any]] = []
+
+    async def __call__(self, message: MutableMapping[str, Any]) -> None:
+        self.sent.append(message)
+
+
+def asgi_post(
+    path: str, body: dict[str, Any]
+) -> tuple[dict[str, Any], Any, RecordingSend, asyncio.Event]:
     """An ASGI scope, receive and send for a POST whose client leaves when the
     returned event is set (until then ``receive`` waits, as a connected client's does)."""
     raw = json.dumps(body).encode()
@@ -467,11 +481,7 @@ def asgi_post(path: str, body: dict[str, Any]) -> tuple[dict[str, Any], Any, Any
         await gone.wait()
         return {"type": "http.disconnect"}
 
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    sent: list[dict[str, Any]] = []
-    send.sent = sent  # type: ignore[attr-defined]
+    send = RecordingSend()
     scope = {
         "type": "http",
         "asgi": {"version": "3.0", "spec_version": "2.3"},

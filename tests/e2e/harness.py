@@ -14,6 +14,8 @@ from pathlib import Path
 
 import httpx
 
+from tests.waiting import eventually
+
 SHIMMY = shutil.which("shimmy", path=str(Path(sys.executable).parent)) or "shimmy"
 
 
@@ -99,24 +101,31 @@ def start_server(
             stderr=subprocess.STDOUT,
             text=True,
         )
-    url = None
-    deadline = started + timeout
-    while time.monotonic() < deadline:
+    said: list[str] = []  # the URL, once the server has printed it
+
+    def healthy_url() -> str | None:
         if process.poll() is not None:
             raise RuntimeError(f"shimmy serve exited {process.returncode}:\n{log_path.read_text()}")
-        if url is None:
+        if not said:
             found = re.search(r"serving on (http://\S+)", log_path.read_text())
-            if found:
-                url = found.group(1)
-        if url is not None:
-            try:
-                if httpx.get(url + "/api/health", timeout=1).status_code == 200:
-                    return Server(process, url, started, time.monotonic() - started, log_path)
-            except httpx.TransportError:
-                pass
-        time.sleep(0.02)
-    process.kill()
-    raise RuntimeError(f"shimmy serve did not become healthy:\n{log_path.read_text()}")
+            if found is None:
+                return None
+            said.append(found.group(1))
+        try:
+            answered = httpx.get(said[0] + "/api/health", timeout=1).status_code == 200
+        except httpx.TransportError:
+            return None
+        return said[0] if answered else None
+
+    try:
+        url = eventually(healthy_url, timeout, what="/api/health to answer")
+    except AssertionError:
+        process.kill()
+        raise RuntimeError(
+            f"shimmy serve did not become healthy:\n{log_path.read_text()}"
+        ) from None
+    assert url is not None  # eventually returns only a truthy value
+    return Server(process, url, started, time.monotonic() - started, log_path)
 
 
 def sse_data(lines: Iterable[str]) -> list[str]:

@@ -14,6 +14,7 @@ import httpx
 import pytest
 import websockets
 import websockets.exceptions as websockets_exceptions
+from websockets.typing import Origin
 
 from tests.e2e.harness import isolated_env, run_shimmy, start_server
 
@@ -177,7 +178,8 @@ def test_local_host_names_are_served(server, host):
 
 
 async def ws_generate(url: str, origin: str | None) -> dict:
-    async with websockets.connect(url + "/ws/generate", origin=origin, open_timeout=10) as ws:
+    header = Origin(origin) if origin is not None else None
+    async with websockets.connect(url + "/ws/generate", origin=header, open_timeout=10) as ws:
         await ws.send(json.dumps({"prompt": "Hi", "max_tokens": 2}))
         while True:
             message = json.loads(await asyncio.wait_for(ws.recv(), 30))

@@ -46,7 +46,7 @@ def address(server) -> tuple[str, int]:
 def read_all(sock: socket.socket, within: float) -> bytes:
     """Everything the server sends until it closes the connection (bounded)."""
     sock.settimeout(within)
-    chunks = []
+    chunks: list[bytes] = []
     while True:
         chunk = sock.recv(65536)
         if not chunk:
@@ -171,7 +171,7 @@ def test_a_websocket_in_use_is_not_idle(server):
                     if "done" in message:
                         done.append(True)
                         break
-                await asyncio.sleep(1)
+                await asyncio.sleep(1)  # not synchronisation: the gaps between requests
         return done
 
     assert asyncio.run(run()) == [True, True, True]

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import time
 
 import httpx
 import pytest
 
 from tests.e2e.harness import isolated_env, start_server
-from tests.models import write_model
+from tests.gguf_writer import write_model
+from tests.waiting import eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.model]
 
@@ -41,10 +41,11 @@ def assert_still_serving(client: httpx.Client) -> None:
 
 
 def wait_unloaded(client: httpx.Client, model: str) -> None:
-    deadline = time.monotonic() + 30
-    while any(m["id"] == model and m["loaded"] for m in client.get("/api/models").json()["models"]):
-        assert time.monotonic() < deadline, "the idle model was not unloaded"
-        time.sleep(0.2)
+    def unloaded() -> bool:
+        models = client.get("/api/models").json()["models"]
+        return not any(m["id"] == model and m["loaded"] for m in models)
+
+    eventually(unloaded, 30, interval=0.2, what="the idle model to be unloaded")
 
 
 def test_model_whose_load_fails_is_a_clear_error(served):

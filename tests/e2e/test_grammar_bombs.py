@@ -5,6 +5,7 @@ for seconds a token are a 400 naming the limit, and the server keeps serving."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -20,7 +21,7 @@ QUESTION = [{"role": "user", "content": "Describe Ann, aged 31, who owns a cat, 
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory) -> Server:
+def server(tmp_path_factory) -> Iterator[Server]:
     root = tmp_path_factory.mktemp("grammar-bombs")
     srv = start_server(["--ctx-size", "1024"], isolated_env(root), cwd=root)
     yield srv
@@ -28,7 +29,7 @@ def server(tmp_path_factory) -> Server:
 
 
 @pytest.fixture(scope="module")
-def client(server) -> httpx.Client:
+def client(server) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=server.url, timeout=120) as c:
         yield c
 

@@ -25,6 +25,7 @@ import websockets
 from shimmy.models.template_render import RENDER_TIMEOUT_S
 from tests.e2e.harness import Server, isolated_env, start_server
 from tests.process_tree import tree_rss
+from tests.waiting import eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.model]
 
@@ -194,9 +195,9 @@ def test_server_keeps_serving_while_a_template_loops(served):
 def busy_worker(server: Server, within: float = 10.0) -> psutil.Process:
     """The renderer worker that is using the CPU now (a looping render)."""
     process = psutil.Process(server.process.pid)
-    deadline = time.monotonic() + within
-    seen: dict[int, float] = {}
-    while time.monotonic() < deadline:
+    seen: dict[int, float] = {}  # each child's CPU time at the last look
+
+    def busy() -> psutil.Process | None:
         for child in process.children():
             try:
                 used = sum(child.cpu_times()[:2])
@@ -205,8 +206,9 @@ def busy_worker(server: Server, within: float = 10.0) -> psutil.Process:
             if child.pid in seen and used - seen[child.pid] > 0.02:
                 return child
             seen[child.pid] = used
-        time.sleep(0.05)
-    raise AssertionError("no renderer worker got busy")
+        return None
+
+    return eventually(busy, within, interval=0.05, what="a renderer worker to get busy")
 
 
 def raw_request(server: Server, path: str, body: dict) -> socket.socket:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -15,7 +16,8 @@ import pytest
 from shimmy.models.chat import ChatTemplate
 from shimmy.models.gguf import read_gguf_info
 from tests.e2e.harness import Server, isolated_env, start_server
-from tests.models import write_model
+from tests.gguf_writer import write_model
+from tests.waiting import eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.model]
 
@@ -26,7 +28,7 @@ QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory) -> Server:
+def server(tmp_path_factory) -> Iterator[Server]:
     root = tmp_path_factory.mktemp("openai")
     srv = start_server(["--ctx-size", str(CTX)], isolated_env(root), cwd=root)
     yield srv
@@ -34,7 +36,7 @@ def server(tmp_path_factory) -> Server:
 
 
 @pytest.fixture(scope="module")
-def client(server) -> openai.OpenAI:
+def client(server) -> Iterator[openai.OpenAI]:
     with openai.OpenAI(
         base_url=server.url + "/v1", api_key="not-needed", max_retries=0, timeout=240
     ) as c:
@@ -254,7 +256,7 @@ KEY = "sk-shimmy-test"
 
 
 @pytest.fixture(scope="module")
-def keyed_server(tmp_path_factory) -> Server:
+def keyed_server(tmp_path_factory) -> Iterator[Server]:
     """A server that requires KEY and also offers a model llama.cpp cannot load
     (a well-formed GGUF of an architecture it does not know)."""
     root = tmp_path_factory.mktemp("openai-keyed")
@@ -350,7 +352,7 @@ def test_embeddings_two_inputs_two_different_normalized_vectors(client):
 
 
 @pytest.fixture(scope="module")
-def small_server(tmp_path_factory) -> Server:
+def small_server(tmp_path_factory) -> Iterator[Server]:
     """One request slot and no waiting line: a second request is refused."""
     root = tmp_path_factory.mktemp("openai-busy")
     env = isolated_env(root, SHIMMY_MAX_QUEUE="0")
@@ -373,12 +375,14 @@ FREED_WITHIN = 15.0
 
 def seconds_until_idle(url: str, timeout: float = 240) -> float:
     started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        health = httpx.get(url + "/api/health", timeout=10).json()
-        if health["active_requests"] == 0 and health["queued_requests"] == 0:
-            return time.monotonic() - started
-        time.sleep(0.05)
-    raise AssertionError(f"server still busy after {timeout}s: {health}")
+    health: dict[str, Any] = {}  # the last answer, for the timeout's message
+
+    def idle() -> bool:
+        health.update(httpx.get(url + "/api/health", timeout=10).json())
+        return health["active_requests"] == 0 and health["queued_requests"] == 0
+
+    eventually(idle, timeout, interval=0.05, what=lambda: f"the server to be idle: {health}")
+    return time.monotonic() - started
 
 
 def test_busy_server_answers_503_and_a_closed_stream_cancels(small_server):

@@ -16,7 +16,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.harness import Server, isolated_env, run_shimmy, sse_data, start_server
+from tests.waiting import eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.model]
 
@@ -270,21 +270,24 @@ def start_fake_hub(step: Step, env: dict[str, str], log: Path) -> tuple[subproce
         process = subprocess.Popen(
             ["bash", "-c", "exec " + command], env=env, cwd=ROOT, stdout=out, stderr=out
         )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
+    try:
+        eventually(
+            lambda: "\n" in log.read_text() or process.poll() is not None,
+            60,
+            interval=0.05,
+            what=lambda: f"the fake hub's first line:\n{log.read_text()}",
+        )
         printed = log.read_text()
-        if "\n" in printed:
-            line = printed.splitlines()[0]
-            url = re.fullmatch(r"fake hub on (http://127\.0\.0\.1:\d+)", line)
-            assert url, f"the fake hub printed {line!r}, the README shows {step.shown!r}"
-            assert step.shown == line.replace(url[1].rsplit(":", 1)[1], port[1])
-            return process, url[1]
-        if process.poll() is not None:
-            break
-        time.sleep(0.05)
-    process.kill()
-    process.wait(10)
-    raise AssertionError(f"the fake hub did not start:\n{log.read_text()}")
+        assert "\n" in printed, f"the fake hub did not start:\n{printed}"
+    except AssertionError:
+        process.kill()
+        process.wait(10)
+        raise
+    line = printed.splitlines()[0]
+    url = re.fullmatch(r"fake hub on (http://127\.0\.0\.1:\d+)", line)
+    assert url, f"the fake hub printed {line!r}, the README shows {step.shown!r}"
+    assert step.shown == line.replace(url[1].rsplit(":", 1)[1], port[1])
+    return process, url[1]
 
 
 def listed(env: dict[str, str], cwd: Path) -> dict[str, str]:

@@ -15,6 +15,7 @@ import websockets
 import websockets.exceptions as websockets_exceptions
 
 from tests.e2e.harness import isolated_env, run_shimmy, sse_data, start_server
+from tests.waiting import eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.model]
 
@@ -225,13 +226,6 @@ def stream_until_tokens(url: str, body: dict, tokens: int, stop: threading.Event
                     return
 
 
-def wait_for(predicate, within: float = 20.0) -> None:
-    deadline = time.monotonic() + within
-    while not predicate():
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-
-
 def test_full_queue_is_503_server_busy_with_retry_after(limited):
     long = {"model": MODEL, "prompt": "Write a long essay about rivers.", "max_tokens": 2000}
     stop = threading.Event()
@@ -247,7 +241,7 @@ def test_full_queue_is_503_server_busy_with_retry_after(limited):
             health = httpx.get(limited.url + "/api/health").json()
             return health["active_requests"] == 1 and health["queued_requests"] == 1
 
-        wait_for(one_running_one_waiting)
+        eventually(one_running_one_waiting, 20, interval=0.05, what="one running, one queued")
         r = httpx.post(limited.url + "/api/generate", json={"model": MODEL, "prompt": "x"})
         assert r.status_code == 503
         assert r.json()["error"]["code"] == "server_busy"
@@ -338,7 +332,12 @@ def test_sigterm_ends_streams_with_a_final_event_and_exits_0(tmp_path):
     threads = [threading.Thread(target=stream) for _ in range(2)]
     for t in threads:
         t.start()
-    wait_for(lambda: httpx.get(server.url + "/api/health").json()["active_requests"] == 2)
+    eventually(
+        lambda: httpx.get(server.url + "/api/health").json()["active_requests"] == 2,
+        20,
+        interval=0.05,
+        what="both streams running",
+    )
     server.process.send_signal(signal.SIGTERM)
     signalled = time.monotonic()
     assert server.process.wait(10) == 0

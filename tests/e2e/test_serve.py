@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-import time
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -13,6 +13,7 @@ import websockets
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.harness import Server, isolated_env, sse_data, start_server
+from tests.waiting import eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.model]
 
@@ -20,7 +21,7 @@ MODEL = "smollm2-135m-instruct-q4_1"
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, smollm2_path) -> Server:
+def server(tmp_path_factory, smollm2_path) -> Iterator[Server]:
     root = tmp_path_factory.mktemp("serve")
     bad = root / "extra-models"
     bad.mkdir()
@@ -32,7 +33,7 @@ def server(tmp_path_factory, smollm2_path) -> Server:
 
 
 @pytest.fixture(scope="module")
-def client(server) -> httpx.Client:
+def client(server) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=server.url, timeout=60) as c:
         yield c
 
@@ -78,10 +79,12 @@ def test_models_lists_the_real_model_and_the_default_alias(client):
 
 
 def test_model_loads_in_background_then_counts(client):
-    deadline = time.monotonic() + 30
-    while client.get("/api/health").json()["models_loaded"] < 1:
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
+    eventually(
+        lambda: client.get("/api/health").json()["models_loaded"] >= 1,
+        30,
+        interval=0.1,
+        what="the model to load",
+    )
     assert client.get("/api/health").json()["slots"] == {"busy": 0, "total": 4}
 
 
@@ -313,14 +316,15 @@ def test_metrics_count_a_generation_and_show_the_engine(client):
     assert r.status_code == 200
     made = r.json()["usage"]["completion_tokens"]
     # The finish listener runs on the engine's thread, just after the response.
-    deadline = time.monotonic() + 5
-    while True:
-        after = scrape(client)
-        done = after.get(("shimmy_completion_tokens_total", model), 0)
-        if done - before.get(("shimmy_completion_tokens_total", model), 0) == made:
-            break
-        assert time.monotonic() < deadline, after
-        time.sleep(0.05)
+    scrapes: list[dict] = []  # one per look; the last is the state it ended in
+
+    def counted() -> bool:
+        scrapes.append(scrape(client))
+        done = scrapes[-1].get(("shimmy_completion_tokens_total", model), 0)
+        return done - before.get(("shimmy_completion_tokens_total", model), 0) == made
+
+    eventually(counted, 5, interval=0.05, what=lambda: f"the tokens counted: {scrapes[-1]}")
+    after = scrapes[-1]
     assert (
         after[("shimmy_requests_total", route)]
         == before.get(("shimmy_requests_total", route), 0) + 1
@@ -332,10 +336,12 @@ def test_metrics_count_a_generation_and_show_the_engine(client):
     assert after[("shimmy_model_memory_bytes", model)] > 50_000_000
     assert after[("shimmy_process_resident_bytes", ())] > 50_000_000
     # The idle engine saves the conversation its slot holds (prompt and reply).
-    deadline = time.monotonic() + 5
-    while scrape(client)[("shimmy_saved_prompts", model)] < 1:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    eventually(
+        lambda: scrape(client)[("shimmy_saved_prompts", model)] >= 1,
+        5,
+        interval=0.05,
+        what="the idle engine's save",
+    )
     assert scrape(client)[("shimmy_saved_prompt_bytes", model)] > 0
     assert ("shimmy_saved_prompt_hits_total", model) in after
 
@@ -364,14 +370,15 @@ def test_dropped_stream_frees_the_engine_for_the_next_request(client, server):
 
 
 def assert_slots_free_soon(client: httpx.Client, within: float = 5.0) -> None:
-    """The cancelled generation let go of its slot (900 tokens would take >10 s)."""
-    deadline = time.monotonic() + within
-    while True:
-        health = client.get("/api/health").json()
-        if health["active_requests"] == 0 and health["queued_requests"] == 0:
-            return
-        assert time.monotonic() < deadline, health
-        time.sleep(0.05)
+    """The cancelled generation let go of its slot (900 tokens would take >10 s,
+    so ``within`` is part of the check: keep it well under that)."""
+    health: dict = {}  # the last answer, for the timeout's message
+
+    def idle() -> bool:
+        health.update(client.get("/api/health").json())
+        return health["active_requests"] == 0 and health["queued_requests"] == 0
+
+    eventually(idle, within, interval=0.05, what=lambda: f"the slots to be free: {health}")
 
 
 # -- websocket ----------------------------------------------------------------

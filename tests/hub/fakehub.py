@@ -208,7 +208,9 @@ def _handler(hub: FakeHub, role: str) -> type[BaseHTTPRequestHandler]:
 
         # -- plumbing ------------------------------------------------------------------
 
-        def _send(self, status: int, body: bytes = b"", headers: dict[str, str] | None = None):
+        def _send(
+            self, status: int, body: bytes = b"", headers: dict[str, str] | None = None
+        ) -> None:
             self.send_response(status)
             for key, value in (headers or {}).items():
                 self.send_header(key, value)
@@ -493,7 +495,6 @@ def smollm2_repos(model: Path, cache_dir: Path | None = None) -> list[FakeRepo]:
     and time so that another model file gets its own build."""
     stat = model.stat()
     size = stat.st_size
-    whole = {"source": model, "length": size}
     key = hashlib.sha1(f"{model}:{size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
     split = split_gguf(model, (cache_dir or default_cache_dir()) / f"split-{key}", SPLIT_STEM)
     readme = FakeFile("README.md", text=b"# SmolLM2 135M Instruct, GGUF\n")
@@ -502,9 +503,9 @@ def smollm2_repos(model: Path, cache_dir: Path | None = None) -> list[FakeRepo]:
             "shimmy-test/SmolLM2-135M-Instruct-GGUF",
             [
                 readme,
-                FakeFile("SmolLM2-135M-Instruct-Q4_K_M.gguf", **whole),  # type: ignore[arg-type]
-                FakeFile("SmolLM2-135M-Instruct-Q8_0.gguf", **whole),  # type: ignore[arg-type]
-                FakeFile("SmolLM2-135M-Instruct-IQ4_XS.gguf", **whole),  # type: ignore[arg-type]
+                FakeFile("SmolLM2-135M-Instruct-Q4_K_M.gguf", source=model, length=size),
+                FakeFile("SmolLM2-135M-Instruct-Q8_0.gguf", source=model, length=size),
+                FakeFile("SmolLM2-135M-Instruct-IQ4_XS.gguf", source=model, length=size),
                 FakeFile("mmproj-SmolLM2-f16.gguf", text=b"GGUF not a model"),
             ],
             downloads=5000,
@@ -534,7 +535,7 @@ def main() -> None:
     import sys
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-    from tests.conftest import find_smollm2
+    from tests.real_model import find_smollm2
 
     model = find_smollm2()
     if model is None:

@@ -67,8 +67,8 @@ def test_search(fake_hub: FakeHub) -> None:
     # "updated": newest first, as the hub sorts lastModified.
     by_date = hub.search_models("smollm2", sort="updated")
     assert [m.repo_id for m in by_date] == ["shimmy-test/SmolLM2-corrupt-GGUF", REPO, SPLIT]
-    dates = [m.last_modified for m in by_date]
-    assert all(dates) and dates == sorted(dates, reverse=True)  # type: ignore[type-var]
+    dates = [m.last_modified for m in by_date if m.last_modified is not None]
+    assert len(dates) == len(by_date) and dates == sorted(dates, reverse=True)
     assert hub.search_models("no-such-words") == []
 
 

@@ -18,6 +18,7 @@ import pytest
 from shimmy.errors import ExitCode
 from tests.e2e.harness import SHIMMY, isolated_env, run_shimmy
 from tests.hub.fakehub import FakeHub
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -161,16 +162,23 @@ def kill_half_way(command: list[str], env: dict[str, str], cwd: Path, partial: s
     process = subprocess.Popen(
         command, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
-    kept = 0
+
+    def held() -> int:
+        partials = list(blobs.glob(partial))
+        return partials[0].stat().st_size if partials else 0
+
+    def fifteen_mb() -> int | None:
+        size = held()
+        return size if size >= 15_000_000 else None
+
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and kept < 15_000_000:
-            partials = list(blobs.glob(partial))
-            kept = partials[0].stat().st_size if partials else 0
-            time.sleep(0.05)
+        kept = eventually(
+            fifteen_mb, 60, interval=0.05, what=lambda: f"15 MB kept (it holds {held()} bytes)"
+        )
     finally:
         process.kill()
         process.wait()
+    assert kept is not None  # eventually returns only a truthy value
     return kept
 
 

@@ -30,6 +30,7 @@ from shimmy.models.registry import ModelRegistry
 from shimmy.tui.download_queue import DownloadQueue
 from tests.e2e.harness import isolated_env, run_shimmy
 from tests.hub.fakehub import FakeFile, FakeHub, FakeRepo, RawAnswer, git_blob_id
+from tests.waiting import settle
 
 TRAVERSAL_ETAG = '"../../../../tmp/x.sh"'  # blobs/../../../../tmp: beside HF_HOME
 NAME = "tiny-Q4_K_M.gguf"
@@ -493,10 +494,7 @@ async def queue_download(file: hub.HubFile) -> tuple[DownloadQueue.Finished, str
     app = QueueApp()
     async with app.run_test() as pilot:
         app.query_one(DownloadQueue).add(file)
-        deadline = time.monotonic() + 60
-        while not app.finished:
-            assert time.monotonic() < deadline, "the download never ended"
-            await pilot.pause(0.05)
+        await settle(pilot, lambda: app.finished, 60, what="the download's end")
         await app.workers.wait_for_complete()
         (finished,) = app.finished
         return finished, str(app.query_one("#download-line", Static).content)
@@ -506,7 +504,7 @@ async def queue_download(file: hub.HubFile) -> tuple[DownloadQueue.Finished, str
 async def test_the_dashboard_queue_reports_the_same_failures(
     fake_hub: FakeHub, isolated_home: Path
 ) -> None:
-    lies = {
+    lies: dict[str, dict[str, Any]] = {
         "etag-GGUF": {"etag": TRAVERSAL_ETAG},
         "git-GGUF": {"served": WRONG},
     }

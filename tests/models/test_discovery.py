@@ -21,7 +21,7 @@ from shimmy.models.grouping import model_name
 from shimmy.models.header_cache import HeaderCache
 from shimmy.models.registry import ModelRegistry
 from shimmy.models.sources import walk_gguf_files
-from tests.models import gguf_bytes, model_metadata, write_model
+from tests.gguf_writer import gguf_bytes, model_metadata, write_model
 
 SMOLLM2 = "smollm2-135m-instruct-q4_1"
 
@@ -502,7 +502,7 @@ def write_split(folder: Path, base: str, count: int, skip: int | None = None) ->
         paths.append(path)
         if i == skip:
             continue
-        meta = model_metadata(**{"split.no": i - 1, "split.count": count})
+        meta = {**model_metadata(), "split.no": i - 1, "split.count": count}
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(gguf_bytes(meta))
     return paths
@@ -615,7 +615,7 @@ class CountingReader:
         self.calls: list[Path] = []
         self.real = header_cache.read_gguf_info
 
-    def __call__(self, path):  # type: ignore[no-untyped-def]
+    def __call__(self, path):
         self.calls.append(Path(path))
         return self.real(path)
 
@@ -693,7 +693,7 @@ def test_split_count_mismatch(isolated_home: Path, tmp_path: Path) -> None:
     folder = tmp_path / "models"
     folder.mkdir()
     for i in (1, 2):
-        meta = model_metadata(**{"split.no": i - 1, "split.count": 3})
+        meta = {**model_metadata(), "split.no": i - 1, "split.count": 3}
         (folder / f"odd-{i:05d}-of-00002.gguf").write_bytes(gguf_bytes(meta))
     entry = listed()["odd"]
     assert entry.error and entry.error.startswith("Split mismatch")

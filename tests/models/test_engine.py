@@ -13,6 +13,7 @@ from shimmy.errors import ShimmyError
 from shimmy.models.generation import GenerationRequest, SamplingParams
 from shimmy.models.manager import ModelManager
 from shimmy.models.registry import ModelRegistry
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.model
 
@@ -90,8 +91,12 @@ def test_cancel_frees_a_slot_for_the_next_queued_request(engine):
         for _ in range(engine.n_parallel)
     ]
     queued = engine.submit(GenerationRequest(tokens, max_tokens=2, sampling=GREEDY))
-    while min(g.completion_tokens for g in long) < 2:
-        time.sleep(0.01)
+    eventually(
+        lambda: min(g.completion_tokens for g in long) >= 2,
+        120,
+        interval=0.01,
+        what="every slot generating",
+    )
     assert queued.started_at is None  # every slot is taken
     long[0].cancel()
     assert queued.wait(10)
@@ -120,7 +125,7 @@ def test_requests_arriving_together_at_an_idle_engine_start_in_one_step(engine):
             tokens = engine.chat_tokens([{"role": "user", "content": text}])
             request = GenerationRequest(tokens, max_tokens=2, sampling=GREEDY)
             generations.append(engine.submit(request))
-            time.sleep(0.001)
+            time.sleep(0.001)  # not synchronisation: arrivals a millisecond apart are the case
         for g in generations:
             assert g.wait(30)
         started = [g.started_at for g in generations]
@@ -235,8 +240,7 @@ def test_unload_cancels_and_frees(smollm2_path):
         running = manager.submit_prompt(
             None, "Write a long essay.", max_tokens=200, sampling=GREEDY
         )
-        while running.completion_tokens < 1:
-            time.sleep(0.01)
+        eventually(lambda: running.completion_tokens >= 1, 120, interval=0.01, what="a token")
         assert manager.unload(None) is True
         assert running.finish_reason == "cancelled"
         assert manager.loaded_names() == []
@@ -253,9 +257,7 @@ def test_idle_model_is_unloaded_after_keep_alive(smollm2_path):
     try:
         manager.submit_prompt(None, "Hi", max_tokens=1, sampling=GREEDY).wait(30)
         assert manager.loaded_names()
-        deadline = time.monotonic() + 10
-        while manager.loaded_names() and time.monotonic() < deadline:
-            time.sleep(0.1)
+        eventually(lambda: not manager.loaded_names(), 10, interval=0.1, what="the idle unload")
         assert manager.loaded_names() == []
         # ...and loads again on next use.
         assert manager.submit_prompt(None, "Hi", max_tokens=1, sampling=GREEDY).text(30) is not None
@@ -374,9 +376,7 @@ def test_an_idle_engine_saves_its_slots_so_a_new_request_need_not(smollm2_path, 
 
         with caplog.at_level("DEBUG", logger="shimmy.models.engine"):
             submit("lighthouses")
-            deadline = time.monotonic() + 10
-            while not saves() and time.monotonic() < deadline:
-                time.sleep(0.01)
+            eventually(saves, 10, interval=0.01, what="the idle engine's save")
             assert len(saves()) == 1  # while idle, with nothing waiting
             newcomer, _ = submit("steam engines")  # takes the slot: nothing left to save
             assert len(saves(before=f"generation {newcomer.id} takes slot")) == 1

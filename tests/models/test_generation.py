@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import threading
 
+import pytest
+
 from shimmy.models.generation import Generation, GenerationRequest, wake_readers
+from tests.waiting import eventually_async
 
 
 def make() -> Generation:
@@ -30,29 +33,33 @@ async def _one_wake_per_event_loop() -> None:
         return text
 
     readers = [asyncio.create_task(read(g, f)) for g, f in zip(generations, firsts, strict=True)]
-    await asyncio.sleep(0.05)  # every reader waits for its first piece
+    # Every reader waits for its first piece: stream() has registered its wake-up
+    # (what wake_readers wakes), so the step below has four readers to wake.
+    await eventually_async(
+        lambda: all(g._async_waiters for g in generations), 5, what="every reader waiting"
+    )
 
     calls = 0
     original = loop.call_soon_threadsafe
 
-    def counting(*args):  # type: ignore[no-untyped-def]
+    def counting(*args):
         nonlocal calls
         calls += 1
         return original(*args)
-
-    loop.call_soon_threadsafe = counting  # type: ignore[method-assign]
 
     def scheduler_step() -> None:  # as the engine's thread does it
         for i, generation in enumerate(generations):
             generation.emit(f"t{i}", 100 + i, wake=False)
         wake_readers(generations)
 
-    thread = threading.Thread(target=scheduler_step)
-    thread.start()
-    thread.join()
-    assert await asyncio.wait_for(asyncio.gather(*firsts), 5) == ["t0", "t1", "t2", "t3"]
-    assert calls == 1  # one wake for the four streams
-    loop.call_soon_threadsafe = original  # type: ignore[method-assign]
+    # Counted for the step only; undone on the way out, failing or not.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(loop, "call_soon_threadsafe", counting)
+        thread = threading.Thread(target=scheduler_step)
+        thread.start()
+        thread.join()
+        assert await asyncio.wait_for(asyncio.gather(*firsts), 5) == ["t0", "t1", "t2", "t3"]
+        assert calls == 1  # one wake for the four streams
 
     for generation in generations:
         generation.finish("length")

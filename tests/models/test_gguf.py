@@ -11,7 +11,7 @@ import pytest
 
 from shimmy.errors import ShimmyError
 from shimmy.models.gguf import GGUFInfo, ModelFileUnreadable, read_gguf_info
-from tests.models import (
+from tests.gguf_writer import (
     ARRAY,
     F16,
     F32,
@@ -144,7 +144,7 @@ def test_vocab_only_file(tmp_path: Path) -> None:
 
 def test_general_type_vocab(tmp_path: Path) -> None:
     path = tmp_path / "v.gguf"
-    path.write_bytes(gguf_bytes(model_metadata(**{"general.type": "vocab"})))
+    path.write_bytes(gguf_bytes({**model_metadata(), "general.type": "vocab"}))
     assert read_gguf_info(path).kind == "vocab"
 
 
@@ -182,7 +182,7 @@ def test_other_general_type(tmp_path: Path) -> None:
 
 def test_split_parts(tmp_path: Path) -> None:
     first = tmp_path / "m-00001-of-00002.gguf"
-    first.write_bytes(gguf_bytes(model_metadata(**{"split.no": Typed(4, 0), "split.count": 2})))
+    first.write_bytes(gguf_bytes({**model_metadata(), "split.no": Typed(4, 0), "split.count": 2}))
     info = read_gguf_info(first)
     assert (info.split_no, info.split_count, info.kind) == (0, 2, "model")
 
@@ -190,7 +190,7 @@ def test_split_parts(tmp_path: Path) -> None:
 def test_metadata_only_first_split_is_a_model(tmp_path: Path) -> None:
     """gguf-split --no-tensor-first-split writes a first part without tensors."""
     first = tmp_path / "m-00001-of-00002.gguf"
-    first.write_bytes(gguf_bytes(model_metadata(**{"split.count": 2}), tensors=()))
+    first.write_bytes(gguf_bytes({**model_metadata(), "split.count": 2}, tensors=()))
     assert read_gguf_info(first).kind == "model"
 
 
@@ -214,20 +214,19 @@ def test_quantization_falls_back_to_the_main_tensor_type(tmp_path: Path) -> None
 def test_file_type_names(tmp_path: Path) -> None:
     for file_type, name in [(15, "Q4_K_M"), (1, "F16"), (32, "BF16"), (1024 | 7, "Q8_0")]:
         path = tmp_path / f"ft{file_type}.gguf"
-        path.write_bytes(gguf_bytes(model_metadata(**{"general.file_type": file_type})))
+        path.write_bytes(gguf_bytes({**model_metadata(), "general.file_type": file_type}))
         assert read_gguf_info(path).quantization == name
 
 
 def test_nested_and_typed_arrays_are_skipped(tmp_path: Path) -> None:
-    metadata = model_metadata(
-        **{
-            "x.scores": Typed(ARRAY, [0.5, 1.5], FLOAT32),
-            "x.ids": Typed(ARRAY, [1, 2, 3], INT32),
-            "x.big": Typed(UINT64, 2**40),
-            "x.eps": 1e-5,
-            "x.long": "z" * 5000,
-        }
-    )
+    metadata = {
+        **model_metadata(),
+        "x.scores": Typed(ARRAY, [0.5, 1.5], FLOAT32),
+        "x.ids": Typed(ARRAY, [1, 2, 3], INT32),
+        "x.big": Typed(UINT64, 2**40),
+        "x.eps": 1e-5,
+        "x.long": "z" * 5000,
+    }
     path = tmp_path / "arrays.gguf"
     path.write_bytes(gguf_bytes(metadata))
     info = read_gguf_info(path)
@@ -252,12 +251,12 @@ def test_nested_array(tmp_path: Path) -> None:
 def test_long_chat_template_kept(tmp_path: Path) -> None:
     template = "{# " + "x" * 100_000 + " #}"
     path = tmp_path / "long.gguf"
-    path.write_bytes(gguf_bytes(model_metadata(**{"tokenizer.chat_template": template})))
+    path.write_bytes(gguf_bytes({**model_metadata(), "tokenizer.chat_template": template}))
     assert read_gguf_info(path).chat_template == template
 
 
 def test_token_ids_out_of_range(tmp_path: Path) -> None:
-    metadata = model_metadata(**{"tokenizer.ggml.eos_token_id": 99})
+    metadata = {**model_metadata(), "tokenizer.ggml.eos_token_id": 99}
     path = tmp_path / "oor.gguf"
     path.write_bytes(gguf_bytes(metadata))
     info = read_gguf_info(path)
@@ -414,7 +413,7 @@ def test_absurd_counts(tmp_path: Path, data: bytes) -> None:
 
 def test_bad_alignment(tmp_path: Path) -> None:
     path = tmp_path / "align.gguf"
-    path.write_bytes(gguf_bytes(model_metadata(**{"general.alignment": 3})))
+    path.write_bytes(gguf_bytes({**model_metadata(), "general.alignment": 3}))
     assert "alignment" in (invalid(path).details or "")
 
 
@@ -451,7 +450,7 @@ def test_random_bytes_after_a_valid_prefix(tmp_path: Path) -> None:
 def test_mutated_valid_files(tmp_path: Path) -> None:
     """Flip bytes of a valid file: every result is a GGUFInfo or a model_invalid."""
     rng = random.Random(7)
-    original = gguf_bytes(model_metadata(**{"x.ids": Typed(ARRAY, [1, 2, 3], INT32)}))
+    original = gguf_bytes({**model_metadata(), "x.ids": Typed(ARRAY, [1, 2, 3], INT32)})
     path = tmp_path / "mutated.gguf"
     for _ in range(2000):
         data = bytearray(original)

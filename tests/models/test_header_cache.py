@@ -12,7 +12,7 @@ from shimmy.errors import ShimmyError
 from shimmy.models import header_cache
 from shimmy.models.gguf import GGUFInfo
 from shimmy.models.header_cache import HeaderCache
-from tests.models import write_model
+from tests.gguf_writer import write_model
 
 
 @pytest.fixture

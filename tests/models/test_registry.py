@@ -11,7 +11,7 @@ import pytest
 from shimmy.errors import ShimmyError
 from shimmy.models import registry as registry_module
 from shimmy.models.registry import ModelEntry, ModelRegistry, SearchPlace
-from tests.models import gguf_bytes, write_model
+from tests.gguf_writer import gguf_bytes, write_model
 
 SMOLLM2 = "smollm2-135m-instruct-q4_1"
 
@@ -163,13 +163,13 @@ def test_concurrent_refreshes_run_one_at_a_time(
     most = 0
     lock = threading.Lock()
 
-    def slow_discovery(*args, **kwargs):  # type: ignore[no-untyped-def]
+    def slow_discovery(*args, **kwargs):
         nonlocal active, most
         with lock:
             active += 1
             most = max(most, active)
         try:
-            time.sleep(0.01)
+            time.sleep(0.01)  # not synchronisation: a slower discovery widens the race
             return real(*args, **kwargs)
         finally:
             with lock:

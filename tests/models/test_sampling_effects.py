@@ -4,6 +4,8 @@ it is without it. (Seeded repeats and differing seeds: test_engine.py.)"""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from shimmy.config import Settings
@@ -33,7 +35,7 @@ def engine(smollm2_path):
 
 @pytest.fixture(scope="module")
 def run(engine):
-    def run(prompt: str, **sampling: float | int) -> str:
+    def run(prompt: str, **sampling: Any) -> str:  # SamplingParams' fields
         tokens = engine.chat_tokens([{"role": "user", "content": prompt}])
         request = GenerationRequest(
             tokens, max_tokens=MAX_TOKENS, sampling=SamplingParams(**sampling)

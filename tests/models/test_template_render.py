@@ -8,12 +8,14 @@ import sys
 import textwrap
 import threading
 import time
+from functools import partial
 
 import psutil
 import pytest
 
 from shimmy.errors import ShimmyError
 from shimmy.models.template_render import RenderCancelled, RenderLimits, TemplateRenderer
+from tests.waiting import eventually
 
 ENDLESS = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"
 BOMB = "{{ 'a' | center(2**30) }}"
@@ -27,17 +29,12 @@ def renderer():
     renderer.close()
 
 
-def gone(pid: int, within: float) -> bool:
-    """Whether process ``pid`` has exited (or is a zombie) within ``within`` seconds."""
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        try:
-            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
-                return True
-        except psutil.NoSuchProcess:
-            return True
-        time.sleep(0.05)
-    return False
+def exited(pid: int) -> bool:
+    """Whether process ``pid`` has exited (or is a zombie)."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
 
 
 def zombie_children() -> list[psutil.Process]:
@@ -75,9 +72,9 @@ def test_a_worker_that_dies_mid_render_is_reported_and_replaced(renderer, sig, w
     process = psutil.Process(worker)
 
     def kill_once_busy() -> None:
-        deadline = time.monotonic() + 10
-        while process.cpu_times().user < 0.1 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        eventually(
+            lambda: process.cpu_times().user >= 0.1, 10, interval=0.01, what="the render running"
+        )
         process.send_signal(sig)
 
     killer = threading.Thread(target=kill_once_busy)
@@ -140,9 +137,7 @@ def test_renders_past_max_workers_wait_and_can_be_cancelled(renderer):
     for thread in threads:
         thread.start()
     try:
-        deadline = time.monotonic() + 10
-        while len(renderer.worker_pids()) < 2 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        eventually(lambda: len(renderer.worker_pids()) >= 2, 10, interval=0.01, what="two workers")
         assert len(renderer.worker_pids()) == 2  # both slots busy
         cancel = threading.Event()
         cancel.set()
@@ -160,7 +155,8 @@ def test_close_stops_every_worker(renderer):
     pids = renderer.worker_pids()
     renderer.close()
     assert renderer.worker_pids() == []
-    assert all(gone(pid, 5) for pid in pids)
+    for pid in pids:
+        eventually(partial(exited, pid), 5, interval=0.05, what=f"worker {pid} to exit")
     assert zombie_children() == []
     with pytest.raises(ShimmyError):
         renderer.render("{{ 1 }}", {})
@@ -200,14 +196,25 @@ def test_a_worker_exits_when_its_parent_is_killed(state):
             assert parent.stdout is not None
             worker = psutil.Process(int(parent.stdout.readline()))
             if state == "busy":  # wait until the endless render is running
-                deadline = time.monotonic() + 10
-                while worker.cpu_times().user < 0.2 and time.monotonic() < deadline:
-                    time.sleep(0.02)
+                eventually(
+                    lambda: worker.cpu_times().user >= 0.2,
+                    10,
+                    interval=0.02,
+                    what="the endless render running",
+                )
             parent.kill()
             parent.wait()
-            assert not gone(worker.pid, 0.1) or state == "idle"
+            if state == "busy":
+                # Not synchronisation: the busy worker outlives its parent for a while.
+                time.sleep(0.1)
+                assert not exited(worker.pid)
             # Busy: CPU time a little past PARENT_TIMEOUT_S, slower on a loaded machine.
-            assert gone(worker.pid, 10 if state == "idle" else 60)
+            eventually(
+                partial(exited, worker.pid),
+                10 if state == "idle" else 60,
+                interval=0.05,
+                what="the orphaned worker to exit",
+            )
         finally:
             if parent.poll() is None:
                 parent.kill()

@@ -266,6 +266,7 @@ def fixed_request_log() -> RequestLog:
     for i, (method, path, status, generation) in enumerate(rows):
         record = log.open(f"127.0.0.1:{52000 + i}", method, path)
         record.started_at = START + 7 * i
+        # A stand-in holding only the figures the log shows, not a Generation.
         record.generation = generation  # type: ignore[assignment]
         log.close(record, status)
         record.finished_at = record.started_at + 1.5

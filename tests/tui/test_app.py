@@ -5,17 +5,18 @@ from __future__ import annotations
 import asyncio
 import socket
 from functools import partial
+from pathlib import Path
 
 import httpx
 import pytest
 from textual.command import CommandList, CommandPalette
-from textual.widgets import TabbedContent
+from textual.widgets import Input, TabbedContent
 
 from shimmy.api.server_control import ServerControl
 from shimmy.models.manager import ModelManager
 from shimmy.tui.app import DARK_THEME, LIGHT_THEME, ShimmyApp
 from shimmy.tui.help_screen import HelpScreen
-from tests.tui.conftest import make_app, server_url
+from tests.tui.apps import make_app, server_url
 from tests.waiting import settle
 
 pytestmark = pytest.mark.anyio
@@ -56,8 +57,8 @@ async def test_port_in_use_still_opens_and_can_move(manager: ModelManager) -> No
             await settle(pilot, lambda: "not running" in str(app.sub_title), what="the refusal")
             assert not server.running
             assert server.error is not None and "already in use" in server.error
-            field = app.query_one("#bind-input")
-            field.value = "127.0.0.1:0"  # type: ignore[attr-defined]
+            field = app.query_one("#bind-input", Input)
+            field.value = "127.0.0.1:0"
             await pilot.click("#server-start")
             # The click posts a message whose handler starts the worker: wait for
             # the outcome itself rather than for workers that may not exist yet.
@@ -112,7 +113,7 @@ async def test_help_theme_tabs_and_palette(manager: ModelManager, server: Server
         assert {"New chat", "Regenerate reply", "Stop reply", "Start / stop server"} <= titles
 
 
-async def test_server_tab_shows_whether_auth_is_on(isolated_home) -> None:  # type: ignore[no-untyped-def]
+async def test_server_tab_shows_whether_auth_is_on(isolated_home: Path) -> None:
     import io
     import re
 
@@ -121,7 +122,7 @@ async def test_server_tab_shows_whether_auth_is_on(isolated_home) -> None:  # ty
 
     from shimmy.config import Settings
 
-    def state_text(app) -> str:  # type: ignore[no-untyped-def]
+    def state_text(app: ShimmyApp) -> str:
         console = Console(width=200, record=True, file=io.StringIO())
         console.print(app.query_one("#server-state", Static).content)
         return console.export_text()

@@ -4,23 +4,26 @@ new chat, settings, and an API request running beside a chat reply."""
 from __future__ import annotations
 
 import asyncio
-import time
+from typing import Any
 
 import httpx
 import pytest
 from textual.app import ScreenStackError
 from textual.css.query import NoMatches
-from textual.widgets import Input
+from textual.pilot import Pilot
+from textual.widgets import DataTable, Input, Static
 
 from shimmy.api.server_control import ServerControl
 from shimmy.models.manager import ModelManager
 from shimmy.tui.chat_pane import ChatMessage, ChatPane
-from tests.tui.conftest import MODEL, make_app, server_url
+from tests.real_model import SMOLLM2_NAME
+from tests.tui.apps import make_app, server_url
+from tests.waiting import eventually_async
 
 pytestmark = [pytest.mark.anyio, pytest.mark.model]
 
 
-async def _type(pilot, text: str) -> None:  # type: ignore[no-untyped-def]
+async def _type(pilot: Pilot[Any], text: str) -> None:
     await pilot.press(*text)
     await pilot.press("enter")
 
@@ -53,10 +56,7 @@ async def test_chat_streams_a_reply(manager: ModelManager, server: ServerControl
         app.query_one("#temperature", Input).value = "0"
         await _type(pilot, "Tell me about the capital of France.")
         # Watch the reply grow on screen while it streams.
-        deadline = time.monotonic() + 120
-        while "ReplyFinished" not in seen:
-            assert time.monotonic() < deadline
-            await asyncio.sleep(0.01)
+        await eventually_async(lambda: "ReplyFinished" in seen, 120, 0.01, what="the reply")
         await app.workers.wait_for_complete()
         await pilot.pause()
         turns = list(app.query(ChatMessage))
@@ -64,7 +64,7 @@ async def test_chat_streams_a_reply(manager: ModelManager, server: ServerControl
         reply = turns[1].markdown.source
         assert reply.strip()
         assert chat.history[-1] == {"role": "assistant", "content": reply}
-        figures = str(turns[1].query_one(".figures").content)  # type: ignore[attr-defined]
+        figures = str(turns[1].query_one(".figures", Static).content)
         assert "tokens" in figures
         assert "ReplyFinished" in seen
         partial = {n for n in lengths if 0 < n < len(reply)}
@@ -88,13 +88,12 @@ async def test_escape_stops_a_reply(manager: ModelManager, server: ServerControl
         chat = app.query_one(ChatPane)
         app.query_one("#max-tokens", Input).value = "2000"
         await _type(pilot, "Write a very long story about a dragon.")
-        while chat.live_tokens() < 3:
-            await asyncio.sleep(0.05)
+        await eventually_async(lambda: chat.live_tokens() >= 3, 120, 0.05, what="3 tokens")
         await pilot.press("escape")
         await app.workers.wait_for_complete()
         await pilot.pause()
         assert chat.history[-1]["role"] == "assistant"
-        figures = str(app.query(ChatMessage).last().query_one(".figures").content)  # type: ignore[attr-defined]
+        figures = str(app.query(ChatMessage).last().query_one(".figures", Static).content)
         assert "stopped" in figures
         assert not chat.replying
 
@@ -119,7 +118,7 @@ async def test_api_request_and_chat_reply_at_once(
     async with app.run_test(size=(100, 30)) as pilot:
         url = await server_url(app, server)
         app.query_one("#max-tokens", Input).value = "32"
-        body = {"model": MODEL, "prompt": "Count to ten.", "max_tokens": 32}
+        body = {"model": SMOLLM2_NAME, "prompt": "Count to ten.", "max_tokens": 32}
         api = asyncio.create_task(
             asyncio.to_thread(httpx.post, url + "/api/generate", json=body, timeout=120)
         )
@@ -134,5 +133,5 @@ async def test_api_request_and_chat_reply_at_once(
         await pilot.press("f4")
         await app.take_stats().wait()
         await pilot.pause()
-        log = app.query_one("#request-log")
-        assert log.row_count >= 1  # type: ignore[attr-defined]
+        log = app.query_one("#request-log", DataTable)
+        assert log.row_count >= 1

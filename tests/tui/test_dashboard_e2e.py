@@ -13,12 +13,14 @@ import struct
 import subprocess
 import termios
 import time
+from functools import partial
 from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.e2e.harness import SHIMMY, isolated_env
+from tests.waiting import eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.model]
 
@@ -42,9 +44,16 @@ def _read(fd: int, seconds: float) -> bytes:
     return out
 
 
+def _exited(process: subprocess.Popen[bytes], primary: int, screen: bytearray) -> bool:
+    """Whether ``process`` has exited, reading what it draws meanwhile (0.2 s): a
+    pty nobody reads fills up and blocks the program drawing on it."""
+    screen.extend(_read(primary, 0.2))
+    return process.poll() is not None
+
+
 def _start_dashboard(
     tmp_path: Path, port: int, env: dict[str, str], rows: int, columns: int
-) -> tuple[subprocess.Popen[bytes], int, bytes]:
+) -> tuple[subprocess.Popen[bytes], int, bytearray]:
     """The real `shimmy` on a pty of rows x columns, once its /api/health answers:
     the process, the pty's primary side and what it drew so far."""
     primary, secondary = pty.openpty()
@@ -59,20 +68,22 @@ def _start_dashboard(
         start_new_session=True,
     )
     os.close(secondary)
-    screen = b""
-    deadline = time.monotonic() + 60
-    healthy = False
-    while time.monotonic() < deadline and not healthy:
-        screen += _read(primary, 0.2)
+    screen = bytearray()
+
+    def healthy() -> bool:
+        screen.extend(_read(primary, 0.2))
         try:
-            healthy = httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=1).is_success
+            return httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=1).is_success
         except httpx.TransportError:
-            pass
-    if not healthy:
+            return False
+
+    try:
+        eventually(healthy, 60, interval=0, what="/api/health to answer")
+    except AssertionError:
         process.kill()
         process.wait()
         os.close(primary)
-        raise AssertionError(screen[-2000:].decode(errors="replace"))
+        raise AssertionError(screen[-2000:].decode(errors="replace")) from None
     return process, primary, screen
 
 
@@ -85,11 +96,10 @@ def test_dashboard_in_a_terminal(tmp_path: Path) -> None:
         body = {"model": "default", "prompt": "Say hi.", "max_tokens": 8}
         response = httpx.post(url + "/api/generate", json=body, timeout=120)
         assert response.status_code == 200
+        # Not synchronisation: 1.5 s of what it draws after serving, checked below.
         screen += _read(primary, 1.5)
         os.write(primary, b"\x11")  # ctrl+q
-        deadline = time.monotonic() + 30
-        while process.poll() is None and time.monotonic() < deadline:
-            screen += _read(primary, 0.2)
+        eventually(partial(_exited, process, primary, screen), 35, interval=0, what="the exit")
         assert process.wait(5) == 0
     finally:
         if process.poll() is None:
@@ -119,17 +129,18 @@ def test_markup_in_request_paths_is_drawn_literally(tmp_path: Path) -> None:
             assert httpx.get(url + path, timeout=10).status_code == 404
         # The log is redrawn once a second: wait until both paths are on screen.
         wanted = (b"GET /x[/bold]", b"GET /[@click=app.quit]QUITNOW[/]")
-        deadline = time.monotonic() + 30
-        while not all(w in screen for w in wanted) and time.monotonic() < deadline:
+
+        def both_drawn() -> bool:
             assert process.poll() is None, screen[-3000:].decode(errors="replace")
-            screen += _read(primary, 0.2)
+            screen.extend(_read(primary, 0.2))
+            return all(w in screen for w in wanted)
+
+        eventually(both_drawn, 30, interval=0, what=lambda: screen[-3000:].decode(errors="replace"))
         assert all(w in screen for w in wanted), screen[-3000:].decode(errors="replace")
         assert process.poll() is None
         assert httpx.get(url + "/api/health", timeout=10).status_code == 200
         os.write(primary, b"\x11")  # ctrl+q
-        deadline = time.monotonic() + 30
-        while process.poll() is None and time.monotonic() < deadline:
-            screen += _read(primary, 0.2)
+        eventually(partial(_exited, process, primary, screen), 35, interval=0, what="the exit")
         assert process.wait(5) == 0
     finally:
         if process.poll() is None:

@@ -5,13 +5,15 @@ on the Models tab and chat with it; a download queue; cancel and resume; offline
 from __future__ import annotations
 
 import socket
+import threading
 import time
-from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 from textual.notifications import Notify
-from textual.widgets import DataTable, Input, ProgressBar, Select
+from textual.widgets import DataTable, Input, ProgressBar, Select, TabbedContent
+from textual.widgets.data_table import ColumnKey
 from textual.widgets.select import InvalidSelectValueError
 
 from shimmy.api.server_control import ServerControl
@@ -23,14 +25,12 @@ from shimmy.tui.download_queue import DownloadQueue
 from shimmy.tui.help_screen import HelpScreen
 from shimmy.tui.hub_pane import HubPane
 from shimmy.tui.models_pane import ModelTable
-from tests.hub import conftest as hub_fixtures
 from tests.hub.fakehub import FakeHub
-from tests.tui.conftest import make_app
+from tests.tui.apps import make_app
 from tests.tui.fakes import FakeManager, FakeServer
+from tests.waiting import eventually_async, settle
 
 pytestmark = pytest.mark.anyio
-
-fake_hub = hub_fixtures.fake_hub  # the fake hub on 127.0.0.1, HF_ENDPOINT pointed at it
 
 REPO = "shimmy-test/SmolLM2-135M-Instruct-GGUF"
 PULLED = "smollm2-135m-instruct-q4_k_m"  # the name discovery gives the Q4_K_M file
@@ -58,29 +58,21 @@ class Recorder:
         return [m.notification for m in self.of(Notify)]
 
 
-async def until(pilot: Any, condition: Callable[[], bool], timeout: float = 120) -> None:
-    """Let the app run (its workers and messages) until ``condition`` holds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        await pilot.pause(0.05)
-
-
 async def search_and_list(app: Any, pilot: Any) -> HubPane:
     """Search "smollm2", open the most downloaded repository, list its files."""
     await pilot.pause()
     assert app.query_one("#hub-query", Input).has_focus
     await pilot.press(*"smollm2", "enter")
     pane = app.query_one(HubPane)
-    await until(pilot, lambda: bool(pane.models))
+    await settle(pilot, lambda: bool(pane.models), timeout=120)
     results = app.query_one("#hub-results", DataTable)
-    await until(pilot, lambda: results.has_focus, timeout=5)  # Widget.focus() is deferred
+    await settle(pilot, lambda: results.has_focus, timeout=5)  # Widget.focus() is deferred
     assert [str(c) for c in results.get_row(REPO)] == [REPO, "135M", "5.0k", "40", "2025-03-01"]
     assert results.get_row_index(REPO) == 0  # sorted by downloads
     await pilot.press("enter")
-    await until(pilot, lambda: bool(pane.files))
+    await settle(pilot, lambda: bool(pane.files), timeout=120)
     files = app.query_one("#hub-files", DataTable)
-    await until(pilot, lambda: files.has_focus, timeout=5)
+    await settle(pilot, lambda: files.has_focus, timeout=5)
     assert [str(files.get_row_at(i)[0]) for i in range(files.row_count)] == [
         "IQ4_XS",
         "Q4_K_M",
@@ -105,12 +97,12 @@ async def test_search_download_then_list_and_chat(
         # While it downloads, open the split repository and queue its model.
         app.query_one("#hub-results", DataTable).focus()
         await pilot.press("down", "enter")
-        await until(pilot, lambda: pane.repo_id == SPLIT and len(pane.files) == 1)
+        await settle(pilot, lambda: pane.repo_id == SPLIT and len(pane.files) == 1, timeout=120)
         await pilot.press("d")
         queue = pane.downloads
         assert [j.state for j in queue.jobs] == ["downloading", "queued"]
         fake_hub.throttle_bytes_per_second = None
-        await until(pilot, lambda: all(j.state == "done" for j in queue.jobs))
+        await settle(pilot, lambda: all(j.state == "done" for j in queue.jobs), timeout=120)
 
         progress = [m.progress for m in record.of(DownloadQueue.Progressed)]
         downloading = [p for p in progress if p.phase == "downloading"]
@@ -120,7 +112,7 @@ async def test_search_download_then_list_and_chat(
         assert app.query_one("#download-bar", ProgressBar).percentage == 1.0
         # The State column widens to what it shows ("done: NAME"), not cut to "downloading".
         states = queue.query_one(DataTable)
-        assert states.columns["state"].content_width >= len(f"done: {PULLED}")  # type: ignore[index]
+        assert states.columns[ColumnKey("state")].content_width >= len(f"done: {PULLED}")
         finished = record.of(DownloadQueue.Finished)
         assert [(m.state, m.model_name) for m in finished] == [
             ("done", PULLED),
@@ -133,7 +125,7 @@ async def test_search_download_then_list_and_chat(
         # The Models tab lists it without a restart.
         await pilot.press("f2")
         table = app.query_one(ModelTable)
-        await until(pilot, lambda: PULLED in table.rows)
+        await settle(pilot, lambda: PULLED in table.rows, timeout=120)
         assert str(table.get_row(PULLED)[1]) == "huggingface"
         assert "smollm2-q4_k_m" in table.rows
         split = manager.registry.resolve("smollm2-q4_k_m")
@@ -149,11 +141,11 @@ async def test_search_download_then_list_and_chat(
                 return False
             return True
 
-        await until(pilot, choose_it)
+        await settle(pilot, choose_it, timeout=120)
         app.query_one("#max-tokens", Input).value = "16"
         app.query_one("#temperature", Input).value = "0"
         app.query_one(ChatPane).send("Say hello.")
-        await until(pilot, lambda: bool(record.of(ChatPane.ReplyFinished)))
+        await settle(pilot, lambda: bool(record.of(ChatPane.ReplyFinished)), timeout=120)
         (reply,) = record.of(ChatPane.ReplyFinished)
         assert reply.text.strip() and reply.finish_reason in ("stop", "length")
         assert manager.is_loaded(PULLED)
@@ -177,9 +169,9 @@ async def test_cancel_keeps_the_partial_and_resumes(
         def fetched() -> bool:
             return any(m.progress.done > 2_000_000 for m in record.of(DownloadQueue.Progressed))
 
-        await until(pilot, fetched, timeout=30)
+        await settle(pilot, fetched, timeout=30)
         await pilot.press("x")  # cancel it and the queued one
-        await until(pilot, lambda: bool(record.of(DownloadQueue.Finished)), timeout=30)
+        await settle(pilot, lambda: bool(record.of(DownloadQueue.Finished)), timeout=30)
         await app.workers.wait_for_complete()
         await pilot.pause()
         assert [j.state for j in queue.jobs] == ["cancelled", "cancelled"]
@@ -194,7 +186,7 @@ async def test_cancel_keeps_the_partial_and_resumes(
         fake_hub.throttle_bytes_per_second = None
         fake_hub.requests.clear()
         await pilot.press("up", "d")
-        await until(pilot, lambda: queue.jobs[-1].state == "done", timeout=60)
+        await settle(pilot, lambda: queue.jobs[-1].state == "done", timeout=60)
         assert fake_hub.ranges() == [f"bytes={kept}-"]
         assert queue.jobs[-1].model_name == PULLED
 
@@ -216,7 +208,7 @@ async def test_offline_says_so(
             dead = f"http://127.0.0.1:{s.getsockname()[1]}"
         monkeypatch.setenv("HF_ENDPOINT", dead)
         await pilot.press("d")
-        await until(pilot, lambda: bool(record.of(DownloadQueue.Finished)), timeout=30)
+        await settle(pilot, lambda: bool(record.of(DownloadQueue.Finished)), timeout=30)
         (finished,) = record.of(DownloadQueue.Finished)
         assert finished.state == "failed"
         (note,) = [n for n in record.notes() if n.title == "Download failed"]
@@ -229,7 +221,9 @@ async def test_offline_says_so(
         await pilot.press("slash")
         assert app.query_one("#hub-query", Input).has_focus
         await pilot.press("enter")
-        await until(pilot, lambda: any(n.title == "Hub search" for n in record.notes()))
+        await settle(
+            pilot, lambda: any(n.title == "Hub search" for n in record.notes()), timeout=120
+        )
         (note,) = [n for n in record.notes() if n.title == "Hub search"]
         assert "HF_HUB_OFFLINE" in note.message and note.severity == "error"
 
@@ -240,7 +234,7 @@ async def test_f6_help_and_palette_reach_the_hub() -> None:
     async with app.run_test() as pilot:
         await pilot.pause()  # the initial tab is shown after the first refresh
         await pilot.press("f6")
-        assert app.query_one("#tabs").active == "hub"  # type: ignore[attr-defined]
+        assert app.query_one("#tabs", TabbedContent).active == "hub"
         assert app.query_one("#hub-query", Input).has_focus
         await pilot.press("d")  # typed into the search box, not a download
         assert app.query_one("#hub-query", Input).value == "d"
@@ -257,9 +251,22 @@ async def test_f6_help_and_palette_reach_the_hub() -> None:
 
 @pytest.mark.model
 async def test_quitting_stops_a_download(
-    manager: ModelManager, server: ServerControl, fake_hub: FakeHub
+    manager: ModelManager,
+    server: ServerControl,
+    fake_hub: FakeHub,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     fake_hub.throttle_bytes_per_second = 5_000_000
+    returned = threading.Event()  # the worker thread's download() has returned or raised
+    real_download = hub.download
+
+    def download(*args: Any, **kwargs: Any) -> Path:
+        try:
+            return real_download(*args, **kwargs)
+        finally:
+            returned.set()
+
+    monkeypatch.setattr(hub, "download", download)
     record = Recorder()
     app = make_app(manager, server, serve=False, stats_interval=0, initial_tab="hub")
     async with app.run_test(size=(140, 40), message_hook=record) as pilot:
@@ -267,11 +274,12 @@ async def test_quitting_stops_a_download(
         file = pane.selected_file()
         assert file is not None
         await pilot.press("d")
-        await until(pilot, lambda: bool(record.of(DownloadQueue.Progressed)), timeout=30)
+        await settle(pilot, lambda: bool(record.of(DownloadQueue.Progressed)), timeout=30)
         (job,) = pane.downloads.jobs
         await pilot.press("ctrl+q")
     assert job.cancel.is_set()
-    time.sleep(1)  # the worker thread sees the event at its next chunk
+    # The worker thread sees the event at its next chunk and stops writing.
+    await eventually_async(returned.is_set, 30, what="the download thread to stop")
     kept = hub.partial_bytes(file)
-    time.sleep(0.5)
+    time.sleep(0.5)  # not synchronisation: half a second in which nothing more may arrive
     assert hub.partial_bytes(file) == kept < file.size

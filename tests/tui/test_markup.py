@@ -4,12 +4,12 @@ markup are shown literally, crash nothing and trigger nothing when clicked."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+from textual.app import App
 from textual.pilot import Pilot
 from textual.widgets import DataTable, Select
 from textual.widgets._toast import Toast
@@ -34,6 +34,7 @@ from tests.tui.fakes import (
     FakeServer,
     model_entry,
 )
+from tests.waiting import settle
 
 pytestmark = pytest.mark.anyio
 
@@ -46,18 +47,19 @@ AUTO = "[/]"
 SIZE = (180, 50)
 
 
-def screen_text(app: ShimmyApp) -> str:
+def screen_text(app: App[Any]) -> str:
     """What the terminal shows now, every layer (toasts, overlays) included."""
     return "\n".join(strip.text for strip in app.screen._compositor.render_strips())
 
 
-def toasts(app: ShimmyApp) -> list[str]:
+def toasts(app: App[Any]) -> list[str]:
     """The text of each notification on screen, as its toast draws it (read from the
     toast rather than the screen, where a long one wraps)."""
     return [" ".join(toast.render().plain.split()) for toast in app.screen.query(Toast)]
 
 
-async def settle(pilot: Pilot[Any]) -> None:
+async def workers_done(pilot: Pilot[Any]) -> None:
+    """Let every worker end (a failed one is notified) and the app repaint."""
     try:
         await pilot.app.workers.wait_for_complete()
     except WorkerFailed:  # the app notifies it: tests read that notification
@@ -68,7 +70,7 @@ async def settle(pilot: Pilot[Any]) -> None:
 
 async def click_text(pilot: Pilot[Any], text: str) -> None:
     """Click the first place on screen that shows ``text``."""
-    for y, line in enumerate(screen_text(pilot.app).splitlines()):  # type: ignore[arg-type]
+    for y, line in enumerate(screen_text(pilot.app).splitlines()):
         x = line.find(text)
         if x != -1:
             await pilot.click(offset=(x + 1, y))
@@ -113,9 +115,9 @@ async def test_request_log_rows_are_literal() -> None:
     server.request_log = hostile_request_log()
     app = app_over(manager, server, "server")
     async with app.run_test(size=SIZE, notifications=True) as pilot:
-        await settle(pilot)
+        await workers_done(pilot)
         app.post_message(StatsUpdated(STATS, 0))  # the once-a-second redraw
-        await settle(pilot)
+        await workers_done(pilot)
         shown = screen_text(app)
         for text in (
             f"GET {CLOSING}",
@@ -151,7 +153,7 @@ async def test_model_names_files_and_errors_are_literal() -> None:
     manager.default_model_name = "evil" + CLOSING
     app = app_over(manager, FakeServer(manager), "models")
     async with app.run_test(size=SIZE, notifications=True) as pilot:
-        await settle(pilot)
+        await workers_done(pilot)
         pane = app.query_one(ModelsPane)
         table = app.query_one(ModelTable)
         assert table.row_count == 2
@@ -167,17 +169,17 @@ async def test_model_names_files_and_errors_are_literal() -> None:
         await pilot.pause()
         assert pane.selected_name() == "broken" + AUTO
         await pilot.press("l")
-        await settle(pilot)
+        await workers_done(pilot)
         assert f"broken{AUTO} is unusable: bad header {CLOSING}" in toasts(app)
         # The Chat tab offers the same names in its model list.
         await pilot.press("f3")
         select = app.query_one("#chat-model", Select)
         select.value = "evil" + CLOSING
-        await settle(pilot)
+        await workers_done(pilot)
         assert "evil" + CLOSING in screen_text(app)
         app.clear_notifications()
         select.expanded = True
-        await settle(pilot)
+        await workers_done(pilot)
         assert "broken" + AUTO not in screen_text(app)  # only usable models are offered
         assert screen_text(app).count("evil" + CLOSING) >= 2  # the current one and the option
         await assert_still_running(pilot)
@@ -202,30 +204,30 @@ async def test_hub_repos_and_files_are_literal(monkeypatch: pytest.MonkeyPatch) 
     manager = FakeManager()
     app = app_over(manager, FakeServer(manager), "hub")
     async with app.run_test(size=SIZE, notifications=True) as pilot:
-        await settle(pilot)
+        await workers_done(pilot)
         pane = app.query_one(HubPane)
         pane.post_message(HubPane.SearchDone(AUTO, []))
-        await settle(pilot)
+        await workers_done(pilot)
         assert f"No GGUF models match '{AUTO}'." in screen_text(app)
         pane.post_message(HubPane.SearchDone("evil", models))
         pane.post_message(HubPane.FilesListed(models[0].repo_id, files, fits))
-        await settle(pilot)
+        await workers_done(pilot)
         shown = screen_text(app)
         assert models[0].repo_id in shown and models[1].repo_id in shown
         assert files[0].name in shown and files[1].name in shown
         assert f"Files of {models[0].repo_id}"[:40] in shown  # the border title
         pane.post_message(HubPane.FilesListed("evil/empty" + CLOSING, [], []))
-        await settle(pilot)
+        await workers_done(pilot)
         assert f"evil/empty{CLOSING} has no GGUF model files." in screen_text(app)
         pane.post_message(HubPane.FilesListed(models[0].repo_id, files, fits))
-        await settle(pilot)
+        await workers_done(pilot)
         # Downloading: the queue's row, its progress line and its notifications.
         queue = pane.downloads
         queue.add(files[0])
         queue.add(files[1])  # queued: a notification naming it
         progress = DownloadProgress(files[0], files[0].name, 400, 1_000, 100, "downloading")
         queue.post_message(DownloadQueue.Progressed(1, progress))
-        await settle(pilot)
+        await workers_done(pilot)
         shown = screen_text(app)
         assert f"{files[0].repo_id}/{files[0].name}" in shown
         assert f"{files[0].name}: downloading" in shown
@@ -256,10 +258,10 @@ async def test_log_lines_and_notifications_are_literal() -> None:
     handler.records.append((20, f"12:00:00 INFO    uvicorn: GET {CLOSING} 401"))
     app = app_over(manager, FailingServer(manager, running=False), "log", log_handler=handler)
     async with app.run_test(size=SIZE, notifications=True) as pilot:
-        await settle(pilot)
+        await workers_done(pilot)
         app.post_message(LogRecordPosted(40, f"12:00:01 ERROR   shimmy: {LINK} {CLICK}"))
         app.notify(f"model {CLOSING} is ready", title="Download " + AUTO)
-        await settle(pilot)
+        await workers_done(pilot)
         shown = screen_text(app)
         assert f"GET {CLOSING} 401" in shown and LINK in shown and CLICK in shown  # the Log tab
         notes = toasts(app)
@@ -267,7 +269,7 @@ async def test_log_lines_and_notifications_are_literal() -> None:
         # A server that failed to start, and a failed worker, both quote their error.
         assert any(f"Cannot bind to '{AUTO}'" in note for note in notes), notes
         app.query_one(ModelsPane).action_refresh()
-        await settle(pilot)
+        await workers_done(pilot)
         assert any(f"Cannot read {CLOSING} ({CLICK})" in note for note in toasts(app))
         await click_text(pilot, "QUITNOW")
         await assert_still_running(pilot)
@@ -294,10 +296,10 @@ async def test_chat_text_is_literal() -> None:
 
     typed = f"Say {CLOSING} {LINK} [@click=app.quit]TYPED[/]"
     async with app.run_test(size=SIZE, notifications=True, message_hook=hook) as pilot:
-        await settle(pilot)
+        await workers_done(pilot)
         await pilot.press(*typed, "enter")
-        await until(pilot, lambda: bool(finished))
-        await settle(pilot)
+        await settle(pilot, lambda: finished, 30, what="the download's end")
+        await workers_done(pilot)
         user, reply = app.query(ChatMessage)
         assert user.text == typed
         assert reply.markdown.source.strip() == HOSTILE_REPLY
@@ -310,12 +312,3 @@ async def test_chat_text_is_literal() -> None:
         await assert_still_running(pilot)
         await click_text(pilot, "QUITNOW")
         await assert_still_running(pilot)
-
-
-async def until(pilot: Pilot[Any], condition: Callable[[], bool], timeout: float = 30) -> None:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        await pilot.pause(0.02)

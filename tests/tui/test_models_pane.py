@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import Any
 
 import pytest
 from rich.console import Console
-from textual.widgets import Static
+from textual.pilot import Pilot
+from textual.widgets import Input, Static
 
 from shimmy.api.server_control import ServerControl
 from shimmy.models.manager import ModelManager
+from shimmy.tui.app import ShimmyApp
 from shimmy.tui.models_pane import ModelsPane, ModelTable
-from tests.tui.conftest import MODEL, make_app
+from tests.real_model import SMOLLM2_NAME
+from tests.tui.apps import make_app
 from tests.waiting import settle
 
 pytestmark = [pytest.mark.anyio, pytest.mark.model]
@@ -24,7 +28,7 @@ def _text(renderable: object) -> str:
     return console.export_text()
 
 
-async def _ready(app, pilot) -> ModelsPane:  # type: ignore[no-untyped-def]
+async def _ready(app: ShimmyApp, pilot: Pilot[Any]) -> ModelsPane:
     """The pane once discovery's result has reached it (every test here finds a model)."""
     pane = app.query_one(ModelsPane)
     await settle(pilot, lambda: pane.entries, what="discovery's entries")
@@ -42,8 +46,8 @@ async def test_lists_models_with_their_figures(
         pane = await _ready(app, pilot)
         table = app.query_one(ModelTable)
         assert table.has_focus
-        row = [str(c) for c in table.get_row(MODEL)]
-        assert row[:7] == [MODEL, "python", "98.4 MB", "Q4_1", "llama", "135M", "8192"]
+        row = [str(c) for c in table.get_row(SMOLLM2_NAME)]
+        assert row[:7] == [SMOLLM2_NAME, "python", "98.4 MB", "Q4_1", "llama", "135M", "8192"]
         assert row[7] == "default"
         unusable = next(e for e in pane.entries if not e.usable)
         assert str(table.get_row(unusable.name)[7]).startswith("unusable: ")
@@ -55,7 +59,7 @@ async def test_type_to_filter(manager: ModelManager, server: ServerControl) -> N
         await _ready(app, pilot)
         table = app.query_one(ModelTable)
         await pilot.press("s", "m", "o")
-        assert app.query_one("#model-filter").value == "smo"  # type: ignore[attr-defined]
+        assert app.query_one("#model-filter", Input).value == "smo"
         assert table.row_count == 1
         await pilot.press("x", "y", "z")
         assert table.row_count == 0
@@ -70,23 +74,23 @@ async def test_probe_load_unload_default(manager: ModelManager, server: ServerCo
         table = app.query_one(ModelTable)
 
         await pilot.press("p")
-        report = await settle(pilot, lambda: not pane.busy and pane.reports.get(MODEL))
+        report = await settle(pilot, lambda: not pane.busy and pane.reports.get(SMOLLM2_NAME))
         assert report and report.completion_tokens > 0 and report.sample.strip()
-        assert manager.is_loaded(MODEL)
-        assert str(table.get_row(MODEL)[7]) == "loaded, default"
+        assert manager.is_loaded(SMOLLM2_NAME)
+        assert str(table.get_row(SMOLLM2_NAME)[7]) == "loaded, default"
         shown = _text(app.query_one("#model-probe", Static).content)
         assert "load time" in shown and report.sample.strip()[:20] in shown
 
         await pilot.press("u")
-        await settle(pilot, lambda: not pane.busy and not manager.is_loaded(MODEL))
-        assert str(table.get_row(MODEL)[7]) == "default"
+        await settle(pilot, lambda: not pane.busy and not manager.is_loaded(SMOLLM2_NAME))
+        assert str(table.get_row(SMOLLM2_NAME)[7]) == "default"
 
         await pilot.press("l")
-        await settle(pilot, lambda: not pane.busy and manager.is_loaded(MODEL))
+        await settle(pilot, lambda: not pane.busy and manager.is_loaded(SMOLLM2_NAME))
 
         await pilot.press("d")
         await pilot.pause()
-        assert manager.default_model_name == MODEL
+        assert manager.default_model_name == SMOLLM2_NAME
 
         before = pane.entries
         await pilot.press("r")
@@ -97,7 +101,7 @@ async def test_probe_load_unload_default(manager: ModelManager, server: ServerCo
 async def test_a_failed_action_is_a_notification(
     manager: ModelManager, server: ServerControl, isolated_home: Path
 ) -> None:
-    from tests.models import write_model
+    from tests.gguf_writer import write_model
 
     alien = write_model(isolated_home.parent / "alien" / "alien.gguf", arch="notarealarch")
     manager.registry.model_dirs = (str(alien),)

@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from shimmy.api.app import create_app
 from shimmy.api.requestlog import WEBSOCKET_OPEN, RequestLog
 from shimmy.models.manager import ModelManager
-from tests.tui.conftest import MODEL
+from tests.real_model import SMOLLM2_NAME
 
 
 def test_ring_buffer_keeps_the_newest() -> None:
@@ -27,7 +27,7 @@ def test_ring_buffer_keeps_the_newest() -> None:
 def test_records_generations_of_every_kind(manager: ModelManager) -> None:
     app = create_app(manager)
     log: RequestLog = app.state.request_log
-    body = {"model": MODEL, "prompt": "Say hi.", "max_tokens": 8, "temperature": 0}
+    body = {"model": SMOLLM2_NAME, "prompt": "Say hi.", "max_tokens": 8, "temperature": 0}
     with TestClient(app) as client:
         assert client.get("/api/health").status_code == 200
         assert client.post("/api/generate", json=body).status_code == 200
@@ -53,7 +53,7 @@ def test_records_generations_of_every_kind(manager: ModelManager) -> None:
         ("WS /ws/generate", WEBSOCKET_OPEN),
     ]
     for record in records[1:3] + records[4:]:
-        assert record.model == MODEL
+        assert record.model == SMOLLM2_NAME
         assert record.prompt_tokens and record.prompt_tokens > 0
         assert record.completion_tokens and 0 < record.completion_tokens <= 8
         assert record.time_to_first_token is not None

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 from rich.console import Console
-from textual.widgets import Input, Static
+from textual.widgets import Button, Input, Static
 from textual.widgets._toast import Toast
 
 from shimmy.api.security import check_bind
@@ -22,7 +22,7 @@ from shimmy.config import Settings
 from shimmy.errors import ShimmyError
 from shimmy.models.manager import ModelManager
 from shimmy.tui.app import ShimmyApp
-from tests.tui.conftest import make_app
+from tests.tui.apps import make_app
 from tests.waiting import settle
 
 pytestmark = pytest.mark.anyio
@@ -67,10 +67,16 @@ async def start_on(app: ShimmyApp, pilot: Any, bind: str, outcome: Callable[[], 
     starts a worker, which posts the result back)."""
     app.query_one("#bind-input", Input).value = bind
     # A toast from the last attempt may lie over the button (a click on it
-    # dismisses the toast instead): read them first, as a user would.
+    # dismisses the toast instead): read them first, as a user would, and wait
+    # until the spot the click lands on shows the button again.
     app.clear_notifications()
-    await pilot.pause()
-    await pilot.click("#server-start")
+    button = app.query_one("#server-start", Button)
+    await settle(
+        pilot,
+        lambda: app.get_widget_at(*button.region.offset)[0] is button,
+        what="the Start button uncovered",
+    )
+    assert await pilot.click(button), "the click landed beside the Start button"
     await settle(pilot, outcome, what=f"the outcome of starting on {bind}")
 
 

@@ -22,7 +22,7 @@ from shimmy.tui.download_queue import DownloadQueue
 from shimmy.tui.hub_pane import HubPane
 from shimmy.tui.logsink import DashboardLogHandler
 from shimmy.tui.messages import StatsUpdated
-from shimmy.tui.models_pane import ModelsPane
+from shimmy.tui.models_pane import ModelsPane, ModelTable
 from shimmy.tui.server_pane import ServerPane
 from tests.tui.fakes import (
     ENTRIES,
@@ -117,8 +117,8 @@ def test_models_probed_80x24(snap_compare: Any) -> None:
     def probed(pilot: Pilot[Any]) -> None:
         pane = pilot.app.query_one(ModelsPane)
         pane.reports[MODEL] = report
-        table = pane.query_one("#models-table")
-        table.move_cursor(row=table.get_row_index(MODEL))  # type: ignore[attr-defined]
+        table = pane.query_one("#models-table", ModelTable)
+        table.move_cursor(row=table.get_row_index(MODEL))
 
     assert snap_compare(dashboard(), terminal_size=(80, 24), run_before=settle(probed))
 

@@ -1,4 +1,7 @@
-"""Fixtures of the hub tests: a fake hub on 127.0.0.1 serving the real SmolLM2 bytes."""
+"""The ``fake_hub`` fixture: a fake hub on 127.0.0.1 serving the real SmolLM2 bytes.
+
+A pytest plugin (tests/conftest.py names it in ``pytest_plugins``), so the hub's
+tests and the dashboard's Hub tab tests share it without importing a conftest."""
 
 from __future__ import annotations
 
