@@ -58,6 +58,7 @@ class ChatTemplate:
         messages: Sequence[Message],
         add_generation_prompt: bool = True,
         *,
+        tools: Sequence[Mapping[str, Any]] | None = None,
         cancel: threading.Event | None = None,
         renderer: TemplateRenderer | None = None,
     ) -> str:
@@ -70,12 +71,14 @@ class ChatTemplate:
         """
         if not messages:
             raise ShimmyError("invalid_request", "messages must not be empty")
-        context = {
+        context: dict[str, Any] = {
             "messages": [dict(m) for m in messages],
             "add_generation_prompt": add_generation_prompt,
             "bos_token": self.bos_token,
             "eos_token": self.eos_token,
         }
+        if tools is not None:  # as transformers' apply_chat_template passes them
+            context["tools"] = [dict(tool) for tool in tools]
         return (renderer or shared_renderer()).render(self.source, context, cancel)
 
     def stop_strings(self) -> list[str]:

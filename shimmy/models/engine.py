@@ -24,9 +24,9 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from shimmy.errors import ShimmyError
 from shimmy.models.chat import ChatTemplate, Message
@@ -125,6 +125,7 @@ class Engine:
         self.n_ctx = self._context.n_ctx // options.parallel  # per request
         self._slots = [Slot(seq=i) for i in range(options.parallel)]
         self._prompt_cache = PromptCache(options.prompt_cache_bytes)
+        self._marker_tokens: dict[str, int | None] = {}
         info = entry.info
         self.template = ChatTemplate.for_model(
             info.chat_template if info else None,
@@ -147,15 +148,26 @@ class Engine:
         return self._model.tokenize(text, add_bos=add_bos)
 
     def render_chat(
-        self, messages: Sequence[Message], *, cancel: threading.Event | None = None
+        self,
+        messages: Sequence[Message],
+        *,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        cancel: threading.Event | None = None,
     ) -> str:
-        """The model's chat template applied to ``messages``; stops when ``cancel`` is set."""
-        return self.template.render(messages, add_generation_prompt=True, cancel=cancel)
+        """The model's chat template applied to ``messages`` (and ``tools``, as the
+        template's ``tools`` variable); stops when ``cancel`` is set."""
+        return self.template.render(
+            messages, add_generation_prompt=True, tools=tools, cancel=cancel
+        )
 
     def chat_tokens(
-        self, messages: Sequence[Message], *, cancel: threading.Event | None = None
+        self,
+        messages: Sequence[Message],
+        *,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        cancel: threading.Event | None = None,
     ) -> list[int]:
-        return self.tokenize(self.render_chat(messages, cancel=cancel))
+        return self.tokenize(self.render_chat(messages, tools=tools, cancel=cancel))
 
     def detokenize(self, tokens: Sequence[int]) -> str:
         return self._model.detokenize(tokens)
@@ -440,8 +452,10 @@ class Engine:
             presence_penalty=p.presence_penalty,
             seed=seed,
             grammar=request.grammar,
+            grammar_trigger_tokens=self._trigger_tokens(request),
         )
         slot.sampler = Sampler(self._model, settings, prompt)
+        slot.preserved = self.marker_tokens(request.preserved)
         slot.generation = generation
         slot.pending = prompt[reuse:]
         slot.next_token = None
@@ -460,6 +474,22 @@ class Engine:
             reuse,
             len(prompt),
         )
+
+    def marker_tokens(self, markers: Sequence[str]) -> frozenset[int]:
+        """The tokens that are exactly one of ``markers`` in this model's vocabulary."""
+        found = set()
+        for marker in markers:
+            if marker not in self._marker_tokens:
+                self._marker_tokens[marker] = self._model.single_token(marker)
+            token = self._marker_tokens[marker]
+            if token is not None:
+                found.add(token)
+        return frozenset(found)
+
+    def _trigger_tokens(self, request: GenerationRequest) -> tuple[int, ...]:
+        if request.grammar is None or not request.grammar_trigger:
+            return ()
+        return tuple(self.marker_tokens([request.grammar_trigger]))
 
     def _step(self) -> None:
         """One decode of every running sequence's next token plus prompt chunks."""
@@ -541,7 +571,8 @@ class Engine:
                 generation.id,
                 1000 * (time.monotonic() - generation.created_at),
             )
-        generation.emit(slot.stream.feed(self._model.piece(token)), token, wake=False)
+        piece = self._model.piece(token, special=token in slot.preserved)
+        generation.emit(slot.stream.feed(piece), token, wake=False)
         if slot.stream.stopped:
             self._end(slot, FINISH_STOP)
         elif slot.produced >= slot.max_tokens:

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from shimmy.errors import ShimmyError
+from shimmy.models.tools.spec import ToolRequest
 
 FINISH_STOP = "stop"
 FINISH_LENGTH = "length"
@@ -48,6 +49,14 @@ class GenerationRequest:
     sampling: SamplingParams = field(default_factory=SamplingParams)
     stop: tuple[str, ...] = ()
     grammar: str | None = None  # GBNF, e.g. for JSON mode
+    # A lazy grammar: free until this marker's token is sampled (one token of the
+    # vocabulary), constrained from it on; "" applies the grammar from the start.
+    grammar_trigger: str = ""
+    # Marker texts kept in the reply even where the vocabulary has them as special
+    # tokens (whose text is otherwise dropped): a tool-call format's markers.
+    preserved: tuple[str, ...] = ()
+    # The request's tools and the model's format: the caller parses the reply.
+    tools: ToolRequest | None = None
     label: str = ""  # who asked, for logs and the dashboard ("api", "chat", "cli")
     # Requests of different scopes never share cached prompt tokens (one scope per
     # API key): ``cached_tokens`` and the time to the first token would tell one

@@ -44,7 +44,7 @@ import json
 import logging
 import queue
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from shimmy.errors import ShimmyError
@@ -213,11 +213,26 @@ def grammar_for_response_format(response_format: Mapping[str, Any] | None) -> st
     )
 
 
-def _parse(vocab: Any, grammar: str) -> Any:
-    """llama.cpp's grammar sampler for ``grammar`` (call on the grammar thread)."""
+def _parse(vocab: Any, grammar: str, trigger_tokens: Sequence[int] = ()) -> Any:
+    """llama.cpp's grammar sampler for ``grammar`` (call on the grammar thread);
+    lazy, waiting for one of ``trigger_tokens``, when there are any."""
+    import ctypes
+
     import llama_cpp
 
-    sampler = llama_cpp.llama_sampler_init_grammar(vocab, grammar.encode("utf-8"), b"root")
+    if trigger_tokens:
+        tokens = (llama_cpp.llama_token * len(trigger_tokens))(*trigger_tokens)
+        sampler = llama_cpp.llama_sampler_init_grammar_lazy_patterns(
+            vocab,
+            grammar.encode("utf-8"),
+            b"root",
+            (ctypes.c_char_p * 0)(),
+            0,
+            tokens,
+            len(trigger_tokens),
+        )
+    else:
+        sampler = llama_cpp.llama_sampler_init_grammar(vocab, grammar.encode("utf-8"), b"root")
     if not sampler:
         raise ShimmyError("invalid_request", "The grammar does not parse", grammar[:200])
     if vocab is None:
@@ -237,11 +252,13 @@ def check_grammar(grammar: str) -> None:
     on_grammar_thread(lambda: _parse(None, grammar))
 
 
-def init_grammar_sampler(vocab: Any, grammar: str) -> Any:
+def init_grammar_sampler(vocab: Any, grammar: str, trigger_tokens: Sequence[int] = ()) -> Any:
     """llama.cpp's grammar sampler for ``grammar`` with a model's vocabulary (the
     engine's parse), made on the grammar thread; the caller owns and frees it.
-    ``invalid_request`` if llama.cpp rejects the grammar."""
+    With ``trigger_tokens`` it is lazy: free until one of them is sampled, whose
+    text the grammar must begin with (a token, never a text pattern: see
+    shimmy/models/tools/formats.py). ``invalid_request`` if llama.cpp rejects it."""
     if vocab is None:
         raise ValueError("init_grammar_sampler needs a vocabulary")
     check_grammar_text(grammar)
-    return on_grammar_thread(lambda: _parse(vocab, grammar))
+    return on_grammar_thread(lambda: _parse(vocab, grammar, tuple(trigger_tokens)))

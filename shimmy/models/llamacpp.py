@@ -89,6 +89,7 @@ class SamplerSettings:
     presence_penalty: float
     seed: int
     grammar: str | None = None
+    grammar_trigger_tokens: tuple[int, ...] = ()  # lazy grammar (see init_grammar_sampler)
     penalty_last_n: int = 64
 
 
@@ -146,14 +147,25 @@ class Model:
             )
         return list(buf[:n])
 
-    def piece(self, token: int) -> bytes:
-        """The bytes of one token (special tokens render as nothing). Engine thread only."""
-        n = llama_cpp.llama_token_to_piece(self.vocab, token, self._piece, 256, 0, False)
+    def piece(self, token: int, special: bool = False) -> bytes:
+        """The bytes of one token (special tokens render as nothing unless
+        ``special``). Engine thread only."""
+        n = llama_cpp.llama_token_to_piece(self.vocab, token, self._piece, 256, 0, special)
         if n < 0:
             big = ctypes.create_string_buffer(-n)
-            n = llama_cpp.llama_token_to_piece(self.vocab, token, big, -n, 0, False)
+            n = llama_cpp.llama_token_to_piece(self.vocab, token, big, -n, 0, special)
             return big.raw[:n]
         return self._piece.raw[:n]
+
+    def single_token(self, text: str) -> int | None:
+        """The token that is exactly ``text`` in this vocabulary (special tokens
+        included), or None when ``text`` takes several tokens or none."""
+        tokens = self.tokenize(text, add_bos=False)
+        if len(tokens) != 1:
+            return None
+        buffer = ctypes.create_string_buffer(256)  # any thread: not the engine's buffer
+        n = llama_cpp.llama_token_to_piece(self.vocab, tokens[0], buffer, 256, 0, True)
+        return tokens[0] if 0 <= n and buffer.raw[:n] == text.encode() else None
 
     def detokenize(self, tokens: Sequence[int]) -> str:
         arr = (llama_cpp.llama_token * len(tokens))(*tokens)
@@ -385,7 +397,9 @@ class Sampler:
             # Parsed on the big-stack grammar thread, never on this one (the
             # engine's): see shimmy/models/grammar.py.
             try:
-                grammar = init_grammar_sampler(model.vocab, settings.grammar)
+                grammar = init_grammar_sampler(
+                    model.vocab, settings.grammar, settings.grammar_trigger_tokens
+                )
             except BaseException:
                 self.close()
                 raise

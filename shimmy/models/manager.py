@@ -20,6 +20,7 @@ from shimmy.models.embeddings import EmbeddingModels, Embeddings
 from shimmy.models.engine import Engine, EngineOptions, process_rss
 from shimmy.models.generation import FINISH_ERROR, Generation, GenerationRequest, SamplingParams
 from shimmy.models.registry import ModelEntry, ModelRegistry
+from shimmy.models.tools import ToolRequest, plan_tools
 
 log = logging.getLogger(__name__)
 
@@ -229,18 +230,29 @@ class ModelManager:
         label: str = "",
         cancel: threading.Event | None = None,
         cache_scope: str = "",
+        tools: ToolRequest | None = None,
     ) -> Generation:
         """Render ``messages`` with the model's own template and submit them.
 
-        Setting ``cancel`` (the client left) stops the render at once with
-        ``RenderCancelled`` (shimmy.models.template_render)."""
+        With ``tools``, they are rendered the way the model's tool-call format
+        wants (its template's ``tools``, or the generic system message), calls are
+        constrained by grammar as the choice asks, and the generation's request
+        carries the tools and format, so the caller can parse the reply
+        (:func:`shimmy.models.tools.reply_parser`). Setting ``cancel`` (the client
+        left) stops the render at once with ``RenderCancelled``."""
         engine = self.engine(name)
+        plan = plan_tools(engine.template, messages, tools, grammar, engine.marker_tokens)
         request = GenerationRequest(
-            prompt_tokens=engine.chat_tokens(messages, cancel=cancel),
+            prompt_tokens=engine.chat_tokens(
+                plan.messages, tools=plan.template_tools, cancel=cancel
+            ),
             max_tokens=max_tokens,
             sampling=sampling,
             stop=tuple(stop) + tuple(engine.template.stop_strings()),
-            grammar=grammar,
+            grammar=plan.grammar,
+            grammar_trigger=plan.grammar_trigger,
+            preserved=plan.preserved,
+            tools=plan.tools,
             label=label,
             cache_scope=cache_scope,
         )

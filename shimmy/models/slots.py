@@ -38,6 +38,7 @@ class Slot:
     stream: TextStream | None = None
     produced: int = 0
     max_tokens: int = 0
+    preserved: frozenset[int] = frozenset()  # special tokens whose text the reply keeps
     last_used: float = 0.0
     # The conversation left here by the last request may not be in the prompt
     # cache yet (see shimmy.models.engine.Engine._save_an_idle_slot).

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import MutableMapping
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -28,15 +29,19 @@ from shimmy.models.embeddings import Embeddings
 from shimmy.models.generation import Generation, GenerationRequest
 from shimmy.models.grammar import JSON_OBJECT_GBNF
 from shimmy.models.manager import ModelManager
+from shimmy.models.tools import ToolChoice, ToolRequest
 from tests.waiting import eventually_async
 
 MODEL = "fake-model"
 
 
 def finished_generation(
-    pieces: list[str], reason: str = "stop", error: ShimmyError | None = None
+    pieces: list[str],
+    reason: str = "stop",
+    error: ShimmyError | None = None,
+    tools: ToolRequest | None = None,
 ) -> Generation:
-    generation = Generation(GenerationRequest(prompt_tokens=[1, 2, 3]), MODEL)
+    generation = Generation(GenerationRequest(prompt_tokens=[1, 2, 3], tools=tools), MODEL)
     for text in pieces:
         generation.emit(text, 7)
     generation.finish(reason, error)
@@ -70,6 +75,7 @@ class FakeManager:
         self.error: ShimmyError | None = None  # raised by submit
         self.generation_error: ShimmyError | None = None  # ends the generation
         self.live: Generation | None = None  # when set, submit returns it unfinished
+        self.tool_format = "hermes"  # the format the fake model writes calls in
 
     def resolve(self, name: str | None) -> Any:
         if name == "secret":
@@ -93,7 +99,10 @@ class FakeManager:
         if self.live is not None:
             return self.live
         reason = "error" if self.generation_error else self.reason
-        return finished_generation(self.pieces, reason, self.generation_error)
+        tools = call.get("tools")
+        if tools is not None:  # the real manager sets the model's format
+            tools = replace(tools, format=self.tool_format)
+        return finished_generation(self.pieces, reason, self.generation_error, tools)
 
     def submit_chat(self, name: str | None, messages: Any, **kwargs: Any) -> Generation:
         return self._generation(name, messages=messages, **kwargs)
@@ -360,7 +369,6 @@ def test_embeddings_float_and_base64_agree(sdk, http):
         (chat_body(n=2), "n=1"),
         (chat_body(messages=[]), "at least one message"),
         (chat_body(logprobs=True), "logprobs"),
-        (chat_body(tools=[{"type": "function", "function": {"name": "f"}}]), "tools"),
         (
             chat_body(
                 messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]
@@ -568,3 +576,130 @@ def test_a_bug_is_a_500_server_error_without_a_traceback_and_the_next_request_wo
     assert "Traceback" not in broken.text and "secret" not in broken.text
     assert after.status_code == 200
     assert after.json()["choices"][0]["message"]["content"] == "Hello, world"
+
+
+# -- tool calls --------------------------------------------------------------------------
+
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Weather",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+    },
+}
+# A Hermes reply with text, then two calls, its markers split across pieces.
+HERMES_REPLY = [
+    "Checking.",
+    "\n<tool_",
+    'call>\n{"name": "get_weather", "argu',
+    'ments": {"city": "Paris"}}\n</tool_call>\n<tool_call>\n{"name": "get_weather", ',
+    '"arguments": {"city": "Rome"}}\n</tool_',
+    "call>",
+]
+
+
+def test_tools_reach_the_manager_as_a_tool_request(http, manager):
+    body = chat_body(tools=[WEATHER_TOOL], tool_choice="required", parallel_tool_calls=False)
+    assert http("POST", "/v1/chat/completions", json=body).status_code == 200
+    request = manager.calls[-1]["tools"]
+    assert isinstance(request, ToolRequest)
+    assert [t.name for t in request.tools] == ["get_weather"]
+    assert request.tools[0].parameters["properties"] == {"city": {"type": "string"}}
+    assert request.choice == ToolChoice("required", None, parallel=False)
+    body = chat_body(
+        tools=[WEATHER_TOOL], tool_choice={"type": "function", "function": {"name": "get_weather"}}
+    )
+    http("POST", "/v1/chat/completions", json=body)
+    assert manager.calls[-1]["tools"].choice == ToolChoice("named", "get_weather", parallel=False)
+    http("POST", "/v1/chat/completions", json=chat_body())
+    assert manager.calls[-1]["tools"] is None
+
+
+def test_the_history_s_calls_and_results_reach_the_template(http, manager):
+    messages = [
+        {"role": "user", "content": "Weather?"},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_9",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": "call_9", "content": "cold"},
+    ]
+    http("POST", "/v1/chat/completions", json=chat_body(messages=messages, tools=[WEATHER_TOOL]))
+    sent = manager.calls[-1]["messages"]
+    assert sent[1]["tool_calls"][0]["function"] == {
+        "name": "get_weather",
+        "arguments": '{"city": "Oslo"}',
+    }
+    assert sent[2] == {"role": "tool", "content": "cold", "tool_call_id": "call_9"}
+
+
+def test_calls_come_back_as_openai_tool_calls(http, manager):
+    manager.pieces = HERMES_REPLY
+    body = http("POST", "/v1/chat/completions", json=chat_body(tools=[WEATHER_TOOL])).json()
+    choice = body["choices"][0]
+    assert choice["finish_reason"] == "tool_calls"
+    assert choice["message"]["content"] == "Checking."
+    calls = choice["message"]["tool_calls"]
+    assert [c["function"] for c in calls] == [
+        {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+        {"name": "get_weather", "arguments": '{"city": "Rome"}'},
+    ]
+    assert all(c["type"] == "function" and c["id"].startswith("call_") for c in calls)
+    assert len({c["id"] for c in calls}) == 2
+
+
+def test_calls_stream_as_openai_deltas_and_markers_never_leak(http, manager):
+    manager.pieces = HERMES_REPLY
+    events = sse_data(
+        http("POST", "/v1/chat/completions", json=chat_body(tools=[WEATHER_TOOL], stream=True))
+    )
+    chunks = [json.loads(e) for e in events[:-1]]
+    deltas = [c["choices"][0]["delta"] for c in chunks]
+    content = "".join(d.get("content") or "" for d in deltas)
+    assert "tool_call" not in content and content.strip() == "Checking."
+    parts = [p for d in deltas for p in d.get("tool_calls", [])]
+    firsts = [p for p in parts if "id" in p]
+    assert [(p["index"], p["function"]["name"], p["type"]) for p in firsts] == [
+        (0, "get_weather", "function"),
+        (1, "get_weather", "function"),
+    ]
+    arguments = [
+        "".join(p["function"]["arguments"] for p in parts if p["index"] == i) for i in (0, 1)
+    ]
+    assert arguments == ['{"city": "Paris"}', '{"city": "Rome"}']
+    assert chunks[-1]["choices"][0]["finish_reason"] == "tool_calls"
+
+
+def test_a_botched_call_is_content_not_an_error(http, manager):
+    manager.pieces = ["I'd call <tool_call> nothing"]
+    body = http("POST", "/v1/chat/completions", json=chat_body(tools=[WEATHER_TOOL])).json()
+    assert body["choices"][0]["message"]["content"] == "I'd call <tool_call> nothing"
+    assert "tool_calls" not in body["choices"][0]["message"]
+    assert body["choices"][0]["finish_reason"] == "stop"
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"tool_choice": {"type": "function", "function": {"name": "nope"}}}, "nope"),
+        ({"tools": [{"type": "function", "function": {"name": "a b"}}]}, "1-64 letters"),
+        ({"tools": [{"type": "function"}]}, "function"),
+        ({"tools": [{"type": "retrieval", "function": {"name": "x"}}]}, "type"),
+        ({"tool_choice": "sometimes"}, "tool_choice"),
+        ({"tools": [WEATHER_TOOL] * 200}, "200"),
+    ],
+)
+def test_bad_tools_are_400s_that_say_what(http, manager, extra, message):
+    body = {**chat_body(tools=[WEATHER_TOOL]), **extra}
+    response = http("POST", "/v1/chat/completions", json=body)
+    assert response.status_code == 400, response.text
+    assert message in response.json()["error"]["message"]
+    assert manager.calls == []

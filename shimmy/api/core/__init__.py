@@ -17,6 +17,7 @@ shape. Everything they share lives here, once:
   WebSocket answers alike;
 - :mod:`.streams`: the SSE and NDJSON framings and the response that sends
   them;
+- :mod:`.replies`: a reply as text and tool calls, streamed or whole;
 - :mod:`.usage`: token counts for usage blocks.
 
 Adding a dialect
@@ -37,6 +38,7 @@ drives the real ``shimmy serve`` with the vendor's own client library (tests/e2e
 """
 
 from shimmy.api.core.bodies import read_body
+from shimmy.api.core.replies import Reply, reply_events, whole_reply
 from shimmy.api.core.streams import (
     NDJSON_MEDIA_TYPE,
     SSE_DONE,
@@ -55,12 +57,15 @@ __all__ = [
     "SSE_MEDIA_TYPE",
     "ClientGone",
     "EventStream",
+    "Reply",
     "Usage",
     "Watch",
     "cancel_all",
     "compact_json",
     "ndjson_line",
     "read_body",
+    "reply_events",
     "sse_event",
     "watching",
+    "whole_reply",
 ]

@@ -18,7 +18,15 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from shimmy.api.core import SSE_DONE, EventStream, read_body, sse_event, watching
+from shimmy.api.core import (
+    SSE_DONE,
+    EventStream,
+    read_body,
+    reply_events,
+    sse_event,
+    watching,
+    whole_reply,
+)
 from shimmy.api.core.watch import Submit
 from shimmy.api.dialects.openai.schemas import ChatCompletionBody, CompletionBody, EmbeddingBody
 from shimmy.api.dialects.openai.shapes import (
@@ -26,6 +34,7 @@ from shimmy.api.dialects.openai.shapes import (
     finish_reason,
     header,
     model_object,
+    tool_call,
     usage,
 )
 from shimmy.api.errors import describe_validation_errors
@@ -36,6 +45,7 @@ from shimmy.models.embeddings import Embeddings
 from shimmy.models.generation import Generation
 from shimmy.models.grammar import grammar_for_response_format
 from shimmy.models.manager import ModelManager
+from shimmy.models.tools import CallStarted, TextDelta, ToolCall
 
 
 def invalid_body(exc: ValidationError, raw: bytes) -> ShimmyError:
@@ -81,6 +91,7 @@ def build_router(manager: ModelManager) -> APIRouter:
     async def chat_completions(request: Request) -> Response:
         body = await read_body(request, ChatCompletionBody, invalid_body)
         scope = cache_scope(request.scope)
+        tools = body.tool_request()
 
         def submit(cancel: threading.Event) -> Generation:
             grammar = grammar_for_response_format(body.response_format)
@@ -94,6 +105,7 @@ def build_router(manager: ModelManager) -> APIRouter:
                 label="openai",
                 cancel=cancel,
                 cache_scope=scope,
+                tools=tools,
             )
             attach_generation(generation)  # for the dashboard's request log
             return generation
@@ -109,20 +121,17 @@ def build_router(manager: ModelManager) -> APIRouter:
                     generations=[generation],
                 )
             await watch.finish([generation])
+        reason = finish_reason(generation)
+        reply = whole_reply(generation)
+        message: dict[str, Any] = {"role": "assistant", "content": reply.content, "refusal": None}
+        if reply.calls:
+            message["tool_calls"] = [tool_call(call) for call in reply.calls]
+            reason = "tool_calls"
         return JSONResponse(
             {
                 **meta,
                 "choices": [
-                    {
-                        "index": 0,
-                        "message": {
-                            "role": "assistant",
-                            "content": generation.output,
-                            "refusal": None,
-                        },
-                        "logprobs": None,
-                        "finish_reason": finish_reason(generation),
-                    }
+                    {"index": 0, "message": message, "logprobs": None, "finish_reason": reason}
                 ],
                 "usage": usage([generation]),
             }
@@ -218,10 +227,19 @@ async def chat_chunks(
 
     try:
         yield chunk({"role": "assistant", "content": ""})
-        async for piece in generation.stream():
-            if piece.text:
-                yield chunk({"content": piece.text})
-        yield chunk({}, finish_reason(generation))
+        called = False
+        async for event in reply_events(generation):
+            if isinstance(event, TextDelta):
+                yield chunk({"content": event.text})
+            elif isinstance(event, CallStarted):
+                called = True
+                start = {"index": event.index, **tool_call(ToolCall(event.id, event.name, ""))}
+                yield chunk({"tool_calls": [start]})
+            else:
+                arguments = {"index": event.index, "function": {"arguments": event.text}}
+                yield chunk({"tool_calls": [arguments]})
+        reason = finish_reason(generation)
+        yield chunk({}, "tool_calls" if called and reason == "stop" else reason)
         if include_usage:
             yield sse_event({**meta, "choices": [], "usage": usage([generation])})
     except ShimmyError as exc:

@@ -2,10 +2,11 @@
 
 Field names, types and defaults follow OpenAI's API reference. Unknown fields
 are ignored (clients send many we have no use for); fields that would change
-the answer in a way shimmy cannot honour (``n`` > 1, ``logprobs``, ``tools``,
-``suffix``, images) are a clear ``invalid_request`` instead of being dropped
-silently. A few llama.cpp-server extensions (``top_k``, ``min_p``,
-``repeat_penalty``) are accepted too.
+the answer in a way shimmy cannot honour (``n`` > 1, ``logprobs``, ``suffix``,
+images) are a clear ``invalid_request`` instead of being dropped silently. A
+few llama.cpp-server extensions (``top_k``, ``min_p``, ``repeat_penalty``) are
+accepted too. Tools (``tools``, ``tool_choice``, ``parallel_tool_calls``, calls
+and results in the history) map onto shimmy.models.tools.
 """
 
 from __future__ import annotations
@@ -17,12 +18,15 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from shimmy.api.core.fields import check_stop, sampling_of, stop_strings
 from shimmy.errors import ShimmyError
 from shimmy.models.generation import SamplingParams
+from shimmy.models.tools import Tool, ToolChoice, ToolRequest
+from shimmy.models.tools.spec import MAX_DESCRIPTION, MAX_TOOLS, check_tools
 
 # Fields OpenAI does not define (llama.cpp's server extensions, the penalties'
 # neutral values) default to the engine's own, stated once in SamplingParams.
 _ENGINE = SamplingParams()
 
 MAX_PROMPTS = 16
+MAX_ARGUMENTS = 256 * 1024  # a call's arguments in the history, as JSON text
 MAX_EMBEDDING_INPUTS = 2048
 
 
@@ -68,10 +72,25 @@ class OtherPart(_Body):
         return value
 
 
+class FunctionCall(_Body):
+    name: str = Field(min_length=1, max_length=64)
+    arguments: str = Field(default="{}", max_length=MAX_ARGUMENTS)
+
+
+class ToolCallPart(_Body):
+    """A call in an assistant message of the history."""
+
+    id: str = Field(default="", max_length=256)
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
 class ChatMessage(_Body):
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
     content: str | list[TextPart | OtherPart] | None = None
     name: str | None = None
+    tool_calls: list[ToolCallPart] | None = Field(default=None, max_length=MAX_TOOLS)
+    tool_call_id: str | None = Field(default=None, max_length=256)
 
     def for_template(self) -> dict[str, Any]:
         """The message as chat templates expect it: plain string content, and
@@ -94,7 +113,32 @@ class ChatMessage(_Body):
         }
         if self.name:
             message["name"] = self.name
+        if self.tool_calls:
+            message["tool_calls"] = [call.model_dump() for call in self.tool_calls]
+        if self.tool_call_id is not None:
+            message["tool_call_id"] = self.tool_call_id
         return message
+
+
+class FunctionDefinition(_Body):
+    name: str
+    description: str | None = Field(default=None, max_length=MAX_DESCRIPTION)
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None  # accepted: calls always follow the schema here
+
+
+class ToolDefinition(_Body):
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class NamedFunction(_Body):
+    name: str
+
+
+class NamedToolChoice(_Body):
+    type: Literal["function"]
+    function: NamedFunction
 
 
 class StreamOptions(_Body):
@@ -153,8 +197,9 @@ class ChatCompletionBody(_Sampling):
     response_format: dict[str, Any] | None = None
     logprobs: bool | None = None
     top_logprobs: int | None = None
-    tools: list[dict[str, Any]] | None = None
-    tool_choice: str | dict[str, Any] | None = None
+    tools: list[ToolDefinition] | None = Field(default=None, max_length=MAX_TOOLS)
+    tool_choice: Literal["auto", "none", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: bool = True
 
     @field_validator("messages")
     @classmethod
@@ -167,9 +212,28 @@ class ChatCompletionBody(_Sampling):
     def _supported(self) -> ChatCompletionBody:
         if self.logprobs:
             raise ValueError("logprobs are not supported")
-        if self.tools and self.tool_choice != "none":
-            raise ValueError("tools (function calling) are not supported")
         return self
+
+    def tool_request(self) -> ToolRequest | None:
+        """The tools and the choice over them (``auto`` when tools are given and no
+        choice is), checked: a named tool must be one of them."""
+        if not self.tools and self.tool_choice in (None, "none", "auto"):
+            return None
+        tools = tuple(
+            Tool(
+                name=t.function.name,
+                description=t.function.description or "",
+                parameters=t.function.parameters or {"type": "object", "properties": {}},
+            )
+            for t in self.tools or ()
+        )
+        choice = self.tool_choice or "auto"
+        if isinstance(choice, NamedToolChoice):
+            mode = ToolChoice("named", choice.function.name, parallel=False)  # that one call
+        else:
+            mode = ToolChoice(choice, None, self.parallel_tool_calls)
+        check_tools(tools, mode)
+        return ToolRequest(tools, mode)
 
     @property
     def token_limit(self) -> int | None:

@@ -14,6 +14,7 @@ from shimmy.api.core import Usage
 from shimmy.errors import ShimmyError
 from shimmy.models.generation import FINISH_CANCELLED, FINISH_LENGTH, Generation
 from shimmy.models.registry import ModelEntry
+from shimmy.models.tools import ToolCall
 
 SYSTEM_FINGERPRINT = f"shimmy-{__version__}"
 
@@ -26,6 +27,15 @@ def usage(generations: Sequence[Generation]) -> dict[str, Any]:
         "completion_tokens": counts.completion_tokens,
         "total_tokens": counts.total_tokens,
         "prompt_tokens_details": {"cached_tokens": counts.cached_tokens},
+    }
+
+
+def tool_call(call: ToolCall) -> dict[str, Any]:
+    """A call as OpenAI writes it in a message (and in a stream's first delta of it)."""
+    return {
+        "id": call.id,
+        "type": "function",
+        "function": {"name": call.name, "arguments": call.arguments},
     }
 
 
