@@ -37,6 +37,7 @@ from shimmy.models.generation import (
     FINISH_STOP,
     Generation,
     GenerationRequest,
+    TokenLogprob,
     wake_readers,
 )
 from shimmy.models.promptcache import PromptCache, common_prefix
@@ -572,7 +573,8 @@ class Engine:
                 1000 * (time.monotonic() - generation.created_at),
             )
         piece = self._model.piece(token, special=token in slot.preserved)
-        generation.emit(slot.stream.feed(piece), token, wake=False)
+        logprob = self._logprob(slot, token, piece) if generation.request.logprobs >= 0 else None
+        generation.emit(slot.stream.feed(piece), token, wake=False, logprob=logprob)
         if slot.stream.stopped:
             self._end(slot, FINISH_STOP)
         elif slot.produced >= slot.max_tokens:
@@ -580,6 +582,18 @@ class Engine:
             self._end(slot, FINISH_LENGTH)
         else:
             slot.next_token = token
+
+    def _logprob(self, slot: Slot, token: int, piece: bytes) -> TokenLogprob:
+        """The sampled token's log-probability and the most likely alternatives,
+        from the logits the sampler read (sampling leaves them as they were)."""
+        from shimmy.models.llamacpp import log_probabilities
+
+        assert slot.generation is not None
+        top = slot.generation.request.logprobs
+        logits = self._context.logits(slot.logits_at, self._model.n_vocab)
+        logprob, best = log_probabilities(logits, token, top)
+        alternatives = tuple((t, self._model.piece(t), lp) for t, lp in best)
+        return TokenLogprob(token, piece, logprob, alternatives)
 
     def _timeout_error(self) -> ShimmyError:
         return ShimmyError(

@@ -250,6 +250,14 @@ class Context:
             # 1: no KV slot for the batch; <0: a hard error. Either way this step failed.
             raise ShimmyError("generation_failed", "llama.cpp failed to decode", f"code {result}")
 
+    def logits(self, index: int, n_vocab: int) -> Any:
+        """The logits at batch position ``index`` of the last decode, as a numpy
+        view (valid until the next decode)."""
+        import numpy as np
+
+        pointer = llama_cpp.llama_get_logits_ith(self._ptr, index)
+        return np.ctypeslib.as_array(pointer, shape=(n_vocab,))
+
     def forget(self, seq: int, start: int) -> None:
         """Drop the cached tokens of ``seq`` from position ``start`` on."""
         llama_cpp.llama_memory_seq_rm(self.memory, seq, start, -1)
@@ -444,3 +452,19 @@ class Sampler:
         if self._ptr:
             llama_cpp.llama_sampler_free(self._ptr)
             self._ptr = None
+
+
+def log_probabilities(logits: Any, token: int, top: int) -> tuple[float, list[tuple[int, float]]]:
+    """``token``'s log-probability under the softmax of ``logits``, and the ``top``
+    most likely tokens with theirs, most likely first."""
+    import numpy as np
+
+    values = logits.astype(np.float64)
+    peak = float(values.max())
+    log_total = peak + float(np.log(np.exp(values - peak).sum()))
+    best: list[tuple[int, float]] = []
+    if top > 0:
+        candidates = np.argpartition(-values, min(top, len(values) - 1))[:top]
+        ranked = sorted(candidates, key=lambda i: -values[i])
+        best = [(int(i), float(values[i]) - log_total) for i in ranked]
+    return float(values[token]) - log_total, best

@@ -231,6 +231,7 @@ class ModelManager:
         cancel: threading.Event | None = None,
         cache_scope: str = "",
         tools: ToolRequest | None = None,
+        logprobs: int = -1,
     ) -> Generation:
         """Render ``messages`` with the model's own template and submit them.
 
@@ -255,6 +256,7 @@ class ModelManager:
             tools=plan.tools,
             label=label,
             cache_scope=cache_scope,
+            logprobs=logprobs,
         )
         return engine.submit(request)
 
@@ -270,6 +272,7 @@ class ModelManager:
         label: str = "",
         cancel: threading.Event | None = None,
         cache_scope: str = "",
+        logprobs: int = -1,
     ) -> Generation:
         """Submit a plain prompt. Unless ``raw``, it is sent as one user turn through
         the model's chat template (as Ollama's generate does), since instruct
@@ -283,6 +286,7 @@ class ModelManager:
                 stop=tuple(stop),
                 label=label,
                 cache_scope=cache_scope,
+                logprobs=logprobs,
             )
             return engine.submit(request)
         return self.submit_chat(
@@ -294,6 +298,7 @@ class ModelManager:
             label=label,
             cancel=cancel,
             cache_scope=cache_scope,
+            logprobs=logprobs,
         )
 
     def embed(self, name: str | None, inputs: Sequence[str]) -> Embeddings:

@@ -368,7 +368,8 @@ def test_embeddings_float_and_base64_agree(sdk, http):
     [
         (chat_body(n=2), "n=1"),
         (chat_body(messages=[]), "at least one message"),
-        (chat_body(logprobs=True), "logprobs"),
+        (chat_body(top_logprobs=3), "top_logprobs needs logprobs"),
+        (chat_body(logprobs=True, top_logprobs=21), "top_logprobs"),
         (
             chat_body(
                 messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]

@@ -414,3 +414,71 @@ def test_non_streaming_client_that_leaves_cancels(small_server):
             timeout=httpx.Timeout(240, read=2),
         )
     assert seconds_until_idle(small_server.url) < FREED_WITHIN
+
+
+# -- logprobs --------------------------------------------------------------------------------
+
+
+def test_chat_logprobs_greedy_picks_the_top_token_and_tokens_make_the_content(client):
+    """The logprobs are the model's own distribution, before sampling settings: with
+    no penalty to move the pick, greedy takes the top token at every step."""
+    result = chat(
+        client,
+        temperature=0,
+        max_tokens=16,
+        logprobs=True,
+        top_logprobs=5,
+        extra_body={"repeat_penalty": 1.0},
+    )
+    content = result.choices[0].message.content
+    entries = result.choices[0].logprobs.content
+    assert len(entries) == result.usage.completion_tokens
+    assert "".join(e.token for e in entries) == content
+    for entry in entries:
+        assert entry.logprob <= 0 and bytes(entry.bytes).decode("utf-8", "replace") == entry.token
+        tops = [t.logprob for t in entry.top_logprobs]
+        assert len(tops) == 5 and tops == sorted(tops, reverse=True)
+        # Greedy: the chosen token is the most likely one, its logprob the top one.
+        assert entry.top_logprobs[0].token == entry.token
+        assert math.isclose(entry.logprob, tops[0], rel_tol=1e-6)
+        assert sum(math.exp(t) for t in tops) <= 1.0 + 1e-6
+
+
+def test_streamed_chat_logprobs_equal_the_whole_ones(client):
+    whole = chat(client, temperature=0, max_tokens=16, logprobs=True, top_logprobs=2)
+    entries, text = [], ""
+    for chunk in chat(
+        client, temperature=0, max_tokens=16, logprobs=True, top_logprobs=2, stream=True
+    ):
+        choice = chunk.choices[0]
+        text += choice.delta.content or ""
+        if choice.logprobs and choice.logprobs.content:
+            entries += choice.logprobs.content
+    assert text == whole.choices[0].message.content
+    assert [(e.token, round(e.logprob, 5)) for e in entries] == [
+        (e.token, round(e.logprob, 5)) for e in whole.choices[0].logprobs.content
+    ]
+
+
+def test_completion_logprobs_in_the_legacy_shape(client):
+    result = client.completions.create(
+        model=MODEL, prompt="1, 2, 3,", temperature=0, max_tokens=6, logprobs=3, echo=True
+    )
+    choice = result.choices[0]
+    logprobs = choice.logprobs
+    assert "".join(logprobs.tokens) == choice.text[len("1, 2, 3,") :]
+    assert logprobs.text_offset[0] == len("1, 2, 3,")
+    for token, offset in zip(logprobs.tokens, logprobs.text_offset, strict=True):
+        assert choice.text[offset : offset + len(token)] == token
+    for token, lp, top in zip(
+        logprobs.tokens, logprobs.token_logprobs, logprobs.top_logprobs, strict=True
+    ):
+        assert len(top) == 3 and max(top, key=top.get) == token and math.isclose(top[token], lp)
+
+
+def test_logprobs_are_off_unless_asked_and_bounded(client):
+    assert chat(client, max_tokens=2).choices[0].logprobs is None
+    with pytest.raises(openai.BadRequestError, match="top_logprobs"):
+        chat(client, max_tokens=2, logprobs=True, top_logprobs=21)
+    with pytest.raises(openai.BadRequestError, match="top_logprobs needs logprobs"):
+        chat(client, max_tokens=2, top_logprobs=2)

@@ -21,6 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from shimmy.api.core import (
     SSE_DONE,
     EventStream,
+    LogprobCursor,
     read_body,
     reply_events,
     sse_event,
@@ -30,6 +31,8 @@ from shimmy.api.core import (
 from shimmy.api.core.watch import Submit
 from shimmy.api.dialects.openai.schemas import ChatCompletionBody, CompletionBody, EmbeddingBody
 from shimmy.api.dialects.openai.shapes import (
+    chat_logprobs,
+    completion_logprobs,
     encode_vector,
     finish_reason,
     header,
@@ -106,6 +109,7 @@ def build_router(manager: ModelManager) -> APIRouter:
                 cancel=cancel,
                 cache_scope=scope,
                 tools=tools,
+                logprobs=body.logprob_count,
             )
             attach_generation(generation)  # for the dashboard's request log
             return generation
@@ -116,7 +120,7 @@ def build_router(manager: ModelManager) -> APIRouter:
             meta = header("chatcmpl", obj, generation.model)
             if body.stream:
                 return EventStream(
-                    chat_chunks(generation, meta, body.include_usage),
+                    chat_chunks(generation, meta, body.include_usage, body.logprobs is True),
                     watch=watch,
                     generations=[generation],
                 )
@@ -124,14 +128,18 @@ def build_router(manager: ModelManager) -> APIRouter:
         reason = finish_reason(generation)
         reply = whole_reply(generation)
         message: dict[str, Any] = {"role": "assistant", "content": reply.content, "refusal": None}
+        logprobs = None
         if reply.calls:
             message["tool_calls"] = [tool_call(call) for call in reply.calls]
             reason = "tool_calls"
+        elif body.logprobs:
+            text_bytes = len((reply.content or "").encode())
+            logprobs = chat_logprobs(LogprobCursor(generation).rest(text_bytes))
         return JSONResponse(
             {
                 **meta,
                 "choices": [
-                    {"index": 0, "message": message, "logprobs": None, "finish_reason": reason}
+                    {"index": 0, "message": message, "logprobs": logprobs, "finish_reason": reason}
                 ],
                 "usage": usage([generation]),
             }
@@ -154,6 +162,7 @@ def build_router(manager: ModelManager) -> APIRouter:
                     label="openai",
                     cancel=cancel,
                     cache_scope=scope,
+                    logprobs=body.logprob_count,
                 )
 
             return submit
@@ -166,20 +175,27 @@ def build_router(manager: ModelManager) -> APIRouter:
             echoes = prompts if body.echo else [""] * len(prompts)
             if body.stream:
                 return EventStream(
-                    completion_chunks(generations, echoes, meta, body.include_usage),
+                    completion_chunks(
+                        generations, echoes, meta, body.include_usage, body.logprobs is not None
+                    ),
                     watch=watch,
                     generations=generations,
                 )
             await watch.finish(generations)
-        choices = [
-            {
-                "text": echo + generation.output,
-                "index": index,
-                "logprobs": None,
-                "finish_reason": finish_reason(generation),
-            }
-            for index, (generation, echo) in enumerate(zip(generations, echoes, strict=True))
-        ]
+        choices = []
+        for index, (generation, echo) in enumerate(zip(generations, echoes, strict=True)):
+            logprobs = None
+            if body.logprobs is not None:
+                entries = LogprobCursor(generation).rest(len(generation.output.encode()))
+                logprobs = completion_logprobs(entries, len(echo))
+            choices.append(
+                {
+                    "text": echo + generation.output,
+                    "index": index,
+                    "logprobs": logprobs,
+                    "finish_reason": finish_reason(generation),
+                }
+            )
         return JSONResponse({**meta, "choices": choices, "usage": usage(generations)})
 
     @router.post("/embeddings")
@@ -211,15 +227,18 @@ def build_router(manager: ModelManager) -> APIRouter:
 
 
 async def chat_chunks(
-    generation: Generation, meta: dict[str, Any], include_usage: bool
+    generation: Generation, meta: dict[str, Any], include_usage: bool, logprobs: bool = False
 ) -> AsyncIterator[str]:
-    """Chunks as OpenAI sends them: the role first, then content deltas, then an
-    empty delta with the finish reason, then (if asked) the usage, then [DONE]."""
+    """Chunks as OpenAI sends them: the role first, then content deltas (with their
+    tokens' logprobs, if asked), then an empty delta with the finish reason, then
+    (if asked) the usage, then [DONE]."""
+    cursor = LogprobCursor(generation) if logprobs else None
+    released = 0
 
-    def chunk(delta: dict[str, Any], reason: str | None = None) -> str:
+    def chunk(delta: dict[str, Any], reason: str | None = None, entries: Any = None) -> str:
         data: dict[str, Any] = {
             **meta,
-            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": reason}],
+            "choices": [{"index": 0, "delta": delta, "logprobs": entries, "finish_reason": reason}],
         }
         if include_usage:
             data["usage"] = None
@@ -230,7 +249,11 @@ async def chat_chunks(
         called = False
         async for event in reply_events(generation):
             if isinstance(event, TextDelta):
-                yield chunk({"content": event.text})
+                entries = None
+                if cursor is not None:
+                    released += len(event.text.encode())
+                    entries = chat_logprobs(cursor.released(released))
+                yield chunk({"content": event.text}, entries=entries)
             elif isinstance(event, CallStarted):
                 called = True
                 start = {"index": event.index, **tool_call(ToolCall(event.id, event.name, ""))}
@@ -239,7 +262,8 @@ async def chat_chunks(
                 arguments = {"index": event.index, "function": {"arguments": event.text}}
                 yield chunk({"tool_calls": [arguments]})
         reason = finish_reason(generation)
-        yield chunk({}, "tool_calls" if called and reason == "stop" else reason)
+        last = chat_logprobs(cursor.rest(released)) if cursor is not None and not called else None
+        yield chunk({}, "tool_calls" if called and reason == "stop" else reason, last)
         if include_usage:
             yield sse_event({**meta, "choices": [], "usage": usage([generation])})
     except ShimmyError as exc:
@@ -253,14 +277,18 @@ async def completion_chunks(
     echoes: Sequence[str],
     meta: dict[str, Any],
     include_usage: bool,
+    logprobs: bool = False,
 ) -> AsyncIterator[str]:
     """Text completion chunks, one prompt after another (each chunk names its
-    prompt's ``index``), then the usage if asked, then [DONE]."""
+    prompt's ``index``, and carries its tokens' logprobs if asked), then the
+    usage if asked, then [DONE]."""
 
-    def chunk(index: int, text: str, reason: str | None = None) -> str:
+    def chunk(index: int, text: str, reason: str | None = None, entries: Any = None) -> str:
         data: dict[str, Any] = {
             **meta,
-            "choices": [{"text": text, "index": index, "logprobs": None, "finish_reason": reason}],
+            "choices": [
+                {"text": text, "index": index, "logprobs": entries, "finish_reason": reason}
+            ],
         }
         if include_usage:
             data["usage"] = None
@@ -268,12 +296,24 @@ async def completion_chunks(
 
     try:
         for index, (generation, echo) in enumerate(zip(generations, echoes, strict=True)):
+            cursor = LogprobCursor(generation) if logprobs else None
+            offset = len(echo)  # where the next token's text begins in the choice's text
+            released = 0
             if echo:
                 yield chunk(index, echo)
             async for piece in generation.stream():
                 if piece.text:
-                    yield chunk(index, piece.text)
-            yield chunk(index, "", finish_reason(generation))
+                    entries = None
+                    if cursor is not None:
+                        released += len(piece.text.encode())
+                        taken = cursor.released(released)
+                        entries = completion_logprobs(taken, offset)
+                        offset += sum(len(e.text) for e in taken)
+                    yield chunk(index, piece.text, entries=entries)
+            last = None
+            if cursor is not None:
+                last = completion_logprobs(cursor.rest(released), offset)
+            yield chunk(index, "", finish_reason(generation), last)
         if include_usage:
             yield sse_event({**meta, "choices": [], "usage": usage(generations)})
     except ShimmyError as exc:

@@ -26,6 +26,7 @@ from shimmy.models.tools.spec import MAX_DESCRIPTION, MAX_TOOLS, check_tools
 _ENGINE = SamplingParams()
 
 MAX_PROMPTS = 16
+MAX_TOP_LOGPROBS = 20  # OpenAI's bound for chat; completions take as many
 MAX_ARGUMENTS = 256 * 1024  # a call's arguments in the history, as JSON text
 MAX_EMBEDDING_INPUTS = 2048
 
@@ -196,7 +197,7 @@ class ChatCompletionBody(_Sampling):
     max_completion_tokens: int | None = Field(default=None, ge=1)
     response_format: dict[str, Any] | None = None
     logprobs: bool | None = None
-    top_logprobs: int | None = None
+    top_logprobs: int | None = Field(default=None, ge=0, le=MAX_TOP_LOGPROBS)
     tools: list[ToolDefinition] | None = Field(default=None, max_length=MAX_TOOLS)
     tool_choice: Literal["auto", "none", "required"] | NamedToolChoice | None = None
     parallel_tool_calls: bool = True
@@ -210,9 +211,14 @@ class ChatCompletionBody(_Sampling):
 
     @model_validator(mode="after")
     def _supported(self) -> ChatCompletionBody:
-        if self.logprobs:
-            raise ValueError("logprobs are not supported")
+        if self.top_logprobs is not None and not self.logprobs:
+            raise ValueError("top_logprobs needs logprobs to be true")
         return self
+
+    @property
+    def logprob_count(self) -> int:
+        """The engine's ``logprobs``: -1 none, else how many alternatives per token."""
+        return (self.top_logprobs or 0) if self.logprobs else -1
 
     def tool_request(self) -> ToolRequest | None:
         """The tools and the choice over them (``auto`` when tools are given and no
@@ -252,7 +258,7 @@ class CompletionBody(_Sampling):
     echo: bool = False
     suffix: str | None = None
     best_of: int | None = None
-    logprobs: int | None = None
+    logprobs: int | None = Field(default=None, ge=0, le=MAX_TOP_LOGPROBS)
 
     _prompt_text = field_validator("prompt", mode="before")(_no_token_arrays)
 
@@ -272,9 +278,11 @@ class CompletionBody(_Sampling):
             raise ValueError("suffix (fill-in-the-middle) is not supported")
         if self.best_of not in (None, 1):
             raise ValueError("only best_of=1 is supported")
-        if self.logprobs:
-            raise ValueError("logprobs are not supported")
         return self
+
+    @property
+    def logprob_count(self) -> int:
+        return -1 if self.logprobs is None else self.logprobs
 
     @property
     def prompts(self) -> list[str]:
