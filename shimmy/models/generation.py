@@ -112,6 +112,13 @@ class Generation:
         self.finished_at: float | None = None
         self._pieces: list[Piece] = []
         self.logprobs: list[TokenLogprob] = []  # one per generated token, when asked for
+        # The other choices of the same request (n > 1): they wait with this one and
+        # copy its prompt's KV cache instead of reading the prompt again. The
+        # engine's to set and read.
+        self.followers: list[Generation] = []
+        # Every choice of the request this generation belongs to, in order (itself
+        # alone unless it asked for n > 1); set once, when it is submitted.
+        self.choices: tuple[Generation, ...] = (self,)
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._cancel = threading.Event()

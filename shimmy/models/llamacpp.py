@@ -258,6 +258,11 @@ class Context:
         pointer = llama_cpp.llama_get_logits_ith(self._ptr, index)
         return np.ctypeslib.as_array(pointer, shape=(n_vocab,))
 
+    def copy_sequence(self, source: int, target: int) -> None:
+        """Make ``target`` hold what ``source`` holds (the copy of a stream's KV
+        buffer is made by llama.cpp before the next decode)."""
+        llama_cpp.llama_memory_seq_cp(self.memory, source, target, 0, -1)
+
     def forget(self, seq: int, start: int) -> None:
         """Drop the cached tokens of ``seq`` from position ``start`` on."""
         llama_cpp.llama_memory_seq_rm(self.memory, seq, start, -1)

@@ -232,8 +232,10 @@ class ModelManager:
         cache_scope: str = "",
         tools: ToolRequest | None = None,
         logprobs: int = -1,
+        n: int = 1,
     ) -> Generation:
-        """Render ``messages`` with the model's own template and submit them.
+        """Render ``messages`` with the model's own template and submit them; with
+        ``n`` > 1, as that many choices sharing the prompt (``Generation.choices``).
 
         With ``tools``, they are rendered the way the model's tool-call format
         wants (its template's ``tools``, or the generic system message), calls are
@@ -258,7 +260,7 @@ class ModelManager:
             cache_scope=cache_scope,
             logprobs=logprobs,
         )
-        return engine.submit(request)
+        return engine.submit_choices(request, n)[0]
 
     def submit_prompt(
         self,
@@ -273,10 +275,12 @@ class ModelManager:
         cancel: threading.Event | None = None,
         cache_scope: str = "",
         logprobs: int = -1,
+        n: int = 1,
     ) -> Generation:
-        """Submit a plain prompt. Unless ``raw``, it is sent as one user turn through
-        the model's chat template (as Ollama's generate does), since instruct
-        models answer poorly to bare text; a model without a template gets it raw."""
+        """Submit a plain prompt (``n`` choices of it, as :meth:`submit_chat`). Unless
+        ``raw``, it is sent as one user turn through the model's chat template (as
+        Ollama's generate does), since instruct models answer poorly to bare text;
+        a model without a template gets it raw."""
         engine = self.engine(name)
         if raw or engine.template.is_fallback:
             request = GenerationRequest(
@@ -288,7 +292,7 @@ class ModelManager:
                 cache_scope=cache_scope,
                 logprobs=logprobs,
             )
-            return engine.submit(request)
+            return engine.submit_choices(request, n)[0]
         return self.submit_chat(
             name,
             [{"role": "user", "content": prompt}],
@@ -299,6 +303,7 @@ class ModelManager:
             cancel=cancel,
             cache_scope=cache_scope,
             logprobs=logprobs,
+            n=n,
         )
 
     def embed(self, name: str | None, inputs: Sequence[str]) -> Embeddings:

@@ -366,7 +366,7 @@ def test_embeddings_float_and_base64_agree(sdk, http):
 @pytest.mark.parametrize(
     ("body", "words"),
     [
-        (chat_body(n=2), "n=1"),
+        (chat_body(n=0), "n: Input should be greater than or equal to 1"),
         (chat_body(messages=[]), "at least one message"),
         (chat_body(top_logprobs=3), "top_logprobs needs logprobs"),
         (chat_body(logprobs=True, top_logprobs=21), "top_logprobs"),
@@ -398,7 +398,7 @@ def test_bad_completion_and_embedding_requests(http):
     cases = [
         ("/v1/completions", {"model": MODEL, "prompt": [1, 2, 3]}, "token arrays"),
         ("/v1/completions", {"model": MODEL, "prompt": "x", "suffix": "y"}, "suffix"),
-        ("/v1/completions", {"model": MODEL, "prompt": "x", "n": 3}, "n=1"),
+        ("/v1/completions", {"model": MODEL, "prompt": "x", "n": 0}, "n: Input should be"),
         ("/v1/embeddings", {"model": MODEL, "input": [[1, 2]]}, "token arrays"),
         ("/v1/embeddings", {"model": MODEL, "input": []}, "input"),
         ("/v1/embeddings", {"model": MODEL, "input": "x", "dimensions": 2}, "dimensions"),

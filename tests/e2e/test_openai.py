@@ -224,12 +224,6 @@ def test_empty_messages_raise_bad_request(client):
     assert "messages" in err.value.message
 
 
-def test_n_above_one_is_a_clear_bad_request(client):
-    with pytest.raises(openai.BadRequestError) as err:
-        chat(client, n=2)
-    assert "n=1" in err.value.message
-
-
 def test_over_long_prompt_is_rejected_with_the_numbers(client):
     long = [{"role": "user", "content": "word " * 2000}]
     with pytest.raises(openai.BadRequestError) as err:
@@ -482,3 +476,44 @@ def test_logprobs_are_off_unless_asked_and_bounded(client):
         chat(client, max_tokens=2, logprobs=True, top_logprobs=21)
     with pytest.raises(openai.BadRequestError, match="top_logprobs needs logprobs"):
         chat(client, max_tokens=2, top_logprobs=2)
+
+
+# -- n choices -------------------------------------------------------------------------------
+
+
+def test_n_choices_stream_and_not_each_its_own(client):
+    result = chat(client, n=3, temperature=1.0, seed=11, max_tokens=12)
+    assert [c.index for c in result.choices] == [0, 1, 2]
+    texts = [c.message.content for c in result.choices]
+    assert len(set(texts)) > 1  # consecutive seeds: they differ
+    # The prompt is counted once, as OpenAI counts it.
+    single = chat(client, temperature=1.0, seed=11, max_tokens=12)
+    assert single.choices[0].message.content == texts[0]
+    assert result.usage.prompt_tokens == single.usage.prompt_tokens
+    assert result.usage.completion_tokens == sum(
+        chat(client, temperature=1.0, seed=11 + i, max_tokens=12).usage.completion_tokens
+        for i in range(3)
+    )
+    streamed = ["", "", ""]
+    finishes: dict[int, str] = {}
+    for chunk in chat(client, n=3, temperature=1.0, seed=11, max_tokens=12, stream=True):
+        for choice in chunk.choices:
+            streamed[choice.index] += choice.delta.content or ""
+            if choice.finish_reason:
+                finishes[choice.index] = choice.finish_reason
+    assert streamed == texts and set(finishes) == {0, 1, 2}
+
+
+def test_text_completion_n_per_prompt(client):
+    result = client.completions.create(
+        model=MODEL, prompt=["1, 2, 3,", "a, b, c,"], n=2, temperature=0, max_tokens=4
+    )
+    assert [c.index for c in result.choices] == [0, 1, 2, 3]
+    texts = [c.text for c in result.choices]
+    assert texts[0] == texts[1] and texts[2] == texts[3]  # greedy choices are alike
+    assert texts[0] != texts[2]
+
+
+def test_more_choices_than_slots_is_a_400(client, server):
+    with pytest.raises(openai.BadRequestError, match="n must be between 1 and"):
+        chat(client, n=64, max_tokens=2)

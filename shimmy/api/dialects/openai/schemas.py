@@ -26,6 +26,7 @@ from shimmy.models.tools.spec import MAX_DESCRIPTION, MAX_TOOLS, check_tools
 _ENGINE = SamplingParams()
 
 MAX_PROMPTS = 16
+MAX_CHOICES = 128  # n; a model's --parallel slots are the real bound
 MAX_TOP_LOGPROBS = 20  # OpenAI's bound for chat; completions take as many
 MAX_ARGUMENTS = 256 * 1024  # a call's arguments in the history, as JSON text
 MAX_EMBEDDING_INPUTS = 2048
@@ -157,7 +158,7 @@ class _Sampling(_Body):
     seed: int | None = None
     presence_penalty: float = Field(default=_ENGINE.presence_penalty, ge=-2.0, le=2.0)
     frequency_penalty: float = Field(default=_ENGINE.frequency_penalty, ge=-2.0, le=2.0)
-    n: int = 1
+    n: int = Field(default=1, ge=1, le=MAX_CHOICES)  # the model's slots bound it too
     stream: bool = False
     stream_options: StreamOptions | None = None
     user: str | None = None  # accepted and ignored
@@ -165,13 +166,6 @@ class _Sampling(_Body):
     top_k: int = Field(default=_ENGINE.top_k, ge=0)
     min_p: float = Field(default=_ENGINE.min_p, ge=0.0, le=1.0)
     repeat_penalty: float = Field(default=_ENGINE.repeat_penalty, gt=0.0)
-
-    @field_validator("n")
-    @classmethod
-    def _one_choice(cls, value: int) -> int:
-        if value != 1:
-            raise ValueError("only n=1 is supported: send one request per choice")
-        return value
 
     @field_validator("stop")
     @classmethod
