@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -37,3 +39,12 @@ def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.delenv("SHIMMY_MODEL", raising=False)
     monkeypatch.chdir(tmp_path)
     return home
+
+
+@pytest.fixture(autouse=True)
+def collect_what_the_test_left() -> Iterator[None]:
+    """Collect garbage as each test ends, so that a socket, client or event loop a
+    test left open warns (ResourceWarning, an error here) in that test's teardown,
+    and not at some later test's random moment of garbage collection."""
+    yield
+    gc.collect()
