@@ -89,7 +89,12 @@ class Settings:
     # n-gram speculative decoding (shimmy/models/speculation.py): off until the
     # benchmark shows it pays on the machines shimmy runs on (bench/RESULTS.md)
     spec: bool = False
-    max_queue: int = 16  # generations waiting per model before server_busy
+    # Generations waiting per model before server_busy. A waiting request holds
+    # only its prompt's tokens (at most a slot's context: ~20 MB for 256 waiting
+    # 2,048-token prompts) and gives up at request_timeout, so the line can be as
+    # long as a busy team needs (32 clients on 8 slots wait 24 deep); Ollama's
+    # default is 512, llama-server's is unbounded.
+    max_queue: int = 256
     max_tokens_limit: int = 4096  # largest max_tokens a request may ask for
     max_body_bytes: int = 1_000_000
     request_timeout: float = 600.0  # wall-clock seconds one generation may take

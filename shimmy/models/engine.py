@@ -41,7 +41,7 @@ from shimmy.models.generation import (
     TokenLogprob,
     wake_readers,
 )
-from shimmy.models.promptcache import PromptCache, common_prefix
+from shimmy.models.promptcache import PromptCache, common_prefix, continues_a_conversation
 from shimmy.models.slots import Slot, assign_slots, shared_tokens
 from shimmy.models.speculation import MAX_DRAFT, DecodeCost, DraftOdds, NgramIndex
 from shimmy.models.textstream import TextStream
@@ -129,7 +129,9 @@ class Engine:
         self.n_parallel = options.parallel
         self.n_ctx = self._context.n_ctx // options.parallel  # per request
         self._slots = [Slot(seq=i) for i in range(options.parallel)]
-        self._prompt_cache = PromptCache(options.prompt_cache_bytes)
+        self._prompt_cache = PromptCache(
+            options.prompt_cache_bytes, trial_entries=max(4, options.parallel)
+        )
         self._marker_tokens: dict[str, int | None] = {}
         self.prompt_tokens_read = 0  # prompt tokens decoded since loading (not reused)
         self.drafted = 0  # speculative tokens decoded since loading
@@ -481,7 +483,10 @@ class Engine:
         started = time.monotonic()
         try:
             self._prompt_cache.add(
-                slot.cached, self._context.save_sequence(slot.seq), scope=slot.scope
+                slot.cached,
+                self._context.save_sequence(slot.seq),
+                scope=slot.scope,
+                proven=slot.proven,
             )
         except ShimmyError:  # only a lost optimisation: the request goes on
             log.warning("engine %s could not save a prompt", self.name)
@@ -505,6 +510,7 @@ class Engine:
         # The ``reuse`` tokens kept are this scope's too (none when another scope
         # left them): from here on, everything the slot holds is this request's.
         slot.scope = request.cache_scope
+        slot.proven = continues_a_conversation(reuse, len(prompt))
         self._begin(slot, generation, prompt)
         slot.pending = prompt[reuse:]
         generation.cached_tokens = reuse
@@ -529,6 +535,7 @@ class Engine:
         self._context.forget(slot.seq, 0)
         slot.cached = []
         slot.scope = generation.request.cache_scope
+        slot.proven = False  # the leader's slot keeps the conversation
         self._begin(slot, generation, prompt)
         assert leader.generation is not None
         slot.copy_from = (leader, leader.generation)

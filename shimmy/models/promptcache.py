@@ -11,6 +11,16 @@ slot when a prompt continues it: a memory copy instead of a prompt decode.
 
 Entries are looked up by the longest prefix they share with a prompt and
 dropped least recently used first when the cache is over its size in bytes.
+
+Most conversations never come back: a server of one-shot requests (a script,
+an autocomplete, an eval) would fill the cache with states nobody asks for, a
+megabyte or more each, and its memory would grow towards the limit as if it
+leaked (llama-server's does, towards its 8 GiB). So a conversation that has not
+shown it continues is kept only on trial: the newest ``trial_entries`` such
+states are kept (one per slot, enough for the next turn of each conversation
+that just lost its slot), older ones go. A conversation that did come back (a
+request continued it: a second turn, or a long prefix such as an agent's system
+prompt that several requests share) is kept until the byte limit.
 Each entry belongs to a cache scope (one per API key, see
 ``GenerationRequest.cache_scope``) and only serves prompts of the same scope:
 a restored prompt shows in ``cached_tokens`` and in the time to the first
@@ -38,11 +48,20 @@ def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     return n
 
 
+def continues_a_conversation(reused: int, prompt: int) -> bool:
+    """Whether a prompt of ``prompt`` tokens whose first ``reused`` were already
+    decoded (in its slot, or restored from here) continues a conversation: the
+    reused part is long and most of the prompt. A short shared head (a template's
+    default system prompt) does not count."""
+    return reused >= MIN_TOKENS and 2 * reused >= prompt
+
+
 @dataclass
 class SavedPrompt:
     tokens: list[int]  # the tokens whose KV state ``data`` holds, from position 0
     data: Any  # the state of one sequence (a ctypes byte array)
     scope: str = ""  # the cache scope of the request that left these tokens
+    proven: bool = False  # the conversation came back once already (see above)
 
     @property
     def size(self) -> int:
@@ -52,8 +71,9 @@ class SavedPrompt:
 class PromptCache:
     """Saved sequence states, newest last, at most ``limit_bytes`` together."""
 
-    def __init__(self, limit_bytes: int) -> None:
+    def __init__(self, limit_bytes: int, trial_entries: int = 4) -> None:
         self.limit_bytes = limit_bytes
+        self.trial_entries = trial_entries
         self._entries: list[SavedPrompt] = []
         self.size_bytes = 0  # read by other threads (the stats), so kept as a number
         self.hits = 0  # prompts restored from here instead of decoded again
@@ -72,9 +92,12 @@ class PromptCache:
             for e in self._entries
         )
 
-    def add(self, tokens: Sequence[int], data: Any, *, scope: str = "") -> None:
-        """Keep ``data``, the state of a sequence holding ``tokens`` of ``scope``."""
-        saved = SavedPrompt(list(tokens), data, scope)
+    def add(
+        self, tokens: Sequence[int], data: Any, *, scope: str = "", proven: bool = False
+    ) -> None:
+        """Keep ``data``, the state of a sequence holding ``tokens`` of ``scope``;
+        ``proven`` when the request that left it continued a conversation."""
+        saved = SavedPrompt(list(tokens), data, scope, proven)
         if saved.size > self.limit_bytes:
             return
         # An earlier, shorter state of the same conversation is now redundant.
@@ -84,9 +107,13 @@ class PromptCache:
             if e.scope == scope and common_prefix(e.tokens, tokens) == len(e.tokens)
         ]
         for entry in shorter:
+            saved.proven = saved.proven or entry.proven
             self._remove(entry)
         self._entries.append(saved)
         self.size_bytes += saved.size
+        on_trial = [e for e in self._entries if not e.proven]
+        for entry in on_trial[: max(0, len(on_trial) - self.trial_entries)]:
+            self._remove(entry)
         while self.size_bytes > self.limit_bytes:
             self._remove(self._entries[0])
 

@@ -31,6 +31,9 @@ class Slot:
     seq: int
     cached: list[int] = field(default_factory=list)  # tokens whose KV is in the context
     scope: str = ""  # the cache scope of the request that left ``cached``
+    # The request that left ``cached`` continued a conversation (a later turn, or a
+    # long shared prefix): what it leaves is likely to come back (promptcache.py).
+    proven: bool = False
     generation: Generation | None = None
     sampler: Sampler | None = None
     pending: list[int] = field(default_factory=list)  # prompt tokens still to decode

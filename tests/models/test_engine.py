@@ -351,6 +351,39 @@ def test_a_prompt_whose_slot_was_taken_comes_back_from_host_memory(smollm2_path,
         manager.close()
 
 
+def test_one_shot_requests_do_not_fill_host_memory_but_a_conversation_stays(smollm2_path):
+    """A server of one-shot requests keeps only the newest few of them on trial
+    (their memory does not creep towards --cache-ram), while a conversation that
+    continued once is kept and its next turn is restored, not decoded again."""
+    settings = Settings(model=str(smollm2_path), ctx_size=1024, parallel=1, keep_alive=-1)
+    manager = ModelManager(settings, ModelRegistry([smollm2_path]))
+    try:
+        engine = manager.engine(None)
+        trial = engine.prompt_cache.trial_entries
+
+        def run(messages: list[dict[str, str]]) -> tuple[str, int, int]:
+            tokens = engine.chat_tokens(messages)
+            generation = engine.submit(GenerationRequest(tokens, max_tokens=8, sampling=GREEDY))
+            assert generation.wait(60)
+            return generation.output, generation.cached_tokens, len(tokens)
+
+        notes = "Here are my notes on lighthouses. " + "They are long and detailed. " * 30
+        chat = [{"role": "user", "content": notes}]
+        reply, _, _ = run(chat)
+        chat += [{"role": "assistant", "content": reply}, {"role": "user", "content": "More."}]
+        reply, cached, _ = run(chat)
+        assert cached > 100  # the second turn continued the first in its slot
+        for n in range(trial + 3):
+            run([{"role": "user", "content": f"One-shot question {n}. " * 40}])
+            eventually(lambda: not any(s.unsaved for s in engine._slots), 10, interval=0.01)
+            assert len(engine.prompt_cache) <= trial + 1  # the trials, and the conversation
+        chat += [{"role": "assistant", "content": reply}, {"role": "user", "content": "Go on."}]
+        _, cached, prompt = run(chat)
+        assert cached > prompt - 20  # restored from host memory
+    finally:
+        manager.close()
+
+
 def test_an_idle_engine_saves_its_slots_so_a_new_request_need_not(smollm2_path, caplog):
     """Saving a long conversation when a request takes its slot would delay that
     request's first token: an idle engine saves it beforehand, so the eviction has

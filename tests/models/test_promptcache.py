@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from shimmy.models.promptcache import MIN_GAIN, MIN_TOKENS, PromptCache
+from shimmy.models.promptcache import MIN_GAIN, MIN_TOKENS, PromptCache, continues_a_conversation
 
 LONG = list(range(100))
 
@@ -63,3 +63,29 @@ def test_saved_prompts_serve_only_their_own_scope() -> None:
     saved = cache.take([*LONG, 1], better_than=0, scope="b")
     assert saved is not None and saved.data == b"c" * 10 and saved.scope == "b"
     assert len(cache) == 0 and cache.hits == 2
+
+
+def test_conversations_that_never_came_back_are_kept_only_on_trial() -> None:
+    """One-shot requests do not fill the cache: only the newest trial_entries
+    states of conversations that never continued stay; one that came back stays
+    until the byte limit, and so does a continuation of it."""
+    cache = PromptCache(limit_bytes=10_000, trial_entries=2)
+    cache.add([7, *LONG], b"p" * 10, proven=True)
+    for n in range(5):
+        cache.add([n, *LONG], b"t" * 10)
+    assert len(cache) == 3 and cache.size_bytes == 30
+    assert cache.take([0, *LONG], better_than=0) is None  # an old trial: gone
+    assert cache.take([4, *LONG], better_than=0) is not None  # the newest: kept
+    # A longer state of the proven conversation is proven too.
+    cache.add([7, *LONG, 1, 2], b"q" * 12)
+    for n in range(10, 15):
+        cache.add([n, *LONG], b"t" * 10)
+    saved = cache.take([7, *LONG, 1, 2, 3], better_than=0)
+    assert saved is not None and saved.proven and saved.data == b"q" * 12
+
+
+def test_a_conversation_continues_when_most_of_its_prompt_was_decoded_before() -> None:
+    assert continues_a_conversation(reused=MIN_TOKENS, prompt=2 * MIN_TOKENS)
+    assert not continues_a_conversation(reused=MIN_TOKENS - 1, prompt=MIN_TOKENS)
+    # A shared head (a default system prompt) before a longer new question: no.
+    assert not continues_a_conversation(reused=40, prompt=200)
