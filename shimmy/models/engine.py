@@ -666,6 +666,7 @@ class Engine:
         logprob = self._logprob(slot, token, piece) if generation.request.logprobs >= 0 else None
         generation.emit(slot.stream.feed(piece), token, wake=False, logprob=logprob)
         if slot.stream.stopped:
+            generation.stop_string = slot.stream.stop_string
             self._end(slot, FINISH_STOP)
         elif slot.produced >= slot.max_tokens:
             generation.emit(slot.stream.flush(), None)
