@@ -63,11 +63,12 @@ def shape(blocks: list[Block]) -> list[tuple[str | None, str]]:
     return [(b.call.name if b.call else None, b.text) for b in blocks]
 
 
-def test_text_calls_and_text_fold_into_blocks_in_order_whitespace_between_dropped():
+def test_text_calls_and_text_fold_into_blocks_in_order_whitespace_around_calls_dropped():
     fold = ReplyBlocks()
     events: list[ToolEvent] = [
         TextDelta("  "),
         TextDelta("Checking."),
+        TextDelta("\n"),
         CallStarted(0, "call_a", "get_weather"),
         CallArguments(0, '{"city": '),
         CallArguments(0, '"Paris"}'),
@@ -92,6 +93,7 @@ def test_text_calls_and_text_fold_into_blocks_in_order_whitespace_between_droppe
         ("BlockDelta", 2),
         ("BlockClosed", 2),
         ("BlockOpened", 3),
+        ("BlockDelta", 3),
         ("BlockDelta", 3),
         ("BlockDelta", 3),
         ("BlockClosed", 3),

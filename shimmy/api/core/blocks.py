@@ -8,9 +8,10 @@ says exactly that as it goes. A whole reply is the same fold over the events of
 its whole output (:func:`whole_blocks`), so a stream, assembled, is the whole
 answer, block for block.
 
-Whitespace alone opens no block: the newline a model writes between two calls,
-or after its last one, is dropped (a reply that is only whitespace keeps it as
-its one text block). A call cut short by ``max_tokens`` stays the call block the
+Whitespace alone opens no block, and whitespace between text and a call belongs
+to neither: the newlines a model writes around its calls are dropped (a reply
+that is only whitespace keeps it as its one text block, and a reply's own
+trailing whitespace is kept). A call cut short by ``max_tokens`` stays the call block the
 stream announced, with the arguments it got (the last block); one cut before
 its name was read is text, as in :func:`~shimmy.api.core.replies.whole_reply`:
 a botched call is never an error.
@@ -97,6 +98,7 @@ class ReplyBlocks:
         events: list[BlockEvent] = []
         if self._held and not self.blocks:  # a reply of whitespace only
             events += self._new(None)
+        if self._held and self._open is not None and not self._open.is_call:
             events += self._grow(self._held)
         self._held = ""
         if self._open is not None:
@@ -105,13 +107,17 @@ class ReplyBlocks:
         return events
 
     def _text(self, text: str) -> list[BlockEvent]:
-        if self._open is not None and not self._open.is_call:
-            return self._grow(text)
-        if not (self._held + text).strip():
-            self._held += text
-            return []
         text, self._held = self._held + text, ""
-        return [*self._close(), *self._new(None), *self._grow(text)]
+        if not text.strip():
+            self._held = text
+            return []
+        # Trailing whitespace waits for what follows: more text takes it along, a
+        # call drops it, the reply's end lets it out.
+        kept = text.rstrip()
+        self._held = text[len(kept) :]
+        if self._open is not None and not self._open.is_call:
+            return self._grow(kept)
+        return [*self._close(), *self._new(None), *self._grow(kept)]
 
     def _arguments(self, event: CallArguments) -> list[BlockEvent]:
         if self._open is None or self._open.call is None or self._open.call.index != event.index:
