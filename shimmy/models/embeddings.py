@@ -76,14 +76,16 @@ class EmbeddingModels:
         self._models: dict[str, _EmbeddingModel] = {}
         self._lock = threading.Lock()  # guards _models and loading
 
-    def embed(self, entry: ModelEntry, inputs: Sequence[str]) -> Embeddings:
-        """Embed each input; ``invalid_request`` (with the numbers) for an input
-        that does not fit the context, never a silent truncation."""
+    def embed(self, entry: ModelEntry, inputs: Sequence[str | Sequence[int]]) -> Embeddings:
+        """Embed each input (text, or the model's token ids); ``invalid_request``
+        (with the numbers) for an input that does not fit the context, never a
+        silent truncation. Each input is read alone, so its vector does not
+        depend on what else the request holds."""
         if not inputs:
             raise ShimmyError("invalid_request", "input must not be empty")
         for index, text in enumerate(inputs):
             if not text:
-                raise ShimmyError("invalid_request", f"input[{index}] is an empty string")
+                raise ShimmyError("invalid_request", f"input[{index}] is empty")
         while True:
             model = self._model(entry)
             with model.lock:
@@ -91,13 +93,23 @@ class EmbeddingModels:
                     continue
                 return self._embed(model, inputs)
 
-    def _embed(self, model: _EmbeddingModel, inputs: Sequence[str]) -> Embeddings:
+    def _embed(self, model: _EmbeddingModel, inputs: Sequence[str | Sequence[int]]) -> Embeddings:
         name = model.entry.name
         tokenized = []
         for index, text in enumerate(inputs):
-            # As llama.cpp adds them for this vocabulary (BOS, and EOS/SEP for
-            # encoders); special-token names in an input are plain words.
-            tokens = model.model.tokenize(text, add_bos=True, special=False)
+            if isinstance(text, str):
+                # As llama.cpp adds them for this vocabulary (BOS, and EOS/SEP for
+                # encoders); special-token names in an input are plain words.
+                tokens = model.model.tokenize(text, add_bos=True, special=False)
+            else:
+                tokens = list(text)
+                bad = next((t for t in tokens if not 0 <= t < model.model.n_vocab), None)
+                if bad is not None:
+                    raise ShimmyError(
+                        "invalid_request",
+                        f"input[{index}] names token {bad}, which model '{name}' does not have",
+                        f"its tokens are 0 to {model.model.n_vocab - 1}",
+                    )
             if len(tokens) > model.n_ctx:
                 raise ShimmyError(
                     "invalid_request",

@@ -212,6 +212,18 @@ class Engine:
             )
         if request.max_tokens < 1:
             raise ShimmyError("invalid_request", "max_tokens must be at least 1")
+        n_vocab = self._model.n_vocab
+        for what, tokens in (
+            ("prompt", request.prompt_tokens),
+            ("logit_bias", [t for t, _ in request.sampling.logit_bias]),
+        ):
+            bad = next((t for t in tokens if not 0 <= t < n_vocab), None)
+            if bad is not None:
+                raise ShimmyError(
+                    "invalid_request",
+                    f"The {what} names token {bad}, which model '{self.name}' does not have",
+                    f"its tokens are 0 to {n_vocab - 1}",
+                )
         with self._pending_lock:
             # Requests beyond the slots wait in line; the line is bounded.
             waiting = self._pending - self.n_parallel
@@ -534,6 +546,7 @@ class Engine:
             seed=seed,
             grammar=request.grammar,
             grammar_trigger_tokens=self._trigger_tokens(request),
+            logit_bias=p.logit_bias,
         )
         slot.sampler = Sampler(self._model, settings, prompt)
         slot.preserved = self.marker_tokens(request.preserved)

@@ -38,6 +38,9 @@ class SamplingParams:
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
     seed: int | None = None
+    # Added to the logits of these tokens before anything else (OpenAI's
+    # logit_bias: -100 all but bans a token, 100 all but forces it).
+    logit_bias: tuple[tuple[int, float], ...] = ()
 
 
 @dataclass(frozen=True)

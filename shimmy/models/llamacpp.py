@@ -90,6 +90,7 @@ class SamplerSettings:
     seed: int
     grammar: str | None = None
     grammar_trigger_tokens: tuple[int, ...] = ()  # lazy grammar (see init_grammar_sampler)
+    logit_bias: tuple[tuple[int, float], ...] = ()
     penalty_last_n: int = 64
 
 
@@ -406,6 +407,13 @@ class Sampler:
         self._ptr = llama_cpp.llama_sampler_chain_init(
             llama_cpp.llama_sampler_chain_default_params()
         )
+        if settings.logit_bias:
+            # First: a bias can lift a token into the cuts that follow.
+            biases = (llama_cpp.llama_logit_bias * len(settings.logit_bias))()
+            for entry, (token, bias) in zip(biases, settings.logit_bias, strict=True):
+                entry.token = token
+                entry.bias = bias
+            self._add(llama_cpp.llama_sampler_init_logit_bias(model.n_vocab, len(biases), biases))
         if settings.grammar is not None:
             # Parsed on the big-stack grammar thread, never on this one (the
             # engine's): see shimmy/models/grammar.py.

@@ -281,7 +281,7 @@ class ModelManager:
     def submit_prompt(
         self,
         name: str | None,
-        prompt: str,
+        prompt: str | Sequence[int],
         *,
         max_tokens: int,
         sampling: SamplingParams,
@@ -296,11 +296,13 @@ class ModelManager:
         """Submit a plain prompt (``n`` choices of it, as :meth:`submit_chat`). Unless
         ``raw``, it is sent as one user turn through the model's chat template (as
         Ollama's generate does), since instruct models answer poorly to bare text;
-        a model without a template gets it raw."""
+        a model without a template gets it raw. A prompt of token ids is raw."""
         engine = self.engine(name)
-        if raw or engine.template.is_fallback:
+        if not isinstance(prompt, str) or raw or engine.template.is_fallback:
+            # Token ids are the model's own prompt, as they are (always raw).
+            tokens = engine.tokenize(prompt) if isinstance(prompt, str) else list(prompt)
             request = GenerationRequest(
-                prompt_tokens=engine.tokenize(prompt),
+                prompt_tokens=tokens,
                 max_tokens=max_tokens,
                 sampling=sampling,
                 stop=tuple(stop),
@@ -322,7 +324,7 @@ class ModelManager:
             n=n,
         )
 
-    def embed(self, name: str | None, inputs: Sequence[str]) -> Embeddings:
+    def embed(self, name: str | None, inputs: Sequence[str | Sequence[int]]) -> Embeddings:
         """Pooled, normalized embedding vectors of ``inputs`` (see embeddings.py)."""
         return self._embeddings.embed(self.resolve(name), inputs)
 

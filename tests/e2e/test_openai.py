@@ -517,3 +517,50 @@ def test_text_completion_n_per_prompt(client):
 def test_more_choices_than_slots_is_a_400(client, server):
     with pytest.raises(openai.BadRequestError, match="n must be between 1 and"):
         chat(client, n=64, max_tokens=2)
+
+
+# -- logit_bias, token arrays, embeddings that do not depend on their neighbours ------------------
+
+
+def test_logit_bias_bans_and_forces_tokens(client, tokenizer):
+    greedy = {"temperature": 0, "max_tokens": 8, "extra_body": {"repeat_penalty": 1.0}}
+    plain = chat(client, logprobs=True, **greedy)
+    first = plain.choices[0].logprobs.content[0].token
+    (first_id,) = tokenizer(first)  # the token it is (SmolLM2 adds no BOS)
+    banned = chat(client, logprobs=True, logit_bias={str(first_id): -100}, **greedy)
+    assert banned.choices[0].logprobs.content[0].token != first
+    (forced_id,) = tokenizer(" zebra")
+    forced = chat(client, temperature=0, max_tokens=3, logit_bias={str(forced_id): 100})
+    assert forced.choices[0].message.content.startswith(" zebra")
+    with pytest.raises(openai.BadRequestError, match="does not have"):
+        chat(client, max_tokens=2, logit_bias={"999999": 5})
+
+
+def test_a_token_array_prompt_is_the_text_prompt(client, tokenizer):
+    text = "1, 2, 3, 4,"
+    tokens = tokenizer(text)
+    by_text = client.completions.create(model=MODEL, prompt=text, temperature=0, max_tokens=6)
+    by_tokens = client.completions.create(model=MODEL, prompt=tokens, temperature=0, max_tokens=6)
+    assert by_tokens.choices[0].text == by_text.choices[0].text
+    assert by_tokens.usage.prompt_tokens == len(tokens)
+    echoed = client.completions.create(
+        model=MODEL, prompt=tokens, temperature=0, max_tokens=2, echo=True
+    )
+    assert echoed.choices[0].text.startswith(text)
+
+
+def test_embeddings_do_not_depend_on_what_else_is_embedded(client, tokenizer):
+    def vectors(inputs: list[Any]) -> list[list[float]]:
+        result = client.embeddings.create(model=MODEL, input=inputs, encoding_format="float")
+        return [d.embedding for d in result.data]
+
+    alone = vectors(["The cat sat on the mat."])[0]
+    again = vectors(["The cat sat on the mat."])[0]
+    beside = vectors(
+        ["A long sentence about markets and rain. " * 5, "The cat sat on the mat.", "x"]
+    )[1]
+    for other in (again, beside):
+        assert max(abs(a - b) for a, b in zip(alone, other, strict=True)) < 1e-4
+    # The same text as token ids (mixed with text in one request) gives its vector.
+    as_tokens = vectors(["x", tokenizer("The cat sat on the mat.")])[1]
+    assert max(abs(a - b) for a, b in zip(alone, as_tokens, strict=True)) < 1e-4

@@ -67,6 +67,11 @@ def token_limit(manager: ModelManager, requested: int | None) -> int:
     return limit if requested is None else min(requested, limit)
 
 
+def echo_of(manager: ModelManager, model: str, prompt: str | list[int]) -> str:
+    """The prompt as ``echo`` shows it: its text, or the text of its token ids."""
+    return prompt if isinstance(prompt, str) else manager.engine(model).detokenize(prompt)
+
+
 def chat_choice(index: int, generation: Generation, logprobs: bool) -> dict[str, Any]:
     """One finished choice of a chat completion: its message (text, or tool calls
     with any text around them), its logprobs if asked, its finish reason."""
@@ -153,7 +158,7 @@ def build_router(manager: ModelManager) -> APIRouter:
         body = await read_body(request, CompletionBody, invalid_body)
         scope = cache_scope(request.scope)
 
-        def submitter(prompt: str) -> Submit:
+        def submitter(prompt: str | list[int]) -> Submit:
             def submit(cancel: threading.Event) -> Generation:
                 return manager.submit_prompt(
                     body.model,
@@ -178,7 +183,11 @@ def build_router(manager: ModelManager) -> APIRouter:
             generations = [choice for first in firsts for choice in first.choices]
             attach_generation(generations[0])  # the request log shows one per request
             meta = header("cmpl", "text_completion", generations[0].model)
-            echoes = [p if body.echo else "" for p in prompts for _ in range(body.n)]
+            echoes = [
+                echo_of(manager, generations[0].model, p) if body.echo else ""
+                for p in prompts
+                for _ in range(body.n)
+            ]
             if body.stream:
                 return EventStream(
                     completion_chunks(
