@@ -320,10 +320,9 @@ def test_a_conversation_reaches_the_template_in_chat_shape(http, manager):
         ({"type": "auto"}, ToolChoice("auto")),
         ({"type": "auto", "disable_parallel_tool_use": True}, ToolChoice("auto", parallel=False)),
         ({"type": "any"}, ToolChoice("required")),
-        ({"type": "tool", "name": "get_weather"}, ToolChoice("named", "get_weather")),
         (
-            {"type": "tool", "name": "get_weather", "disable_parallel_tool_use": True},
-            ToolChoice("named", "get_weather", parallel=False),
+            {"type": "tool", "name": "get_weather"},
+            ToolChoice("named", "get_weather", parallel=False),  # that one call
         ),
         ({"type": "none"}, ToolChoice("none")),
     ],

@@ -183,7 +183,9 @@ class ToolChoiceBody(_Body):
         if self.type == "any":
             return ToolChoice("required", None, parallel)
         if self.type == "tool":
-            return ToolChoice("named", self.name, parallel)
+            # One call of that tool, as the OpenAI dialect's named choice: a small
+            # model allowed to repeat a forced call repeats it until max_tokens.
+            return ToolChoice("named", self.name, parallel=False)
         return ToolChoice("none" if self.type == "none" else "auto", None, parallel)
 
 
