@@ -402,6 +402,25 @@ def test_count_tokens_renders_what_a_message_would(http, manager):
         ({"tools": [WEATHER], "tool_choice": {"type": "tool", "name": "nope"}}, "nope"),
         ({"tools": [WEATHER], "tool_choice": {"type": "tool"}}, "name"),
         ({"temperature": 1.5}, "temperature"),
+        ({"top_k": 10**7}, "top_k"),
+        ({"max_tokens": "5"}, "max_tokens"),
+        (
+            {
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [
+                            {
+                                "type": "tool_result",
+                                "tool_use_id": "t",
+                                "content": [{"type": "image", "source": {}}],
+                            }
+                        ],
+                    }
+                ]
+            },
+            "'image' in a tool_result",
+        ),
         ({"stop_sequences": ["x"] * 40}, "stop sequences"),
     ],
 )

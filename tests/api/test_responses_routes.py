@@ -461,6 +461,7 @@ def test_the_store_is_bounded_by_bytes_too():
         ({"background": True}, "background"),
         ({"conversation": "conv_1"}, "conversation"),
         ({"temperature": 3}, "temperature"),
+        ({"top_k": 10**7}, "top_k"),
         ({"max_output_tokens": 0}, "max_output_tokens"),
         ({"text": {"format": {"type": "json_schema", "name": "x"}}}, "schema"),
         ({"text": {"format": {"type": "yaml"}}}, "format"),

@@ -29,7 +29,7 @@ from pydantic import (
     model_validator,
 )
 
-from shimmy.api.core.fields import check_stop, stop_strings
+from shimmy.api.core.fields import MAX_TOP_K, check_stop, stop_strings
 from shimmy.api.core.streams import compact_json
 from shimmy.errors import ShimmyError
 from shimmy.models.generation import SamplingParams
@@ -260,7 +260,7 @@ class MessagesBody(CountTokensBody):
     # Anthropic's own default; its range is 0-1.
     temperature: float = Field(default=1.0, ge=0.0, le=1.0)
     top_p: float | None = Field(default=None, ge=0.0, le=1.0)
-    top_k: int | None = Field(default=None, ge=0)
+    top_k: int | None = Field(default=None, ge=0, le=MAX_TOP_K)
     seed: int | None = None  # an extension: repeatable sampling
     metadata: dict[str, Any] | None = None  # accepted and ignored
     output_config: OutputConfig | None = None

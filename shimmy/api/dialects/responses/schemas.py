@@ -26,7 +26,7 @@ from pydantic import (
     model_validator,
 )
 
-from shimmy.api.core.fields import sampling_of
+from shimmy.api.core.fields import MAX_TOP_K, sampling_of
 from shimmy.errors import ShimmyError
 from shimmy.models.generation import SamplingParams
 from shimmy.models.grammar import JSON_OBJECT_GBNF, grammar_for_schema
@@ -261,7 +261,7 @@ class ResponsesBody(_Body):
     top_logprobs: int | None = None
     # llama.cpp server extensions, as in the OpenAI dialect.
     seed: int | None = None
-    top_k: int = Field(default=_ENGINE.top_k, ge=0)
+    top_k: int = Field(default=_ENGINE.top_k, ge=0, le=MAX_TOP_K)
     min_p: float = Field(default=_ENGINE.min_p, ge=0.0, le=1.0)
     repeat_penalty: float = Field(default=_ENGINE.repeat_penalty, gt=0.0)
 
