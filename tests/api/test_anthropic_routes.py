@@ -27,7 +27,8 @@ from shimmy.api.security import ApiKeyAuth
 from shimmy.errors import ShimmyError
 from shimmy.models.generation import Generation, GenerationRequest
 from shimmy.models.tools import ToolChoice, ToolRequest
-from tests.api.fake_manager import MODEL, FakeManager, asgi_post, sse_events
+from tests.api.fake_manager import MODEL, FakeManager, asgi_post
+from tests.sse import sse_events
 from tests.waiting import eventually_async
 
 WEATHER = {

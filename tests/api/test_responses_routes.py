@@ -26,7 +26,8 @@ from shimmy.api.security import ApiKeyAuth
 from shimmy.errors import ShimmyError
 from shimmy.models.generation import Generation, GenerationRequest
 from shimmy.models.tools import ToolChoice, ToolRequest
-from tests.api.fake_manager import MODEL, FakeManager, asgi_post, sse_events
+from tests.api.fake_manager import MODEL, FakeManager, asgi_post
+from tests.sse import sse_events
 from tests.waiting import eventually_async
 
 WEATHER = {
@@ -450,6 +451,8 @@ def test_the_store_is_bounded_by_bytes_too():
     ("extra", "words"),
     [
         ({"input": None}, "input is required"),
+        ({"input": []}, "input is required"),
+        ({"input": ""}, "input is required"),
         (
             {"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "x"}]}]},
             "'input_image'",

@@ -5,14 +5,17 @@ event sequences are pinned in tests/api/test_anthropic_routes.py."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
 import anthropic
+import httpx
 import jsonschema
 import pytest
 
 from tests.e2e.harness import Server, isolated_env, start_server
+from tests.sse import sse_events
 
 pytestmark = [pytest.mark.e2e, pytest.mark.model]
 
@@ -211,3 +214,43 @@ def test_errors_are_the_sdk_s_exceptions(client, server):
     ) as wrong:
         with pytest.raises(anthropic.AuthenticationError):
             ask(wrong)
+
+
+def test_a_forced_tool_use_streams_anthropic_s_exact_event_sequence(server):
+    body = {
+        "model": MODEL,
+        "max_tokens": 100,
+        "messages": [{"role": "user", "content": "Add 3 and 4."}],
+        "tools": [WEATHER, ADD],
+        "tool_choice": {"type": "tool", "name": "add"},
+        "temperature": 0,
+        "stream": True,
+    }
+    headers = {"x-api-key": KEY, "anthropic-version": "2023-06-01"}
+    with httpx.Client(base_url=server.url, headers=headers, timeout=240) as http:
+        response = http.post("/v1/messages", json=body)
+    assert response.status_code == 200, response.text
+    got = sse_events(response.text)
+    names = [name for name, _ in got]
+    deltas = names.count("content_block_delta")
+    assert deltas >= 1
+    assert names == [
+        "message_start",
+        "content_block_start",
+        "ping",
+        *["content_block_delta"] * deltas,
+        "content_block_stop",
+        "message_delta",
+        "message_stop",
+    ]
+    assert all(data["type"] == name for name, data in got)
+    block = got[1][1]
+    assert block["index"] == 0 and block["content_block"]["type"] == "tool_use"
+    assert block["content_block"]["name"] == "add" and block["content_block"]["input"] == {}
+    pieces = [data for name, data in got if name == "content_block_delta"]
+    assert all(d["index"] == 0 and d["delta"]["type"] == "input_json_delta" for d in pieces)
+    jsonschema.validate(
+        json.loads("".join(d["delta"]["partial_json"] for d in pieces)), SCHEMAS["add"]
+    )
+    assert got[-3][1] == {"type": "content_block_stop", "index": 0}
+    assert got[-2][1]["delta"] == {"stop_reason": "tool_use", "stop_sequence": None}

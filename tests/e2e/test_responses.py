@@ -10,11 +10,13 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import jsonschema
 import openai
 import pytest
 
 from tests.e2e.harness import Server, isolated_env, start_server
+from tests.sse import sse_events
 
 pytestmark = [pytest.mark.e2e, pytest.mark.model]
 
@@ -155,3 +157,42 @@ def test_text_format_json_schema(client):
     response = ask(client, text=text, max_output_tokens=80)
     assert response.status == "completed"
     jsonschema.validate(json.loads(response.output_text), schema)
+
+
+def test_a_forced_call_streams_openai_s_exact_event_sequence(server):
+    body = {
+        "model": MODEL,
+        "input": "What is the weather in Paris?",
+        "tools": [WEATHER],
+        "tool_choice": {"type": "function", "name": "get_weather"},
+        "max_output_tokens": 100,
+        "temperature": 0,
+        "stream": True,
+    }
+    with httpx.Client(base_url=server.url, timeout=240) as http:
+        response = http.post("/v1/responses", json=body)
+    assert response.status_code == 200, response.text
+    got = sse_events(response.text)
+    names = [name for name, _ in got]
+    deltas = names.count("response.function_call_arguments.delta")
+    assert deltas >= 1
+    assert names == [
+        "response.created",
+        "response.in_progress",
+        "response.output_item.added",
+        *["response.function_call_arguments.delta"] * deltas,
+        "response.function_call_arguments.done",
+        "response.output_item.done",
+        "response.completed",
+    ]
+    assert all(data["type"] == name for name, data in got)
+    assert [data["sequence_number"] for _, data in got] == list(range(len(got)))
+    item = got[2][1]["item"]
+    assert got[2][1]["output_index"] == 0 and item["type"] == "function_call"
+    assert all(data.get("item_id", item["id"]) == item["id"] for _, data in got[2:-1])
+    arguments = "".join(
+        data["delta"] for name, data in got if name == "response.function_call_arguments.delta"
+    )
+    assert got[-3][1]["arguments"] == arguments == got[-2][1]["item"]["arguments"]
+    jsonschema.validate(json.loads(arguments), WEATHER["parameters"])
+    assert got[-1][1]["response"]["output"] == [got[-2][1]["item"]]

@@ -267,7 +267,7 @@ class ResponsesBody(_Body):
 
     @model_validator(mode="after")
     def _supported(self) -> ResponsesBody:
-        if self.input is None and self.previous_response_id is None:
+        if not self.input and self.previous_response_id is None:
             raise ValueError("input is required (or previous_response_id to continue from)")
         if self.background:
             raise ValueError("background responses are not supported")
