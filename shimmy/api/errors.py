@@ -154,6 +154,24 @@ ERROR_SCHEMA: dict[str, Any] = {
     },
 }
 
+ANTHROPIC_ERROR_TYPES = frozenset([*_ANTHROPIC_TYPES.values(), "api_error"])
+ANTHROPIC_ERROR_SCHEMA: dict[str, Any] = {
+    "title": "AnthropicErrorResponse",
+    "type": "object",
+    "required": ["type", "error"],
+    "properties": {
+        "type": {"type": "string", "enum": ["error"]},
+        "error": {
+            "type": "object",
+            "required": ["type", "message"],
+            "properties": {
+                "type": {"type": "string", "enum": sorted(ANTHROPIC_ERROR_TYPES)},
+                "message": {"type": "string"},
+            },
+        },
+    },
+}
+
 _DOCUMENTED_ERRORS = {
     "400": "Invalid request: malformed JSON, wrong types, a prompt longer than the context",
     "401": "Missing or wrong API key (when keys are configured)",
@@ -162,11 +180,17 @@ _DOCUMENTED_ERRORS = {
     "500": "Generation or server failure",
     "503": "Server busy: the queue is full (see Retry-After)",
 }
+# Anthropic's paths answer a full queue with its "overloaded" status instead.
+_ANTHROPIC_DOCUMENTED_ERRORS = {
+    **{k: v for k, v in _DOCUMENTED_ERRORS.items() if k != "503"},
+    str(ANTHROPIC_OVERLOADED): "Overloaded: the queue is full (see Retry-After)",
+}
 
 
 def document_errors(app: FastAPI) -> None:
-    """Describe every error an operation can return, in the one error shape, instead
-    of FastAPI's 422 validation body (which shimmy never sends)."""
+    """Describe every error an operation can return, in its error shape (Anthropic's
+    under its paths, shimmy's elsewhere), instead of FastAPI's 422 validation body
+    (which shimmy never sends)."""
     original = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -175,15 +199,18 @@ def document_errors(app: FastAPI) -> None:
         schema = original()
         components = schema.setdefault("components", {}).setdefault("schemas", {})
         components["ErrorResponse"] = ERROR_SCHEMA
+        components["AnthropicErrorResponse"] = ANTHROPIC_ERROR_SCHEMA
         components.pop("HTTPValidationError", None)
         components.pop("ValidationError", None)
-        reference = {"$ref": "#/components/schemas/ErrorResponse"}
-        for path in schema.get("paths", {}).values():
+        for name, path in schema.get("paths", {}).items():
+            anthropic = speaks_anthropic(name)
+            shape = "AnthropicErrorResponse" if anthropic else "ErrorResponse"
+            content = {"application/json": {"schema": {"$ref": f"#/components/schemas/{shape}"}}}
+            errors = _ANTHROPIC_DOCUMENTED_ERRORS if anthropic else _DOCUMENTED_ERRORS
             for operation in path.values():
                 responses = operation.setdefault("responses", {})
                 responses.pop("422", None)
-                for status, description in _DOCUMENTED_ERRORS.items():
-                    content = {"application/json": {"schema": reference}}
+                for status, description in errors.items():
                     responses.setdefault(status, {"description": description, "content": content})
         app.openapi_schema = schema
         return schema
