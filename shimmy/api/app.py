@@ -15,7 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from shimmy import __version__
 from shimmy.api.browser import BrowserCors, BrowserGuard, OriginPolicy
 from shimmy.api.dialects import DIALECTS
-from shimmy.api.errors import document_errors, install_error_handlers
+from shimmy.api.errors import document_errors, error_body, install_error_handlers
 from shimmy.api.metrics import Metrics, MetricsMiddleware
 from shimmy.api.requestlog import RequestLog, RequestLogMiddleware
 from shimmy.api.security import ApiKeyAuth
@@ -38,7 +38,7 @@ class BodySizeLimit:
         headers = dict(scope.get("headers") or ())
         declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            await self._reject(send)
+            await self._reject(scope, send)
             return
         received = 0
         response_started = False
@@ -62,19 +62,20 @@ class BodySizeLimit:
             await self.app(scope, limited_receive, tracking_send)
         except _TooLarge:
             if not response_started:
-                await self._reject(send)
+                await self._reject(scope, send)
 
-    async def _reject(self, send: Send) -> None:
+    async def _reject(self, scope: Scope, send: Send) -> None:
         error = ShimmyError(
             "request_too_large",
             "Request body is too large",
             f"The limit is {self.limit} bytes",
         )
-        body = json.dumps(error.to_dict()).encode()
+        status, shape = error_body(scope["path"], error)
+        body = json.dumps(shape).encode()
         await send(
             {
                 "type": "http.response.start",
-                "status": 413,
+                "status": status,
                 "headers": [
                     (b"content-type", b"application/json"),
                     (b"content-length", str(len(body)).encode()),

@@ -1,8 +1,16 @@
-"""Every failure leaves the API in the error shape of SEED-API.md.
+"""Every failure leaves the API in its error shape.
 
 FastAPI's own 422 bodies, Starlette's 404/405 pages and unexpected exceptions
-are all turned into ``{"error": {"code", "message", "details", "type"}}`` with
-the right status, so no client ever sees a traceback or a framework default.
+are all turned into ``{"error": {"code", "message", "details", "type"}}`` (the
+shape of SEED-API.md, which OpenAI's clients read too) with the right status,
+so no client ever sees a traceback or a framework default.
+
+One dialect has an envelope of its own: Anthropic's Messages API (everything
+under ``/v1/messages``) answers ``{"type": "error", "error": {"type",
+"message"}}`` with Anthropic's statuses (529 for an overloaded server), which
+its SDKs turn into their exceptions. :func:`error_body` picks the shape by path,
+for the route handlers here and for the guards that refuse a request before it
+is routed (API keys, body size, browser origins) alike.
 """
 
 from __future__ import annotations
@@ -24,8 +32,50 @@ log = logging.getLogger(__name__)
 CLIENT_CLOSED_REQUEST = 499
 
 
-def error_response(error: ShimmyError) -> JSONResponse:
-    return JSONResponse(error.to_dict(), status_code=error.status, headers=error.headers)
+ANTHROPIC_PATH = "/v1/messages"
+ANTHROPIC_OVERLOADED = 529  # Anthropic's status for "overloaded", its SDKs' OverloadedError
+_ANTHROPIC_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    ANTHROPIC_OVERLOADED: "overloaded_error",
+}
+
+
+def speaks_anthropic(path: str) -> bool:
+    """Whether ``path`` is Anthropic's Messages API (its errors take its envelope)."""
+    return path == ANTHROPIC_PATH or path.startswith(ANTHROPIC_PATH + "/")
+
+
+def anthropic_status(error: ShimmyError) -> int:
+    """The status Anthropic answers ``error`` with: a busy server is "overloaded"."""
+    return ANTHROPIC_OVERLOADED if error.code == "server_busy" else error.status
+
+
+def anthropic_error(error: ShimmyError) -> dict[str, Any]:
+    """``error`` in Anthropic's envelope (the body of an error answer, and the data
+    of a stream's ``error`` event); the details go into the message, since the
+    envelope has no field for them."""
+    status = anthropic_status(error)
+    fallback = "api_error" if status >= 500 else "invalid_request_error"
+    kind = _ANTHROPIC_TYPES.get(status, fallback)
+    message = f"{error.message} ({error.details})" if error.details else error.message
+    return {"type": "error", "error": {"type": kind, "message": message}}
+
+
+def error_body(path: str, error: ShimmyError) -> tuple[int, dict[str, Any]]:
+    """The status and body that answer ``error`` for a request to ``path``."""
+    if speaks_anthropic(path):
+        return anthropic_status(error), anthropic_error(error)
+    return error.status, error.to_dict()
+
+
+def error_response(error: ShimmyError, path: str = "") -> JSONResponse:
+    status, body = error_body(path, error)
+    return JSONResponse(body, status_code=status, headers=error.headers)
 
 
 def describe_validation_errors(errors: Sequence[Any]) -> str:
@@ -50,8 +100,8 @@ def validation_error(errors: Sequence[Any]) -> ShimmyError:
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ShimmyError)
-    async def _shimmy(_: Request, exc: ShimmyError) -> JSONResponse:
-        return error_response(exc)
+    async def _shimmy(request: Request, exc: ShimmyError) -> JSONResponse:
+        return error_response(exc, request.url.path)
 
     @app.exception_handler(ClientGone)
     async def _gone(_: Request, exc: ClientGone) -> Response:
@@ -60,8 +110,8 @@ def install_error_handlers(app: FastAPI) -> None:
         return Response(status_code=CLIENT_CLOSED_REQUEST)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return error_response(validation_error(exc.errors()))
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return error_response(validation_error(exc.errors()), request.url.path)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -75,13 +125,14 @@ def install_error_handlers(app: FastAPI) -> None:
         error = ShimmyError(
             "invalid_request", message, status=exc.status_code, headers=dict(exc.headers or {})
         )
-        return error_response(error)
+        return error_response(error, request.url.path)
 
     @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error")
         return error_response(
-            ShimmyError("server_error", "Internal server error", type(exc).__name__)
+            ShimmyError("server_error", "Internal server error", type(exc).__name__),
+            request.url.path,
         )
 
 
@@ -103,6 +154,24 @@ ERROR_SCHEMA: dict[str, Any] = {
     },
 }
 
+ANTHROPIC_ERROR_TYPES = frozenset([*_ANTHROPIC_TYPES.values(), "api_error"])
+ANTHROPIC_ERROR_SCHEMA: dict[str, Any] = {
+    "title": "AnthropicErrorResponse",
+    "type": "object",
+    "required": ["type", "error"],
+    "properties": {
+        "type": {"type": "string", "enum": ["error"]},
+        "error": {
+            "type": "object",
+            "required": ["type", "message"],
+            "properties": {
+                "type": {"type": "string", "enum": sorted(ANTHROPIC_ERROR_TYPES)},
+                "message": {"type": "string"},
+            },
+        },
+    },
+}
+
 _DOCUMENTED_ERRORS = {
     "400": "Invalid request: malformed JSON, wrong types, a prompt longer than the context",
     "401": "Missing or wrong API key (when keys are configured)",
@@ -111,11 +180,17 @@ _DOCUMENTED_ERRORS = {
     "500": "Generation or server failure",
     "503": "Server busy: the queue is full (see Retry-After)",
 }
+# Anthropic's paths answer a full queue with its "overloaded" status instead.
+_ANTHROPIC_DOCUMENTED_ERRORS = {
+    **{k: v for k, v in _DOCUMENTED_ERRORS.items() if k != "503"},
+    str(ANTHROPIC_OVERLOADED): "Overloaded: the queue is full (see Retry-After)",
+}
 
 
 def document_errors(app: FastAPI) -> None:
-    """Describe every error an operation can return, in the one error shape, instead
-    of FastAPI's 422 validation body (which shimmy never sends)."""
+    """Describe every error an operation can return, in its error shape (Anthropic's
+    under its paths, shimmy's elsewhere), instead of FastAPI's 422 validation body
+    (which shimmy never sends)."""
     original = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -124,15 +199,18 @@ def document_errors(app: FastAPI) -> None:
         schema = original()
         components = schema.setdefault("components", {}).setdefault("schemas", {})
         components["ErrorResponse"] = ERROR_SCHEMA
+        components["AnthropicErrorResponse"] = ANTHROPIC_ERROR_SCHEMA
         components.pop("HTTPValidationError", None)
         components.pop("ValidationError", None)
-        reference = {"$ref": "#/components/schemas/ErrorResponse"}
-        for path in schema.get("paths", {}).values():
+        for name, path in schema.get("paths", {}).items():
+            anthropic = speaks_anthropic(name)
+            shape = "AnthropicErrorResponse" if anthropic else "ErrorResponse"
+            content = {"application/json": {"schema": {"$ref": f"#/components/schemas/{shape}"}}}
+            errors = _ANTHROPIC_DOCUMENTED_ERRORS if anthropic else _DOCUMENTED_ERRORS
             for operation in path.values():
                 responses = operation.setdefault("responses", {})
                 responses.pop("422", None)
-                for status, description in _DOCUMENTED_ERRORS.items():
-                    content = {"application/json": {"schema": reference}}
+                for status, description in errors.items():
                     responses.setdefault(status, {"description": description, "content": content})
         app.openapi_schema = schema
         return schema

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from starlette.types import Receive, Scope, Send
 
+from shimmy.api.errors import error_body
 from shimmy.errors import ShimmyError
 
 # A WebSocket that cannot be refused with an HTTP status is closed with this code
@@ -23,15 +24,17 @@ async def refuse(
     error: ShimmyError,
     headers: Sequence[tuple[bytes, bytes]] = (),
 ) -> None:
-    """Answer ``error`` with its status and shimmy's error body, and nothing else."""
-    body = json.dumps(error.to_dict()).encode()
+    """Answer ``error`` with its status and error body (in the shape of the API the
+    path belongs to), and nothing else."""
+    status, shape = error_body(scope.get("path", ""), error)
+    body = json.dumps(shape).encode()
     all_headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),
         *headers,
     ]
     if scope["type"] == "http":
-        await send({"type": "http.response.start", "status": error.status, "headers": all_headers})
+        await send({"type": "http.response.start", "status": status, "headers": all_headers})
         await send({"type": "http.response.body", "body": body})
         return
     # WebSocket: refuse the handshake with the status where the server supports
@@ -41,7 +44,7 @@ async def refuse(
         await send(
             {
                 "type": "websocket.http.response.start",
-                "status": error.status,
+                "status": status,
                 "headers": all_headers,
             }
         )

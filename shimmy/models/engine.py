@@ -762,6 +762,7 @@ class Engine:
         if slot.drafts is not None:
             slot.drafts.extend((token,))
         if slot.stream.stopped:
+            generation.stop_string = slot.stream.stop_string
             self._end(slot, FINISH_STOP)
             return False
         if slot.produced >= slot.max_tokens:

@@ -108,6 +108,9 @@ class Generation:
         self.cached_tokens = 0  # prompt tokens reused from the previous request's cache
         self.completion_tokens = 0
         self.finish_reason: str | None = None
+        # The stop string that ended it (the request's or the template's), if one
+        # did: Anthropic's answer names the stop sequence it met.
+        self.stop_string: str | None = None
         self.error: ShimmyError | None = None
         self.created_at = time.monotonic()
         self.started_at: float | None = None

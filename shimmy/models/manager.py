@@ -271,6 +271,22 @@ class ModelManager:
         )
         return engine.submit_choices(request, n)[0]
 
+    def count_chat_tokens(
+        self,
+        name: str | None,
+        messages: Sequence[Message],
+        *,
+        tools: ToolRequest | None = None,
+        cancel: threading.Event | None = None,
+    ) -> int:
+        """How many tokens ``messages`` (with ``tools``) make as a prompt: rendered
+        and tokenized exactly as :meth:`submit_chat` would, with nothing queued
+        (Anthropic's count_tokens). Loads the model, whose tokenizer and template
+        it takes."""
+        engine = self.engine(name)
+        plan = plan_tools(engine.template, messages, tools, None, engine.marker_tokens)
+        return len(engine.chat_tokens(plan.messages, tools=plan.template_tools, cancel=cancel))
+
     def submit_prompt(
         self,
         name: str | None,

@@ -1,6 +1,6 @@
 """A client that leaves while its request waits in the queue: the real `shimmy
 serve` cancels the request before it ever takes a slot, whatever the answer's
-form (plain JSON, SSE, WebSocket) and the dialect (issue 13).
+form (plain JSON, SSE, WebSocket) and the dialect (issues 13 and 18).
 
 One slot; a long generation holds it; the request under test queues behind it;
 its client leaves; while the long generation still holds the slot, the request
@@ -37,6 +37,7 @@ LONG = {
 }
 PROMPT = {"model": MODEL, "prompt": "Name a colour.", "max_tokens": 8}
 CHAT = {"model": MODEL, "messages": [{"role": "user", "content": "Name a colour."}]}
+PROMPT_INPUT = {"model": MODEL, "input": "Name a colour.", "max_output_tokens": 8}
 
 
 @pytest.fixture(scope="module")
@@ -125,6 +126,11 @@ REQUESTS = {
     "openai SSE": lambda s: http_request(s, "/v1/chat/completions", {**CHAT, "stream": True}),
     "openai text SSE": lambda s: http_request(s, "/v1/completions", {**PROMPT, "stream": True}),
     "websocket": lambda s: websocket_request(s, PROMPT),
+    "anthropic SSE": lambda s: http_request(
+        s, "/v1/messages", {**CHAT, "max_tokens": 8, "stream": True}
+    ),
+    "responses JSON": lambda s: http_request(s, "/v1/responses", {**PROMPT_INPUT}),
+    "responses SSE": lambda s: http_request(s, "/v1/responses", {**PROMPT_INPUT, "stream": True}),
 }
 
 

@@ -25,6 +25,7 @@ from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
+from shimmy.api.errors import ANTHROPIC_ERROR_TYPES, speaks_anthropic
 from shimmy.errors import ERROR_KINDS
 from tests.e2e.harness import isolated_env, start_server
 
@@ -88,10 +89,14 @@ ODD_HOSTS = [
 ]
 
 
-def assert_forbidden(response) -> None:
-    """shimmy's 403 for a foreign page or a rebound Host: never a 2xx, never a 5xx."""
+def assert_forbidden(response, path: str) -> None:
+    """shimmy's 403 for a foreign page or a rebound Host: never a 2xx, never a 5xx
+    (in Anthropic's envelope on its paths)."""
     assert response.status_code == 403, response.text
-    assert response.json()["error"]["code"] == "forbidden"
+    if speaks_anthropic(path):
+        assert response.json()["error"]["type"] == "permission_error"
+    else:
+        assert response.json()["error"]["code"] == "forbidden"
 
 
 @schema.parametrize()
@@ -103,7 +108,9 @@ def test_every_operation_holds_its_contract(case, origin):
     # A schema-valid prompt can still be longer than the model's context: that is
     # a documented 400, which no JSON schema can express, so that one check is off.
     case.validate_response(response, excluded_checks=[positive_data_acceptance])
-    if response.status_code >= 400:
+    if response.status_code >= 400 and speaks_anthropic(case.path):
+        assert response.json()["error"]["type"] in ANTHROPIC_ERROR_TYPES
+    elif response.status_code >= 400:
         assert response.json()["error"]["code"] in ERROR_KINDS
     if origin:  # a local page may read what it asked for
         assert response.headers.get("access-control-allow-origin") == [origin]
@@ -114,7 +121,7 @@ def test_every_operation_holds_its_contract(case, origin):
 @FUZZ
 def test_every_operation_refuses_a_foreign_origin(case, origin):
     response = case.call(headers={"Origin": origin}, timeout=60)
-    assert_forbidden(response)
+    assert_forbidden(response, case.path)
     assert "access-control-allow-origin" not in response.headers
 
 
@@ -122,7 +129,7 @@ def test_every_operation_refuses_a_foreign_origin(case, origin):
 @schema.given(host=st.sampled_from(ODD_HOSTS))
 @FUZZ
 def test_every_operation_refuses_a_rebound_host(case, host):
-    assert_forbidden(case.call(headers={"Host": host}, timeout=60))
+    assert_forbidden(case.call(headers={"Host": host}, timeout=60), case.path)
 
 
 def assert_documented_outcome(response: httpx.Response) -> None:
@@ -287,5 +294,5 @@ def test_origin_and_host_headers_decide_exactly_who_is_refused(server, origin, h
     if allowed:
         assert response.status_code == 200, response.text
     else:
-        assert_forbidden(response)
+        assert_forbidden(response, "/api/generate")
     assert httpx.get(server.url + "/api/health", timeout=10).json()["status"] == "healthy"

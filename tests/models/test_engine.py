@@ -13,6 +13,7 @@ from shimmy.errors import ShimmyError
 from shimmy.models.generation import GenerationRequest, SamplingParams
 from shimmy.models.manager import ModelManager
 from shimmy.models.registry import ModelRegistry
+from shimmy.models.tools import Tool, ToolRequest
 from tests.waiting import eventually
 
 pytestmark = pytest.mark.model
@@ -519,3 +520,34 @@ def test_more_choices_than_slots_is_refused(engine):
     tokens = engine.chat_tokens([{"role": "user", "content": "Hi"}])
     with pytest.raises(ShimmyError, match=f"n must be between 1 and {engine.n_parallel}"):
         engine.submit_choices(GenerationRequest(tokens, max_tokens=2), engine.n_parallel + 1)
+
+
+def test_the_stop_string_that_ended_a_generation_is_recorded(engine):
+    tokens = engine.chat_tokens([{"role": "user", "content": "Name three colours."}])
+    free = engine.submit(GenerationRequest(tokens, max_tokens=16, sampling=GREEDY))
+    text = free.text()
+    assert free.stop_string is None
+    word = next(w for w in text.split()[1:] if w.isalpha() and len(w) > 2)
+    stopped = engine.submit(
+        GenerationRequest(tokens, max_tokens=16, sampling=GREEDY, stop=("zzz", word))
+    )
+    assert stopped.text() == text[: text.index(word)]
+    assert stopped.finish_reason == "stop" and stopped.stop_string == word
+
+
+def test_counted_chat_tokens_are_the_prompt_a_submission_reads(manager):
+    messages = [
+        {"role": "system", "content": "You are terse."},
+        {"role": "user", "content": "Name three colours."},
+    ]
+    tools = ToolRequest((Tool("paint", "Paint", {"type": "object", "properties": {}}),))
+    for offered in (None, tools):
+        counted = manager.count_chat_tokens(None, messages, tools=offered)
+        generation = manager.submit_chat(
+            None, messages, max_tokens=1, sampling=GREEDY, tools=offered
+        )
+        generation.wait(30)
+        assert counted == generation.prompt_tokens
+    assert manager.count_chat_tokens(None, messages, tools=tools) > manager.count_chat_tokens(
+        None, messages
+    )

@@ -18,6 +18,8 @@ shape. Everything they share lives here, once:
 - :mod:`.streams`: the SSE and NDJSON framings and the response that sends
   them;
 - :mod:`.replies`: a reply as text and tool calls, streamed or whole;
+- :mod:`.blocks`: a reply as an ordered list of text and call blocks, streamed
+  or whole (Anthropic's content blocks, the Responses API's output items);
 - :mod:`.logprobs`: token log-probabilities handed out with their text;
 - :mod:`.usage`: token counts for usage blocks.
 
@@ -32,15 +34,26 @@ Adding a dialect
    cancel=cancel))``, then either returns ``EventStream(events, watch=watch,
    generations=[generation])`` for a stream, or ``await watch.finish([generation])``
    and a JSON body. Errors are ``ShimmyError``; the app turns them into the error
-   shape (a dialect with its own error shape adds a handler for its paths).
+   shape (a dialect with its own error shape, as Anthropic's, has its paths
+   rendered its way by :func:`shimmy.api.errors.error_body`, for the guards'
+   refusals too).
 3. One line in ``shimmy/api/dialects/__init__.py``'s ``DIALECTS``.
 Tests: a routes test over a fake manager (tests/api) and an end-to-end test that
 drives the real ``shimmy serve`` with the vendor's own client library (tests/e2e).
 """
 
+from shimmy.api.core.blocks import (
+    Block,
+    BlockClosed,
+    BlockDelta,
+    BlockEvent,
+    BlockOpened,
+    block_events,
+    whole_blocks,
+)
 from shimmy.api.core.bodies import read_body
 from shimmy.api.core.logprobs import LogprobCursor
-from shimmy.api.core.replies import Reply, reply_events, whole_reply
+from shimmy.api.core.replies import Reply, check_finished, reply_events, whole_reply
 from shimmy.api.core.streams import (
     NDJSON_MEDIA_TYPE,
     SSE_DONE,
@@ -54,6 +67,11 @@ from shimmy.api.core.usage import Usage
 from shimmy.api.core.watch import ClientGone, Watch, cancel_all, watching
 
 __all__ = [
+    "Block",
+    "BlockClosed",
+    "BlockDelta",
+    "BlockEvent",
+    "BlockOpened",
     "NDJSON_MEDIA_TYPE",
     "SSE_DONE",
     "SSE_MEDIA_TYPE",
@@ -63,12 +81,15 @@ __all__ = [
     "Reply",
     "Usage",
     "Watch",
+    "block_events",
     "cancel_all",
+    "check_finished",
     "compact_json",
     "ndjson_line",
     "read_body",
     "reply_events",
     "sse_event",
     "watching",
+    "whole_blocks",
     "whole_reply",
 ]

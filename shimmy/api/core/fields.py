@@ -11,6 +11,7 @@ from shimmy.models.generation import SamplingParams
 # Every stop string is looked for after every token, so a request may not ask for
 # thousands of them (80,000 slowed every request on the engine).
 MAX_STOP_STRINGS = 16
+MAX_TOP_K = 1 << 20  # above any vocabulary, and within the C int llama.cpp takes
 MAX_STOP_LENGTH = 500
 
 

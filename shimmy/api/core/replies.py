@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from shimmy.models.generation import Generation
+from shimmy.errors import ShimmyError
+from shimmy.models.generation import FINISH_CANCELLED, Generation
 from shimmy.models.tools import TextDelta, ToolCall, ToolEvent, reply_parser
 
 
@@ -54,3 +55,16 @@ def whole_reply(generation: Generation) -> Reply:
     if parser.calls:
         return Reply(content.strip() or None, tuple(parser.calls))
     return Reply(content)
+
+
+def check_finished(generation: Generation) -> None:
+    """Raise what ended a finished generation that failed or was cancelled (the
+    model unloaded, the server shutting down); return if it ended well."""
+    if generation.error is not None:
+        raise generation.error
+    if generation.finish_reason == FINISH_CANCELLED:
+        raise ShimmyError(
+            "generation_failed",
+            "The generation was cancelled",
+            "The model was unloaded or the server is shutting down",
+        )

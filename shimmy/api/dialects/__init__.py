@@ -11,11 +11,15 @@ from collections.abc import Callable
 
 from fastapi import APIRouter
 
+from shimmy.api.dialects.anthropic import routes as anthropic
 from shimmy.api.dialects.native import routes as native
 from shimmy.api.dialects.openai import routes as openai
+from shimmy.api.dialects.responses import routes as responses
 from shimmy.models.manager import ModelManager
 
 DIALECTS: tuple[Callable[[ModelManager], APIRouter], ...] = (
     native.build_router,  # SEED-API.md: /api/generate, /api/models, /api/health, /ws/generate
     openai.build_router,  # /v1/models, /v1/chat/completions, /v1/completions, /v1/embeddings
+    anthropic.build_router,  # Anthropic's Messages API: /v1/messages, /v1/messages/count_tokens
+    responses.build_router,  # OpenAI's Responses API: /v1/responses, /v1/responses/{id}
 )
