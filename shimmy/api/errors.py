@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shimmy.api.core.watch import ClientGone
+from shimmy.api.refusal import ErrorBody, shimmy_error_body
 from shimmy.errors import ERROR_KINDS, ShimmyError
 
 log = logging.getLogger(__name__)
@@ -24,8 +25,12 @@ log = logging.getLogger(__name__)
 CLIENT_CLOSED_REQUEST = 499
 
 
-def error_response(error: ShimmyError) -> JSONResponse:
-    return JSONResponse(error.to_dict(), status_code=error.status, headers=error.headers)
+def error_response(
+    error: ShimmyError, request: Request | None = None, shape: ErrorBody = shimmy_error_body
+) -> JSONResponse:
+    """``error`` in ``shape`` (shimmy's own by default) with its status and headers."""
+    body = shape(request.scope if request is not None else {}, error)
+    return JSONResponse(body, status_code=error.status, headers=error.headers)
 
 
 def describe_validation_errors(errors: Sequence[Any]) -> str:
@@ -48,10 +53,12 @@ def validation_error(errors: Sequence[Any]) -> ShimmyError:
     )
 
 
-def install_error_handlers(app: FastAPI) -> None:
+def install_error_handlers(app: FastAPI, shape: ErrorBody = shimmy_error_body) -> None:
+    """Every failure answered in ``shape`` (shimmy's own error body by default)."""
+
     @app.exception_handler(ShimmyError)
-    async def _shimmy(_: Request, exc: ShimmyError) -> JSONResponse:
-        return error_response(exc)
+    async def _shimmy(request: Request, exc: ShimmyError) -> JSONResponse:
+        return error_response(exc, request, shape)
 
     @app.exception_handler(ClientGone)
     async def _gone(_: Request, exc: ClientGone) -> Response:
@@ -60,8 +67,8 @@ def install_error_handlers(app: FastAPI) -> None:
         return Response(status_code=CLIENT_CLOSED_REQUEST)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return error_response(validation_error(exc.errors()))
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return error_response(validation_error(exc.errors()), request, shape)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -75,14 +82,13 @@ def install_error_handlers(app: FastAPI) -> None:
         error = ShimmyError(
             "invalid_request", message, status=exc.status_code, headers=dict(exc.headers or {})
         )
-        return error_response(error)
+        return error_response(error, request, shape)
 
     @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error")
-        return error_response(
-            ShimmyError("server_error", "Internal server error", type(exc).__name__)
-        )
+        error = ShimmyError("server_error", "Internal server error", type(exc).__name__)
+        return error_response(error, request, shape)
 
 
 ERROR_SCHEMA: dict[str, Any] = {

@@ -1,11 +1,13 @@
 """Refusing a request before it reaches a route, for the pure ASGI guards
 (API keys, browser origins, request size): one error body, for HTTP and
-WebSocket handshakes alike."""
+WebSocket handshakes alike, in the shape of the API the request was for
+(``ErrorBody``: shimmy's own by default, Ollama's on its listener)."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from starlette.types import Receive, Scope, Send
 
@@ -15,6 +17,15 @@ from shimmy.errors import ShimmyError
 # ("policy violation") after one error frame.
 WS_POLICY_VIOLATION = 1008
 
+ErrorBody = Callable[[Scope, ShimmyError], dict[str, Any]]
+"""The JSON body that tells a request's client about an error (it may depend on
+the request's path: one listener can serve several APIs)."""
+
+
+def shimmy_error_body(_: Scope, error: ShimmyError) -> dict[str, Any]:
+    """shimmy's own error shape (SEED-API.md, with OpenAI's ``type``)."""
+    return error.to_dict()
+
 
 async def refuse(
     scope: Scope,
@@ -22,9 +33,10 @@ async def refuse(
     send: Send,
     error: ShimmyError,
     headers: Sequence[tuple[bytes, bytes]] = (),
+    error_body: ErrorBody = shimmy_error_body,
 ) -> None:
-    """Answer ``error`` with its status and shimmy's error body, and nothing else."""
-    body = json.dumps(error.to_dict()).encode()
+    """Answer ``error`` with its status and ``error_body``, and nothing else."""
+    body = json.dumps(error_body(scope, error)).encode()
     all_headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),

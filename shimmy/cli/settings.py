@@ -33,6 +33,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         batch_size=getattr(args, "batch_size", None),
         cache_ram=getattr(args, "cache_ram", None),
         keep_alive=getattr(args, "keep_alive", None),
+        ollama=getattr(args, "ollama", None),
         verbose=args.verbose or None,
     )
     check_keys(settings.api_keys)

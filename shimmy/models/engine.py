@@ -453,6 +453,7 @@ class Engine:
             seed=seed,
             grammar=request.grammar,
             grammar_trigger_tokens=self._trigger_tokens(request),
+            penalty_last_n=p.repeat_last_n if p.repeat_last_n >= 0 else self.n_ctx,
         )
         slot.sampler = Sampler(self._model, settings, prompt)
         slot.preserved = self.marker_tokens(request.preserved)

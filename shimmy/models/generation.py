@@ -38,6 +38,7 @@ class SamplingParams:
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
     seed: int | None = None
+    repeat_last_n: int = 64  # recent tokens the penalties look at (0: none; -1: the context)
 
 
 @dataclass(frozen=True)
