@@ -79,16 +79,22 @@ class EmbeddingModels:
         self._lock = threading.Lock()  # guards _models and loading
 
     def embed(
-        self, entry: ModelEntry, inputs: Sequence[str], *, truncate: bool = False
+        self,
+        entry: ModelEntry,
+        inputs: Sequence[str | Sequence[int]],
+        *,
+        truncate: bool = False,
     ) -> Embeddings:
-        """Embed each input; ``invalid_request`` (with the numbers) for an input
-        that does not fit the context, unless ``truncate`` asks for its end to be
-        cut off (as Ollama's /api/embed does by default)."""
+        """Embed each input (text, or the model's token ids); ``invalid_request``
+        (with the numbers) for an input that does not fit the context, unless
+        ``truncate`` asks for its end to be cut off (as Ollama's /api/embed does
+        by default): never a silent truncation. Each input is read alone, so its
+        vector does not depend on what else the request holds."""
         if not inputs:
             raise ShimmyError("invalid_request", "input must not be empty")
         for index, text in enumerate(inputs):
             if not text:
-                raise ShimmyError("invalid_request", f"input[{index}] is an empty string")
+                raise ShimmyError("invalid_request", f"input[{index}] is empty")
         while True:
             model, loaded = self._model(entry)
             with model.lock:
@@ -97,13 +103,25 @@ class EmbeddingModels:
                 result = self._embed(model, inputs, truncate)
             return dataclasses.replace(result, load_seconds=model.load_seconds if loaded else 0.0)
 
-    def _embed(self, model: _EmbeddingModel, inputs: Sequence[str], truncate: bool) -> Embeddings:
+    def _embed(
+        self, model: _EmbeddingModel, inputs: Sequence[str | Sequence[int]], truncate: bool
+    ) -> Embeddings:
         name = model.entry.name
         tokenized = []
         for index, text in enumerate(inputs):
-            # As llama.cpp adds them for this vocabulary (BOS, and EOS/SEP for
-            # encoders); special-token names in an input are plain words.
-            tokens = model.model.tokenize(text, add_bos=True, special=False)
+            if isinstance(text, str):
+                # As llama.cpp adds them for this vocabulary (BOS, and EOS/SEP for
+                # encoders); special-token names in an input are plain words.
+                tokens = model.model.tokenize(text, add_bos=True, special=False)
+            else:
+                tokens = list(text)
+                bad = next((t for t in tokens if not 0 <= t < model.model.n_vocab), None)
+                if bad is not None:
+                    raise ShimmyError(
+                        "invalid_request",
+                        f"input[{index}] names token {bad}, which model '{name}' does not have",
+                        f"its tokens are 0 to {model.model.n_vocab - 1}",
+                    )
             if truncate:
                 tokens = tokens[: model.n_ctx]
             if len(tokens) > model.n_ctx:

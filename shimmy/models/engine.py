@@ -17,6 +17,7 @@ are ever reused.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import queue
@@ -37,6 +38,7 @@ from shimmy.models.generation import (
     FINISH_STOP,
     Generation,
     GenerationRequest,
+    TokenLogprob,
     wake_readers,
 )
 from shimmy.models.promptcache import PromptCache, common_prefix
@@ -126,6 +128,7 @@ class Engine:
         self._slots = [Slot(seq=i) for i in range(options.parallel)]
         self._prompt_cache = PromptCache(options.prompt_cache_bytes)
         self._marker_tokens: dict[str, int | None] = {}
+        self.prompt_tokens_read = 0  # prompt tokens decoded since loading (not reused)
         info = entry.info
         self.template = ChatTemplate.for_model(
             info.chat_template if info else None,
@@ -178,6 +181,21 @@ class Engine:
         Raises ``invalid_request`` for a prompt that does not fit a slot's
         context (never truncated) and ``server_busy`` when the queue is full.
         """
+        return self.submit_choices(request, 1)[0]
+
+    def submit_choices(self, request: GenerationRequest, n: int) -> list[Generation]:
+        """Queue ``n`` generations of one request (OpenAI's ``n``): they start
+        together, the prompt is read once and its KV cache copied to the others'
+        slots; a seeded request's choices get consecutive seeds, so they differ.
+
+        Raises as :meth:`submit` does, and ``invalid_request`` when ``n`` is more
+        than the model's slots."""
+        if not 1 <= n <= self.n_parallel:
+            raise ShimmyError(
+                "invalid_request",
+                f"n must be between 1 and {self.n_parallel}, the slots of model '{self.name}'",
+                "start the server with a larger --parallel for more choices",
+            )
         if self._closed:
             raise ShimmyError("server_error", f"Model '{self.name}' was unloaded")
         if self._draining:
@@ -194,21 +212,36 @@ class Engine:
             )
         if request.max_tokens < 1:
             raise ShimmyError("invalid_request", "max_tokens must be at least 1")
+        n_vocab = self._model.n_vocab
+        for what, tokens in (
+            ("prompt", request.prompt_tokens),
+            ("logit_bias", [t for t, _ in request.sampling.logit_bias]),
+        ):
+            bad = next((t for t in tokens if not 0 <= t < n_vocab), None)
+            if bad is not None:
+                raise ShimmyError(
+                    "invalid_request",
+                    f"The {what} names token {bad}, which model '{self.name}' does not have",
+                    f"its tokens are 0 to {n_vocab - 1}",
+                )
         with self._pending_lock:
             # Requests beyond the slots wait in line; the line is bounded.
             waiting = self._pending - self.n_parallel
-            if waiting >= self.options.max_queue:
+            if waiting + n - 1 >= self.options.max_queue:
                 raise ShimmyError(
                     "server_busy",
                     "The server is busy",
                     f"{waiting} requests are waiting for model '{self.name}'",
                     headers={"Retry-After": "1"},
                 )
-            self._pending += 1
-        generation = Generation(request, self.name)
+            self._pending += n
+        choices = [Generation(_choice(request, index), self.name) for index in range(n)]
+        for choice in choices:
+            choice.choices = tuple(choices)
+        choices[0].followers = choices[1:]
         self.last_used = time.monotonic()
-        self._inbox.put(generation)
-        return generation
+        self._inbox.put(choices[0])
+        return choices
 
     @property
     def prompt_cache(self) -> PromptCache:
@@ -243,7 +276,8 @@ class Engine:
             if generation is not None:
                 generation.cancel()
         for generation in list(self._waiting):
-            generation.cancel()
+            for choice in (generation, *generation.followers):
+                choice.cancel()
 
     def memory_bytes(self) -> int:
         """Weights, the KV cache of every slot and the saved prompts (compute
@@ -345,19 +379,21 @@ class Engine:
         self._drop_cancelled()
         free = [s for s in self._slots if s.free]
         starting: list[tuple[Generation, list[int]]] = []
-        while self._waiting and len(starting) < len(free):
-            generation = self._waiting.popleft()
-            if generation.cancelled or self._draining:
-                self._finished(generation, FINISH_CANCELLED)
-            elif time.monotonic() - generation.created_at > self.options.request_timeout:
-                self._finished(generation, FINISH_ERROR, self._timeout_error())
-            else:
-                starting.append((generation, list(generation.request.prompt_tokens)))
+        taken = 0
+        # First come, first served: a request with several choices waits until it
+        # has a slot for each, and those behind it wait with it.
+        while self._waiting and taken + 1 + len(self._waiting[0].followers) <= len(free):
+            choices = self._live(self._waiting.popleft())
+            if choices:
+                starting.append((choices[0], list(choices[0].request.prompt_tokens)))
+                taken += len(choices)
         slots = assign_slots(
             free,
             [prompt for _, prompt in starting],
             [generation.request.cache_scope for generation, _ in starting],
         )
+        # The other choices take the slots left, least recently used first.
+        spare = sorted((s for s in free if s not in slots), key=lambda s: s.last_used)
         for slot, (generation, prompt) in zip(slots, starting, strict=True):
             try:
                 shared = self._swap_saved_prompts(slot, prompt, generation.request.cache_scope)
@@ -365,18 +401,43 @@ class Engine:
             except ShimmyError as exc:
                 self._release(slot)
                 self._finished(generation, FINISH_ERROR, exc)
+                for follower in generation.followers:
+                    self._finished(follower, FINISH_ERROR, exc)
+                continue
+            for follower in generation.followers:
+                self._start_follower(spare.pop(0), follower, slot, prompt)
+
+    def _live(self, generation: Generation) -> list[Generation]:
+        """``generation`` and its other choices that still want to run (the rest
+        are finished here); the first of them leads, the others follow it."""
+        live = []
+        for choice in (generation, *generation.followers):
+            if choice.cancelled or self._draining:
+                self._finished(choice, FINISH_CANCELLED)
+            elif time.monotonic() - choice.created_at > self.options.request_timeout:
+                self._finished(choice, FINISH_ERROR, self._timeout_error())
+            else:
+                live.append(choice)
+        generation.followers = []
+        if live:
+            live[0].followers = live[1:]
+        return live
 
     def _drop_cancelled(self) -> None:
         """Finish the waiting generations whose clients left, at once rather than
         when a slot frees: they never take one, and the line they held is free."""
-        if any(generation.cancelled for generation in self._waiting):
+        if any(c.cancelled for g in self._waiting for c in (g, *g.followers)):
             waiting = self._waiting
             self._waiting = deque()
             for generation in waiting:
-                if generation.cancelled:
-                    self._finished(generation, FINISH_CANCELLED)
-                else:
-                    self._waiting.append(generation)
+                choices = [c for c in (generation, *generation.followers) if not c.cancelled]
+                for choice in (generation, *generation.followers):
+                    if choice.cancelled:
+                        self._finished(choice, FINISH_CANCELLED)
+                generation.followers = []
+                if choices:
+                    choices[0].followers = choices[1:]
+                    self._waiting.append(choices[0])
 
     def _swap_saved_prompts(self, slot: Slot, prompt: list[int], scope: str) -> int:
         """Before ``prompt``, of cache ``scope``, takes ``slot``: save the
@@ -430,8 +491,6 @@ class Engine:
     def _start(self, slot: Slot, generation: Generation, prompt: list[int], reuse: int) -> None:
         """Run ``generation`` in ``slot``, whose first ``reuse`` cached tokens are
         the prompt's own."""
-        from shimmy.models.llamacpp import Sampler, SamplerSettings
-
         request = generation.request
         if reuse == len(prompt):
             reuse -= 1  # decode at least one token to get fresh logits
@@ -440,6 +499,40 @@ class Engine:
         # The ``reuse`` tokens kept are this scope's too (none when another scope
         # left them): from here on, everything the slot holds is this request's.
         slot.scope = request.cache_scope
+        self._begin(slot, generation, prompt)
+        slot.pending = prompt[reuse:]
+        generation.cached_tokens = reuse
+        log.debug(
+            "engine %s: generation %d takes slot %d after %.1f ms in line; %d of %d prompt"
+            " tokens cached",
+            self.name,
+            generation.id,
+            slot.seq,
+            1000 * (time.monotonic() - generation.created_at),
+            reuse,
+            len(prompt),
+        )
+
+    def _start_follower(
+        self, slot: Slot, generation: Generation, leader: Slot, prompt: list[int]
+    ) -> None:
+        """Run another choice of ``leader``'s request in ``slot``: it reads no prompt
+        but copies the leader's KV cache once the leader has read it."""
+        if self._prompt_cache.wants(slot.cached, 0, scope=slot.scope):
+            self._save(slot)
+        self._context.forget(slot.seq, 0)
+        slot.cached = []
+        slot.scope = generation.request.cache_scope
+        self._begin(slot, generation, prompt)
+        assert leader.generation is not None
+        slot.copy_from = (leader, leader.generation)
+        generation.cached_tokens = leader.generation.cached_tokens
+
+    def _begin(self, slot: Slot, generation: Generation, prompt: list[int]) -> None:
+        """Give ``slot`` ``generation``'s sampler, stream and limits."""
+        from shimmy.models.llamacpp import Sampler, SamplerSettings
+
+        request = generation.request
         p = request.sampling
         seed = p.seed if p.seed is not None else random.getrandbits(32)
         settings = SamplerSettings(
@@ -454,27 +547,18 @@ class Engine:
             grammar=request.grammar,
             grammar_trigger_tokens=self._trigger_tokens(request),
             penalty_last_n=p.repeat_last_n if p.repeat_last_n >= 0 else self.n_ctx,
+            logit_bias=p.logit_bias,
         )
         slot.sampler = Sampler(self._model, settings, prompt)
         slot.preserved = self.marker_tokens(request.preserved)
         slot.generation = generation
-        slot.pending = prompt[reuse:]
+        slot.pending = []
         slot.next_token = None
+        slot.copy_from = None
         slot.stream = TextStream(request.stop)
         slot.produced = 0
         slot.max_tokens = min(request.max_tokens, self.n_ctx - len(prompt))
-        generation.cached_tokens = reuse
         generation.start()
-        log.debug(
-            "engine %s: generation %d takes slot %d after %.1f ms in line; %d of %d prompt"
-            " tokens cached",
-            self.name,
-            generation.id,
-            slot.seq,
-            1000 * (time.monotonic() - generation.created_at),
-            reuse,
-            len(prompt),
-        )
 
     def marker_tokens(self, markers: Sequence[str]) -> frozenset[int]:
         """The tokens that are exactly one of ``markers`` in this model's vocabulary."""
@@ -540,6 +624,8 @@ class Engine:
                 slot.cached.clear()
                 self._end(slot, FINISH_ERROR, exc)
             return
+        self.prompt_tokens_read += prompt_read
+        self._copy_read_prompts(running)
         # Each with its generation, which _sample may take from the slot.
         sampled = [(s, s.generation) for s in running if s.logits_at >= 0 and s.generation]
         for slot, _ in sampled:
@@ -554,6 +640,24 @@ class Engine:
                 len(running),
                 1000 * (time.monotonic() - started),
             )
+
+    def _copy_read_prompts(self, running: Sequence[Slot]) -> None:
+        """Give each waiting choice its leader's prompt once the leader has read it
+        (this step decoded its last prompt token): a copy of the KV cache, and the
+        same logits to sample its first token from with its own sampler. A choice
+        whose leader stopped before that reads the prompt itself."""
+        for slot in running:
+            if slot.copy_from is None or slot.generation is None:
+                continue
+            leader, leader_generation = slot.copy_from
+            if leader.generation is not leader_generation:
+                slot.copy_from = None
+                slot.pending = list(slot.generation.request.prompt_tokens)
+            elif leader.logits_at >= 0 and leader.produced == 0 and not leader.pending:
+                self._context.copy_sequence(leader.seq, slot.seq)
+                slot.cached = list(leader.cached)
+                slot.logits_at = leader.logits_at
+                slot.copy_from = None
 
     def _sample(self, slot: Slot) -> None:
         assert slot.sampler is not None and slot.generation is not None
@@ -573,7 +677,8 @@ class Engine:
                 1000 * (time.monotonic() - generation.created_at),
             )
         piece = self._model.piece(token, special=token in slot.preserved)
-        generation.emit(slot.stream.feed(piece), token, wake=False)
+        logprob = self._logprob(slot, token, piece) if generation.request.logprobs >= 0 else None
+        generation.emit(slot.stream.feed(piece), token, wake=False, logprob=logprob)
         if slot.stream.stopped:
             self._end(slot, FINISH_STOP)
         elif slot.produced >= slot.max_tokens:
@@ -581,6 +686,18 @@ class Engine:
             self._end(slot, FINISH_LENGTH)
         else:
             slot.next_token = token
+
+    def _logprob(self, slot: Slot, token: int, piece: bytes) -> TokenLogprob:
+        """The sampled token's log-probability and the most likely alternatives,
+        from the logits the sampler read (sampling leaves them as they were)."""
+        from shimmy.models.llamacpp import log_probabilities
+
+        assert slot.generation is not None
+        top = slot.generation.request.logprobs
+        logits = self._context.logits(slot.logits_at, self._model.n_vocab)
+        logprob, best = log_probabilities(logits, token, top)
+        alternatives = tuple((t, self._model.piece(t), lp) for t, lp in best)
+        return TokenLogprob(token, piece, logprob, alternatives)
 
     def _timeout_error(self) -> ShimmyError:
         return ShimmyError(
@@ -603,6 +720,7 @@ class Engine:
         slot.sampler = None
         slot.pending = []
         slot.next_token = None
+        slot.copy_from = None
         slot.stream = None
         slot.last_used = time.monotonic()
         slot.unsaved = True
@@ -675,3 +793,14 @@ def _load(entry: ModelEntry, options: EngineOptions) -> tuple[Model, Context]:
         model.close()
         raise
     return model, context
+
+
+def _choice(request: GenerationRequest, index: int) -> GenerationRequest:
+    """The request of choice ``index``: a seeded request's choices take consecutive
+    seeds, so that they differ and each repeats."""
+    seed = request.sampling.seed
+    if index == 0 or seed is None:
+        return request
+    return dataclasses.replace(
+        request, sampling=dataclasses.replace(request.sampling, seed=seed + index)
+    )

@@ -39,6 +39,9 @@ class SamplingParams:
     frequency_penalty: float = 0.0
     seed: int | None = None
     repeat_last_n: int = 64  # recent tokens the penalties look at (0: none; -1: the context)
+    # Added to the logits of these tokens before anything else (OpenAI's
+    # logit_bias: -100 all but bans a token, 100 all but forces it).
+    logit_bias: tuple[tuple[int, float], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,9 @@ class GenerationRequest:
     preserved: tuple[str, ...] = ()
     # The request's tools and the model's format: the caller parses the reply.
     tools: ToolRequest | None = None
+    # Log-probabilities: -1 none; k >= 0 each token's own and its k most likely
+    # alternatives, from the model's distribution before any sampling setting.
+    logprobs: int = -1
     label: str = ""  # who asked, for logs and the dashboard ("api", "chat", "cli")
     # Requests of different scopes never share cached prompt tokens (one scope per
     # API key): ``cached_tokens`` and the time to the first token would tell one
@@ -71,6 +77,22 @@ class Piece:
 
     text: str
     token_id: int | None
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """One generated token: its bytes, its log-probability under the model's own
+    distribution (the softmax of its logits, before temperature, penalties or any
+    other sampling setting), and the most likely tokens at that step."""
+
+    token_id: int
+    piece: bytes
+    logprob: float
+    top: tuple[tuple[int, bytes, float], ...] = ()
+
+    @property
+    def text(self) -> str:
+        return self.piece.decode("utf-8", errors="replace")
 
 
 _ids = itertools.count(1)
@@ -93,6 +115,14 @@ class Generation:
         self.first_token_at: float | None = None
         self.finished_at: float | None = None
         self._pieces: list[Piece] = []
+        self.logprobs: list[TokenLogprob] = []  # one per generated token, when asked for
+        # The other choices of the same request (n > 1): they wait with this one and
+        # copy its prompt's KV cache instead of reading the prompt again. The
+        # engine's to set and read.
+        self.followers: list[Generation] = []
+        # Every choice of the request this generation belongs to, in order (itself
+        # alone unless it asked for n > 1); set once, when it is submitted.
+        self.choices: tuple[Generation, ...] = (self,)
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._cancel = threading.Event()
@@ -205,12 +235,22 @@ class Generation:
         by the engine that runs it."""
         self.started_at = time.monotonic()
 
-    def emit(self, text: str, token_id: int | None, *, wake: bool = True) -> None:
-        """Add a piece; ``wake`` false leaves waking the readers to a later
-        :func:`wake_readers` that wakes several generations' readers at once.
-        Called only by the engine that runs this generation."""
+    def emit(
+        self,
+        text: str,
+        token_id: int | None,
+        *,
+        wake: bool = True,
+        logprob: TokenLogprob | None = None,
+    ) -> None:
+        """Add a piece (and its token's ``logprob``, when asked for); ``wake`` false
+        leaves waking the readers to a later :func:`wake_readers` that wakes
+        several generations' readers at once. Called only by the engine that runs
+        this generation."""
         now = time.monotonic()
         with self._lock:
+            if logprob is not None:
+                self.logprobs.append(logprob)
             if token_id is not None:
                 self.completion_tokens += 1
                 if self.first_token_at is None:

@@ -90,6 +90,7 @@ class SamplerSettings:
     seed: int
     grammar: str | None = None
     grammar_trigger_tokens: tuple[int, ...] = ()  # lazy grammar (see init_grammar_sampler)
+    logit_bias: tuple[tuple[int, float], ...] = ()
     penalty_last_n: int = 64
 
 
@@ -250,6 +251,19 @@ class Context:
             # 1: no KV slot for the batch; <0: a hard error. Either way this step failed.
             raise ShimmyError("generation_failed", "llama.cpp failed to decode", f"code {result}")
 
+    def logits(self, index: int, n_vocab: int) -> Any:
+        """The logits at batch position ``index`` of the last decode, as a numpy
+        view (valid until the next decode)."""
+        import numpy as np
+
+        pointer = llama_cpp.llama_get_logits_ith(self._ptr, index)
+        return np.ctypeslib.as_array(pointer, shape=(n_vocab,))
+
+    def copy_sequence(self, source: int, target: int) -> None:
+        """Make ``target`` hold what ``source`` holds (the copy of a stream's KV
+        buffer is made by llama.cpp before the next decode)."""
+        llama_cpp.llama_memory_seq_cp(self.memory, source, target, 0, -1)
+
     def forget(self, seq: int, start: int) -> None:
         """Drop the cached tokens of ``seq`` from position ``start`` on."""
         llama_cpp.llama_memory_seq_rm(self.memory, seq, start, -1)
@@ -393,6 +407,13 @@ class Sampler:
         self._ptr = llama_cpp.llama_sampler_chain_init(
             llama_cpp.llama_sampler_chain_default_params()
         )
+        if settings.logit_bias:
+            # First: a bias can lift a token into the cuts that follow.
+            biases = (llama_cpp.llama_logit_bias * len(settings.logit_bias))()
+            for entry, (token, bias) in zip(biases, settings.logit_bias, strict=True):
+                entry.token = token
+                entry.bias = bias
+            self._add(llama_cpp.llama_sampler_init_logit_bias(model.n_vocab, len(biases), biases))
         if settings.grammar is not None:
             # Parsed on the big-stack grammar thread, never on this one (the
             # engine's): see shimmy/models/grammar.py.
@@ -445,3 +466,19 @@ class Sampler:
         if self._ptr:
             llama_cpp.llama_sampler_free(self._ptr)
             self._ptr = None
+
+
+def log_probabilities(logits: Any, token: int, top: int) -> tuple[float, list[tuple[int, float]]]:
+    """``token``'s log-probability under the softmax of ``logits``, and the ``top``
+    most likely tokens with theirs, most likely first."""
+    import numpy as np
+
+    values = logits.astype(np.float64)
+    peak = float(values.max())
+    log_total = peak + float(np.log(np.exp(values - peak).sum()))
+    best: list[tuple[int, float]] = []
+    if top > 0:
+        candidates = np.argpartition(-values, min(top, len(values) - 1))[:top]
+        ranked = sorted(candidates, key=lambda i: -values[i])
+        best = [(int(i), float(values[i]) - log_total) for i in ranked]
+    return float(values[token]) - log_total, best

@@ -264,8 +264,11 @@ class ModelManager:
         cache_scope: str = "",
         tools: ToolRequest | None = None,
         keep_alive: float | None = None,
+        logprobs: int = -1,
+        n: int = 1,
     ) -> Generation:
-        """Render ``messages`` with the model's own template and submit them.
+        """Render ``messages`` with the model's own template and submit them; with
+        ``n`` > 1, as that many choices sharing the prompt (``Generation.choices``).
 
         With ``tools``, they are rendered the way the model's tool-call format
         wants (its template's ``tools``, or the generic system message), calls are
@@ -289,13 +292,14 @@ class ModelManager:
                 tools=plan.tools,
                 label=label,
                 cache_scope=cache_scope,
+                logprobs=logprobs,
             )
-            return engine.submit(request)
+            return engine.submit_choices(request, n)[0]
 
     def submit_prompt(
         self,
         name: str | None,
-        prompt: str,
+        prompt: str | Sequence[int],
         *,
         max_tokens: int,
         sampling: SamplingParams,
@@ -306,23 +310,29 @@ class ModelManager:
         cancel: threading.Event | None = None,
         cache_scope: str = "",
         keep_alive: float | None = None,
+        logprobs: int = -1,
+        n: int = 1,
     ) -> Generation:
-        """Submit a plain prompt. Unless ``raw``, it is sent as one user turn through
-        the model's chat template (as Ollama's generate does), since instruct
-        models answer poorly to bare text; a model without a template gets it raw.
+        """Submit a plain prompt (``n`` choices of it, as :meth:`submit_chat`). Unless
+        ``raw``, it is sent as one user turn through the model's chat template (as
+        Ollama's generate does), since instruct models answer poorly to bare text;
+        a model without a template gets it raw. A prompt of token ids is raw.
         ``grammar`` (GBNF, checked by the caller) constrains the reply."""
         with self._preparing(name, keep_alive) as engine:
-            if raw or engine.template.is_fallback:
+            if not isinstance(prompt, str) or raw or engine.template.is_fallback:
+                # Token ids are the model's own prompt, as they are (always raw).
+                tokens = engine.tokenize(prompt) if isinstance(prompt, str) else list(prompt)
                 request = GenerationRequest(
-                    prompt_tokens=engine.tokenize(prompt),
+                    prompt_tokens=tokens,
                     max_tokens=max_tokens,
                     sampling=sampling,
                     stop=tuple(stop),
                     grammar=grammar,
                     label=label,
                     cache_scope=cache_scope,
+                    logprobs=logprobs,
                 )
-                return engine.submit(request)
+                return engine.submit_choices(request, n)[0]
         return self.submit_chat(
             name,
             [{"role": "user", "content": prompt}],
@@ -334,6 +344,8 @@ class ModelManager:
             cancel=cancel,
             cache_scope=cache_scope,
             keep_alive=keep_alive,
+            logprobs=logprobs,
+            n=n,
         )
 
     @contextlib.contextmanager
@@ -355,7 +367,7 @@ class ModelManager:
     def embed(
         self,
         name: str | None,
-        inputs: Sequence[str],
+        inputs: Sequence[str | Sequence[int]],
         *,
         truncate: bool = False,
         keep_alive: float | None = None,

@@ -39,6 +39,9 @@ class Slot:
     produced: int = 0
     max_tokens: int = 0
     preserved: frozenset[int] = frozenset()  # special tokens whose text the reply keeps
+    # Another choice of the same request reads the prompt in this slot; this one
+    # copies its KV cache once it has (the slot and the generation it runs then).
+    copy_from: tuple[Slot, Generation] | None = None
     last_used: float = 0.0
     # The conversation left here by the last request may not be in the prompt
     # cache yet (see shimmy.models.engine.Engine._save_an_idle_slot).

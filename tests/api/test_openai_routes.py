@@ -366,9 +366,10 @@ def test_embeddings_float_and_base64_agree(sdk, http):
 @pytest.mark.parametrize(
     ("body", "words"),
     [
-        (chat_body(n=2), "n=1"),
+        (chat_body(n=0), "n: Input should be greater than or equal to 1"),
         (chat_body(messages=[]), "at least one message"),
-        (chat_body(logprobs=True), "logprobs"),
+        (chat_body(top_logprobs=3), "top_logprobs needs logprobs"),
+        (chat_body(logprobs=True, top_logprobs=21), "top_logprobs"),
         (
             chat_body(
                 messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]
@@ -395,10 +396,12 @@ def test_bad_chat_requests_are_400_with_a_clear_message(sdk, body, words):
 
 def test_bad_completion_and_embedding_requests(http):
     cases = [
-        ("/v1/completions", {"model": MODEL, "prompt": [1, 2, 3]}, "token arrays"),
+        ("/v1/completions", {"model": MODEL, "prompt": [1, -2, 3]}, "greater than or equal to 0"),
+        ("/v1/completions", {"model": MODEL, "prompt": [[1], ["a"]]}, "prompt"),
         ("/v1/completions", {"model": MODEL, "prompt": "x", "suffix": "y"}, "suffix"),
-        ("/v1/completions", {"model": MODEL, "prompt": "x", "n": 3}, "n=1"),
-        ("/v1/embeddings", {"model": MODEL, "input": [[1, 2]]}, "token arrays"),
+        ("/v1/completions", {"model": MODEL, "prompt": "x", "n": 0}, "n: Input should be"),
+        ("/v1/embeddings", {"model": MODEL, "input": [[]]}, "input"),
+        ("/v1/embeddings", {"model": MODEL, "input": [1.5, 2]}, "input"),
         ("/v1/embeddings", {"model": MODEL, "input": []}, "input"),
         ("/v1/embeddings", {"model": MODEL, "input": "x", "dimensions": 2}, "dimensions"),
     ]
@@ -406,6 +409,14 @@ def test_bad_completion_and_embedding_requests(http):
         response = http("POST", url, json=body)
         assert response.status_code == 400, (body, response.text)
         assert words in response.json()["error"]["message"], (body, response.text)
+
+
+def test_token_arrays_reach_the_manager_as_token_ids(http, manager):
+    body = {"model": MODEL, "prompt": [[5, 6], "text", [7]], "max_tokens": 2}
+    assert http("POST", "/v1/completions", json=body).status_code == 200
+    assert [c["prompt"] for c in manager.calls] == [[5, 6], "text", [7]]
+    response = http("POST", "/v1/embeddings", json={"model": MODEL, "input": [[1, 2], "ab"]})
+    assert response.status_code == 200 and len(response.json()["data"]) == 2
 
 
 def test_not_json_is_400(http):

@@ -224,12 +224,6 @@ def test_empty_messages_raise_bad_request(client):
     assert "messages" in err.value.message
 
 
-def test_n_above_one_is_a_clear_bad_request(client):
-    with pytest.raises(openai.BadRequestError) as err:
-        chat(client, n=2)
-    assert "n=1" in err.value.message
-
-
 def test_over_long_prompt_is_rejected_with_the_numbers(client):
     long = [{"role": "user", "content": "word " * 2000}]
     with pytest.raises(openai.BadRequestError) as err:
@@ -414,3 +408,159 @@ def test_non_streaming_client_that_leaves_cancels(small_server):
             timeout=httpx.Timeout(240, read=2),
         )
     assert seconds_until_idle(small_server.url) < FREED_WITHIN
+
+
+# -- logprobs --------------------------------------------------------------------------------
+
+
+def test_chat_logprobs_greedy_picks_the_top_token_and_tokens_make_the_content(client):
+    """The logprobs are the model's own distribution, before sampling settings: with
+    no penalty to move the pick, greedy takes the top token at every step."""
+    result = chat(
+        client,
+        temperature=0,
+        max_tokens=16,
+        logprobs=True,
+        top_logprobs=5,
+        extra_body={"repeat_penalty": 1.0},
+    )
+    content = result.choices[0].message.content
+    entries = result.choices[0].logprobs.content
+    assert len(entries) == result.usage.completion_tokens
+    assert "".join(e.token for e in entries) == content
+    for entry in entries:
+        assert entry.logprob <= 0 and bytes(entry.bytes).decode("utf-8", "replace") == entry.token
+        tops = [t.logprob for t in entry.top_logprobs]
+        assert len(tops) == 5 and tops == sorted(tops, reverse=True)
+        # Greedy: the chosen token is the most likely one, its logprob the top one.
+        assert entry.top_logprobs[0].token == entry.token
+        assert math.isclose(entry.logprob, tops[0], rel_tol=1e-6)
+        assert sum(math.exp(t) for t in tops) <= 1.0 + 1e-6
+
+
+def test_streamed_chat_logprobs_equal_the_whole_ones(client):
+    whole = chat(client, temperature=0, max_tokens=16, logprobs=True, top_logprobs=2)
+    entries, text = [], ""
+    for chunk in chat(
+        client, temperature=0, max_tokens=16, logprobs=True, top_logprobs=2, stream=True
+    ):
+        choice = chunk.choices[0]
+        text += choice.delta.content or ""
+        if choice.logprobs and choice.logprobs.content:
+            entries += choice.logprobs.content
+    assert text == whole.choices[0].message.content
+    assert [(e.token, round(e.logprob, 5)) for e in entries] == [
+        (e.token, round(e.logprob, 5)) for e in whole.choices[0].logprobs.content
+    ]
+
+
+def test_completion_logprobs_in_the_legacy_shape(client):
+    result = client.completions.create(
+        model=MODEL, prompt="1, 2, 3,", temperature=0, max_tokens=6, logprobs=3, echo=True
+    )
+    choice = result.choices[0]
+    logprobs = choice.logprobs
+    assert "".join(logprobs.tokens) == choice.text[len("1, 2, 3,") :]
+    assert logprobs.text_offset[0] == len("1, 2, 3,")
+    for token, offset in zip(logprobs.tokens, logprobs.text_offset, strict=True):
+        assert choice.text[offset : offset + len(token)] == token
+    for token, lp, top in zip(
+        logprobs.tokens, logprobs.token_logprobs, logprobs.top_logprobs, strict=True
+    ):
+        assert len(top) == 3 and max(top, key=top.get) == token and math.isclose(top[token], lp)
+
+
+def test_logprobs_are_off_unless_asked_and_bounded(client):
+    assert chat(client, max_tokens=2).choices[0].logprobs is None
+    with pytest.raises(openai.BadRequestError, match="top_logprobs"):
+        chat(client, max_tokens=2, logprobs=True, top_logprobs=21)
+    with pytest.raises(openai.BadRequestError, match="top_logprobs needs logprobs"):
+        chat(client, max_tokens=2, top_logprobs=2)
+
+
+# -- n choices -------------------------------------------------------------------------------
+
+
+def test_n_choices_stream_and_not_each_its_own(client):
+    result = chat(client, n=3, temperature=1.0, seed=11, max_tokens=12)
+    assert [c.index for c in result.choices] == [0, 1, 2]
+    texts = [c.message.content for c in result.choices]
+    assert len(set(texts)) > 1  # consecutive seeds: they differ
+    # The prompt is counted once, as OpenAI counts it.
+    single = chat(client, temperature=1.0, seed=11, max_tokens=12)
+    assert single.choices[0].message.content == texts[0]
+    assert result.usage.prompt_tokens == single.usage.prompt_tokens
+    assert result.usage.completion_tokens == sum(
+        chat(client, temperature=1.0, seed=11 + i, max_tokens=12).usage.completion_tokens
+        for i in range(3)
+    )
+    streamed = ["", "", ""]
+    finishes: dict[int, str] = {}
+    for chunk in chat(client, n=3, temperature=1.0, seed=11, max_tokens=12, stream=True):
+        for choice in chunk.choices:
+            streamed[choice.index] += choice.delta.content or ""
+            if choice.finish_reason:
+                finishes[choice.index] = choice.finish_reason
+    assert streamed == texts and set(finishes) == {0, 1, 2}
+
+
+def test_text_completion_n_per_prompt(client):
+    result = client.completions.create(
+        model=MODEL, prompt=["1, 2, 3,", "a, b, c,"], n=2, temperature=0, max_tokens=4
+    )
+    assert [c.index for c in result.choices] == [0, 1, 2, 3]
+    texts = [c.text for c in result.choices]
+    assert texts[0] == texts[1] and texts[2] == texts[3]  # greedy choices are alike
+    assert texts[0] != texts[2]
+
+
+def test_more_choices_than_slots_is_a_400(client, server):
+    with pytest.raises(openai.BadRequestError, match="n must be between 1 and"):
+        chat(client, n=64, max_tokens=2)
+
+
+# -- logit_bias, token arrays, embeddings that do not depend on their neighbours ------------------
+
+
+def test_logit_bias_bans_and_forces_tokens(client, tokenizer):
+    greedy = {"temperature": 0, "max_tokens": 8, "extra_body": {"repeat_penalty": 1.0}}
+    plain = chat(client, logprobs=True, **greedy)
+    first = plain.choices[0].logprobs.content[0].token
+    (first_id,) = tokenizer(first)  # the token it is (SmolLM2 adds no BOS)
+    banned = chat(client, logprobs=True, logit_bias={str(first_id): -100}, **greedy)
+    assert banned.choices[0].logprobs.content[0].token != first
+    (forced_id,) = tokenizer(" zebra")
+    forced = chat(client, temperature=0, max_tokens=3, logit_bias={str(forced_id): 100})
+    assert forced.choices[0].message.content.startswith(" zebra")
+    with pytest.raises(openai.BadRequestError, match="does not have"):
+        chat(client, max_tokens=2, logit_bias={"999999": 5})
+
+
+def test_a_token_array_prompt_is_the_text_prompt(client, tokenizer):
+    text = "1, 2, 3, 4,"
+    tokens = tokenizer(text)
+    by_text = client.completions.create(model=MODEL, prompt=text, temperature=0, max_tokens=6)
+    by_tokens = client.completions.create(model=MODEL, prompt=tokens, temperature=0, max_tokens=6)
+    assert by_tokens.choices[0].text == by_text.choices[0].text
+    assert by_tokens.usage.prompt_tokens == len(tokens)
+    echoed = client.completions.create(
+        model=MODEL, prompt=tokens, temperature=0, max_tokens=2, echo=True
+    )
+    assert echoed.choices[0].text.startswith(text)
+
+
+def test_embeddings_do_not_depend_on_what_else_is_embedded(client, tokenizer):
+    def vectors(inputs: list[Any]) -> list[list[float]]:
+        result = client.embeddings.create(model=MODEL, input=inputs, encoding_format="float")
+        return [d.embedding for d in result.data]
+
+    alone = vectors(["The cat sat on the mat."])[0]
+    again = vectors(["The cat sat on the mat."])[0]
+    beside = vectors(
+        ["A long sentence about markets and rain. " * 5, "The cat sat on the mat.", "x"]
+    )[1]
+    for other in (again, beside):
+        assert max(abs(a - b) for a, b in zip(alone, other, strict=True)) < 1e-4
+    # The same text as token ids (mixed with text in one request) gives its vector.
+    as_tokens = vectors(["x", tokenizer("The cat sat on the mat.")])[1]
+    assert max(abs(a - b) for a, b in zip(alone, as_tokens, strict=True)) < 1e-4

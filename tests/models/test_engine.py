@@ -527,3 +527,45 @@ def test_repeat_last_n_zero_turns_the_penalties_off(engine):
     plain = text(temperature=0.0, repeat_penalty=1.0)
     assert text(temperature=0.0, repeat_penalty=1.8, repeat_last_n=0) == plain
     assert text(temperature=0.0, repeat_penalty=1.8, repeat_last_n=64) != plain
+
+
+# -- several choices of one request (n > 1) --------------------------------------------------
+
+
+def test_choices_share_the_prompt_and_each_is_what_it_would_be_alone(engine):
+    """Three seeded choices: the prompt is read once (the others copy its KV
+    cache), choice i samples with seed + i, and each gives exactly the text a
+    request with that seed gives alone."""
+    tokens = engine.chat_tokens([{"role": "user", "content": "Write a poem about the sea."}])
+    params = SamplingParams(temperature=1.0, seed=40)
+    request = GenerationRequest(tokens, max_tokens=20, sampling=params)
+    read_before = engine.prompt_tokens_read
+    choices = engine.submit_choices(request, 3)
+    assert all(c.choices == tuple(choices) for c in choices)
+    texts = [c.text(timeout=120) for c in choices]
+    assert engine.prompt_tokens_read - read_before <= len(tokens)  # read once, not three times
+    alone = [
+        engine.submit(
+            GenerationRequest(tokens, max_tokens=20, sampling=SamplingParams(1.0, seed=40 + i))
+        ).text(timeout=120)
+        for i in range(3)
+    ]
+    assert texts == alone
+    assert len(set(texts)) > 1
+    assert all(c.completion_tokens == 20 and c.prompt_tokens == len(tokens) for c in choices)
+
+
+def test_greedy_choices_are_alike_and_a_cancelled_one_does_not_stop_the_others(engine):
+    tokens = engine.chat_tokens([{"role": "user", "content": "Name a colour."}])
+    choices = engine.submit_choices(GenerationRequest(tokens, max_tokens=10, sampling=GREEDY), 3)
+    choices[1].cancel()
+    assert choices[0].text(timeout=120) == choices[2].text(timeout=120)
+    choices[1].wait(120)
+    assert choices[1].finish_reason == "cancelled"
+    eventually(lambda: engine.idle, 30, what="the slots freed")
+
+
+def test_more_choices_than_slots_is_refused(engine):
+    tokens = engine.chat_tokens([{"role": "user", "content": "Hi"}])
+    with pytest.raises(ShimmyError, match=f"n must be between 1 and {engine.n_parallel}"):
+        engine.submit_choices(GenerationRequest(tokens, max_tokens=2), engine.n_parallel + 1)

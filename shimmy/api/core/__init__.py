@@ -18,6 +18,7 @@ shape. Everything they share lives here, once:
 - :mod:`.streams`: the SSE and NDJSON framings and the response that sends
   them;
 - :mod:`.replies`: a reply as text and tool calls, streamed or whole;
+- :mod:`.logprobs`: token log-probabilities handed out with their text;
 - :mod:`.usage`: token counts for usage blocks.
 
 Adding a dialect
@@ -38,6 +39,7 @@ drives the real ``shimmy serve`` with the vendor's own client library (tests/e2e
 """
 
 from shimmy.api.core.bodies import read_body
+from shimmy.api.core.logprobs import LogprobCursor
 from shimmy.api.core.replies import Reply, reply_events, whole_reply
 from shimmy.api.core.streams import (
     NDJSON_MEDIA_TYPE,
@@ -57,6 +59,7 @@ __all__ = [
     "SSE_MEDIA_TYPE",
     "ClientGone",
     "EventStream",
+    "LogprobCursor",
     "Reply",
     "Usage",
     "Watch",

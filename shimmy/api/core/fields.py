@@ -39,8 +39,28 @@ SAMPLING_FIELDS = tuple(f.name for f in dataclasses.fields(SamplingParams))
 
 def sampling_of(body: BaseModel) -> SamplingParams:
     """The engine's sampling parameters from those a request body has, by name
-    (a body without a field leaves the engine's default)."""
+    (a body without a field leaves the engine's default; ``logit_bias`` comes as
+    OpenAI's map of token ids to biases)."""
     fields = type(body).model_fields
-    return SamplingParams(
-        **{name: getattr(body, name) for name in SAMPLING_FIELDS if name in fields}
-    )
+    values = {name: getattr(body, name) for name in SAMPLING_FIELDS if name in fields}
+    bias = values.pop("logit_bias", None)
+    if bias:
+        values["logit_bias"] = tuple((int(token), float(value)) for token, value in bias.items())
+    return SamplingParams(**values)
+
+
+MAX_LOGIT_BIAS = 1024  # tokens a request may bias
+
+
+def check_logit_bias(value: dict[str, float] | None) -> dict[str, float] | None:
+    """OpenAI's ``logit_bias``: token ids (as strings) to biases in [-100, 100]."""
+    if not value:
+        return value
+    if len(value) > MAX_LOGIT_BIAS:
+        raise ValueError(f"at most {MAX_LOGIT_BIAS} tokens may be biased")
+    for token, bias in value.items():
+        if not token.strip().isdigit():
+            raise ValueError(f"keys must be token ids, got {token[:20]!r}")
+        if not -100 <= bias <= 100:
+            raise ValueError(f"biases must be between -100 and 100, got {bias}")
+    return value

@@ -27,8 +27,11 @@ class Usage:
 
     @classmethod
     def of_all(cls, generations: Sequence[Generation]) -> Usage:
+        """Summed over ``generations``; the choices of one request (n > 1) share
+        its prompt, which is counted once, as OpenAI counts it."""
+        prompts = {id(g.choices[0]): g.choices[0] for g in generations}.values()
         return cls(
-            prompt_tokens=sum(g.prompt_tokens for g in generations),
+            prompt_tokens=sum(g.prompt_tokens for g in prompts),
             completion_tokens=sum(g.completion_tokens for g in generations),
-            cached_tokens=sum(g.cached_tokens for g in generations),
+            cached_tokens=sum(g.cached_tokens for g in prompts),
         )

@@ -21,6 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from shimmy.api.core import (
     SSE_DONE,
     EventStream,
+    LogprobCursor,
     read_body,
     reply_events,
     sse_event,
@@ -30,6 +31,8 @@ from shimmy.api.core import (
 from shimmy.api.core.watch import Submit
 from shimmy.api.dialects.openai.schemas import ChatCompletionBody, CompletionBody, EmbeddingBody
 from shimmy.api.dialects.openai.shapes import (
+    chat_logprobs,
+    completion_logprobs,
     encode_vector,
     finish_reason,
     header,
@@ -62,6 +65,27 @@ def token_limit(manager: ModelManager, requested: int | None) -> int:
     means as many as the limit allows (the engine clamps it to the context)."""
     limit = manager.settings.max_tokens_limit
     return limit if requested is None else min(requested, limit)
+
+
+def echo_of(manager: ModelManager, model: str, prompt: str | list[int]) -> str:
+    """The prompt as ``echo`` shows it: its text, or the text of its token ids."""
+    return prompt if isinstance(prompt, str) else manager.engine(model).detokenize(prompt)
+
+
+def chat_choice(index: int, generation: Generation, logprobs: bool) -> dict[str, Any]:
+    """One finished choice of a chat completion: its message (text, or tool calls
+    with any text around them), its logprobs if asked, its finish reason."""
+    reason = finish_reason(generation)
+    reply = whole_reply(generation)
+    message: dict[str, Any] = {"role": "assistant", "content": reply.content, "refusal": None}
+    entries = None
+    if reply.calls:
+        message["tool_calls"] = [tool_call(call) for call in reply.calls]
+        reason = "tool_calls"
+    elif logprobs:
+        text_bytes = len((reply.content or "").encode())
+        entries = chat_logprobs(LogprobCursor(generation).rest(text_bytes))
+    return {"index": index, "message": message, "logprobs": entries, "finish_reason": reason}
 
 
 def build_router(manager: ModelManager) -> APIRouter:
@@ -106,43 +130,35 @@ def build_router(manager: ModelManager) -> APIRouter:
                 cancel=cancel,
                 cache_scope=scope,
                 tools=tools,
+                logprobs=body.logprob_count,
+                n=body.n,
             )
             attach_generation(generation)  # for the dashboard's request log
             return generation
 
         async with watching(request) as watch:
-            generation = await watch.submit(submit)
+            generations = list((await watch.submit(submit)).choices)
             obj = "chat.completion.chunk" if body.stream else "chat.completion"
-            meta = header("chatcmpl", obj, generation.model)
+            meta = header("chatcmpl", obj, generations[0].model)
             if body.stream:
                 return EventStream(
-                    chat_chunks(generation, meta, body.include_usage),
+                    chat_chunks(generations, meta, body.include_usage, body.logprobs is True),
                     watch=watch,
-                    generations=[generation],
+                    generations=generations,
                 )
-            await watch.finish([generation])
-        reason = finish_reason(generation)
-        reply = whole_reply(generation)
-        message: dict[str, Any] = {"role": "assistant", "content": reply.content, "refusal": None}
-        if reply.calls:
-            message["tool_calls"] = [tool_call(call) for call in reply.calls]
-            reason = "tool_calls"
-        return JSONResponse(
-            {
-                **meta,
-                "choices": [
-                    {"index": 0, "message": message, "logprobs": None, "finish_reason": reason}
-                ],
-                "usage": usage([generation]),
-            }
-        )
+            await watch.finish(generations)
+        choices = [
+            chat_choice(index, generation, body.logprobs is True)
+            for index, generation in enumerate(generations)
+        ]
+        return JSONResponse({**meta, "choices": choices, "usage": usage(generations)})
 
     @router.post("/completions", response_model=None)
     async def completions(request: Request) -> Response:
         body = await read_body(request, CompletionBody, invalid_body)
         scope = cache_scope(request.scope)
 
-        def submitter(prompt: str) -> Submit:
+        def submitter(prompt: str | list[int]) -> Submit:
             def submit(cancel: threading.Event) -> Generation:
                 return manager.submit_prompt(
                     body.model,
@@ -154,32 +170,47 @@ def build_router(manager: ModelManager) -> APIRouter:
                     label="openai",
                     cancel=cancel,
                     cache_scope=scope,
+                    logprobs=body.logprob_count,
+                    n=body.n,
                 )
 
             return submit
 
         prompts = body.prompts
         async with watching(request) as watch:
-            generations = await watch.submit_all([submitter(p) for p in prompts])
+            firsts = await watch.submit_all([submitter(p) for p in prompts])
+            # Each prompt's n choices, one after another (OpenAI's order of indexes).
+            generations = [choice for first in firsts for choice in first.choices]
             attach_generation(generations[0])  # the request log shows one per request
             meta = header("cmpl", "text_completion", generations[0].model)
-            echoes = prompts if body.echo else [""] * len(prompts)
+            echoes = [
+                echo_of(manager, generations[0].model, p) if body.echo else ""
+                for p in prompts
+                for _ in range(body.n)
+            ]
             if body.stream:
                 return EventStream(
-                    completion_chunks(generations, echoes, meta, body.include_usage),
+                    completion_chunks(
+                        generations, echoes, meta, body.include_usage, body.logprobs is not None
+                    ),
                     watch=watch,
                     generations=generations,
                 )
             await watch.finish(generations)
-        choices = [
-            {
-                "text": echo + generation.output,
-                "index": index,
-                "logprobs": None,
-                "finish_reason": finish_reason(generation),
-            }
-            for index, (generation, echo) in enumerate(zip(generations, echoes, strict=True))
-        ]
+        choices = []
+        for index, (generation, echo) in enumerate(zip(generations, echoes, strict=True)):
+            logprobs = None
+            if body.logprobs is not None:
+                entries = LogprobCursor(generation).rest(len(generation.output.encode()))
+                logprobs = completion_logprobs(entries, len(echo))
+            choices.append(
+                {
+                    "text": echo + generation.output,
+                    "index": index,
+                    "logprobs": logprobs,
+                    "finish_reason": finish_reason(generation),
+                }
+            )
         return JSONResponse({**meta, "choices": choices, "usage": usage(generations)})
 
     @router.post("/embeddings")
@@ -211,41 +242,63 @@ def build_router(manager: ModelManager) -> APIRouter:
 
 
 async def chat_chunks(
-    generation: Generation, meta: dict[str, Any], include_usage: bool
+    generations: Sequence[Generation],
+    meta: dict[str, Any],
+    include_usage: bool,
+    logprobs: bool = False,
 ) -> AsyncIterator[str]:
-    """Chunks as OpenAI sends them: the role first, then content deltas, then an
-    empty delta with the finish reason, then (if asked) the usage, then [DONE]."""
-
-    def chunk(delta: dict[str, Any], reason: str | None = None) -> str:
-        data: dict[str, Any] = {
-            **meta,
-            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": reason}],
-        }
-        if include_usage:
-            data["usage"] = None
-        return sse_event(data)
-
+    """Chunks as OpenAI sends them, choice after choice (each chunk names its
+    ``index``): the role first, then content deltas (with their tokens' logprobs,
+    if asked) or tool-call deltas, then an empty delta with the finish reason;
+    after the last choice the usage (if asked), then [DONE]."""
     try:
-        yield chunk({"role": "assistant", "content": ""})
-        called = False
-        async for event in reply_events(generation):
-            if isinstance(event, TextDelta):
-                yield chunk({"content": event.text})
-            elif isinstance(event, CallStarted):
-                called = True
-                start = {"index": event.index, **tool_call(ToolCall(event.id, event.name, ""))}
-                yield chunk({"tool_calls": [start]})
-            else:
-                arguments = {"index": event.index, "function": {"arguments": event.text}}
-                yield chunk({"tool_calls": [arguments]})
-        reason = finish_reason(generation)
-        yield chunk({}, "tool_calls" if called and reason == "stop" else reason)
+        for index, generation in enumerate(generations):
+            async for data in _choice_chunks(index, generation, meta, include_usage, logprobs):
+                yield data
         if include_usage:
-            yield sse_event({**meta, "choices": [], "usage": usage([generation])})
+            yield sse_event({**meta, "choices": [], "usage": usage(generations)})
     except ShimmyError as exc:
         # The openai SDKs raise an APIError for a chunk with an "error" key.
         yield sse_event(exc.to_dict())
     yield SSE_DONE
+
+
+async def _choice_chunks(
+    index: int,
+    generation: Generation,
+    meta: dict[str, Any],
+    include_usage: bool,
+    logprobs: bool,
+) -> AsyncIterator[str]:
+    cursor = LogprobCursor(generation) if logprobs else None
+    released = 0
+
+    def chunk(delta: dict[str, Any], reason: str | None = None, entries: Any = None) -> str:
+        choice = {"index": index, "delta": delta, "logprobs": entries, "finish_reason": reason}
+        data: dict[str, Any] = {**meta, "choices": [choice]}
+        if include_usage:
+            data["usage"] = None
+        return sse_event(data)
+
+    yield chunk({"role": "assistant", "content": ""})
+    called = False
+    async for event in reply_events(generation):
+        if isinstance(event, TextDelta):
+            entries = None
+            if cursor is not None:
+                released += len(event.text.encode())
+                entries = chat_logprobs(cursor.released(released))
+            yield chunk({"content": event.text}, entries=entries)
+        elif isinstance(event, CallStarted):
+            called = True
+            start = {"index": event.index, **tool_call(ToolCall(event.id, event.name, ""))}
+            yield chunk({"tool_calls": [start]})
+        else:
+            arguments = {"index": event.index, "function": {"arguments": event.text}}
+            yield chunk({"tool_calls": [arguments]})
+    reason = finish_reason(generation)
+    last = chat_logprobs(cursor.rest(released)) if cursor is not None and not called else None
+    yield chunk({}, "tool_calls" if called and reason == "stop" else reason, last)
 
 
 async def completion_chunks(
@@ -253,14 +306,18 @@ async def completion_chunks(
     echoes: Sequence[str],
     meta: dict[str, Any],
     include_usage: bool,
+    logprobs: bool = False,
 ) -> AsyncIterator[str]:
     """Text completion chunks, one prompt after another (each chunk names its
-    prompt's ``index``), then the usage if asked, then [DONE]."""
+    prompt's ``index``, and carries its tokens' logprobs if asked), then the
+    usage if asked, then [DONE]."""
 
-    def chunk(index: int, text: str, reason: str | None = None) -> str:
+    def chunk(index: int, text: str, reason: str | None = None, entries: Any = None) -> str:
         data: dict[str, Any] = {
             **meta,
-            "choices": [{"text": text, "index": index, "logprobs": None, "finish_reason": reason}],
+            "choices": [
+                {"text": text, "index": index, "logprobs": entries, "finish_reason": reason}
+            ],
         }
         if include_usage:
             data["usage"] = None
@@ -268,12 +325,24 @@ async def completion_chunks(
 
     try:
         for index, (generation, echo) in enumerate(zip(generations, echoes, strict=True)):
+            cursor = LogprobCursor(generation) if logprobs else None
+            offset = len(echo)  # where the next token's text begins in the choice's text
+            released = 0
             if echo:
                 yield chunk(index, echo)
             async for piece in generation.stream():
                 if piece.text:
-                    yield chunk(index, piece.text)
-            yield chunk(index, "", finish_reason(generation))
+                    entries = None
+                    if cursor is not None:
+                        released += len(piece.text.encode())
+                        taken = cursor.released(released)
+                        entries = completion_logprobs(taken, offset)
+                        offset += sum(len(e.text) for e in taken)
+                    yield chunk(index, piece.text, entries=entries)
+            last = None
+            if cursor is not None:
+                last = completion_logprobs(cursor.rest(released), offset)
+            yield chunk(index, "", finish_reason(generation), last)
         if include_usage:
             yield sse_event({**meta, "choices": [], "usage": usage(generations)})
     except ShimmyError as exc:

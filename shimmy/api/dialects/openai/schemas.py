@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from shimmy.api.core.fields import check_stop, sampling_of, stop_strings
+from shimmy.api.core.fields import check_logit_bias, check_stop, sampling_of, stop_strings
 from shimmy.errors import ShimmyError
 from shimmy.models.generation import SamplingParams
 from shimmy.models.tools import Tool, ToolChoice, ToolRequest
@@ -26,6 +26,9 @@ from shimmy.models.tools.spec import MAX_DESCRIPTION, MAX_TOOLS, check_tools
 _ENGINE = SamplingParams()
 
 MAX_PROMPTS = 16
+MAX_TOKEN_ARRAY = 128 * 1024  # ids in one token-array prompt or input
+MAX_CHOICES = 128  # n; a model's --parallel slots are the real bound
+MAX_TOP_LOGPROBS = 20  # OpenAI's bound for chat; completions take as many
 MAX_ARGUMENTS = 256 * 1024  # a call's arguments in the history, as JSON text
 MAX_EMBEDDING_INPUTS = 2048
 
@@ -39,19 +42,21 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="ignore", strict=True)
 
 
-def _no_token_arrays(value: Any) -> Any:
-    """Token ids are meaningful only for one tokenizer (clients compute OpenAI's);
-    say so instead of pydantic's puzzling union error."""
-    if (
-        isinstance(value, list)
-        and value
-        and all(
-            isinstance(v, int) or (isinstance(v, list) and all(isinstance(t, int) for t in v))
-            for v in value
-        )
-    ):
-        raise ValueError("token arrays are not supported: send text")
-    return value
+# Token ids are the model's own (its vocabulary, not OpenAI's); the engine
+# checks each is one of the model's tokens.
+Tokens = Annotated[
+    list[Annotated[int, Field(ge=0)]], Field(min_length=1, max_length=MAX_TOKEN_ARRAY)
+]
+
+
+def one_of_each(value: Any) -> list[Any]:
+    """A prompt or input as a list of its items: a string or a token array alone
+    is one item; a list of strings or of token arrays is several."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list) and value and all(isinstance(v, int) for v in value):
+        return [value]
+    return list(value)
 
 
 class TextPart(_Body):
@@ -156,7 +161,7 @@ class _Sampling(_Body):
     seed: int | None = None
     presence_penalty: float = Field(default=_ENGINE.presence_penalty, ge=-2.0, le=2.0)
     frequency_penalty: float = Field(default=_ENGINE.frequency_penalty, ge=-2.0, le=2.0)
-    n: int = 1
+    n: int = Field(default=1, ge=1, le=MAX_CHOICES)  # the model's slots bound it too
     stream: bool = False
     stream_options: StreamOptions | None = None
     user: str | None = None  # accepted and ignored
@@ -164,13 +169,12 @@ class _Sampling(_Body):
     top_k: int = Field(default=_ENGINE.top_k, ge=0)
     min_p: float = Field(default=_ENGINE.min_p, ge=0.0, le=1.0)
     repeat_penalty: float = Field(default=_ENGINE.repeat_penalty, gt=0.0)
+    logit_bias: dict[str, float] | None = None
 
-    @field_validator("n")
+    @field_validator("logit_bias")
     @classmethod
-    def _one_choice(cls, value: int) -> int:
-        if value != 1:
-            raise ValueError("only n=1 is supported: send one request per choice")
-        return value
+    def _bounded_bias(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        return check_logit_bias(value)
 
     @field_validator("stop")
     @classmethod
@@ -196,7 +200,7 @@ class ChatCompletionBody(_Sampling):
     max_completion_tokens: int | None = Field(default=None, ge=1)
     response_format: dict[str, Any] | None = None
     logprobs: bool | None = None
-    top_logprobs: int | None = None
+    top_logprobs: int | None = Field(default=None, ge=0, le=MAX_TOP_LOGPROBS)
     tools: list[ToolDefinition] | None = Field(default=None, max_length=MAX_TOOLS)
     tool_choice: Literal["auto", "none", "required"] | NamedToolChoice | None = None
     parallel_tool_calls: bool = True
@@ -210,9 +214,14 @@ class ChatCompletionBody(_Sampling):
 
     @model_validator(mode="after")
     def _supported(self) -> ChatCompletionBody:
-        if self.logprobs:
-            raise ValueError("logprobs are not supported")
+        if self.top_logprobs is not None and not self.logprobs:
+            raise ValueError("top_logprobs needs logprobs to be true")
         return self
+
+    @property
+    def logprob_count(self) -> int:
+        """The engine's ``logprobs``: -1 none, else how many alternatives per token."""
+        return (self.top_logprobs or 0) if self.logprobs else -1
 
     def tool_request(self) -> ToolRequest | None:
         """The tools and the choice over them (``auto`` when tools are given and no
@@ -247,23 +256,21 @@ class ChatCompletionBody(_Sampling):
 class CompletionBody(_Sampling):
     """``POST /v1/completions`` (the legacy text completion API)."""
 
-    prompt: str | list[str]
+    prompt: str | Tokens | list[str | Tokens]
     max_tokens: int | None = Field(default=16, ge=1)
     echo: bool = False
     suffix: str | None = None
     best_of: int | None = None
-    logprobs: int | None = None
-
-    _prompt_text = field_validator("prompt", mode="before")(_no_token_arrays)
+    logprobs: int | None = Field(default=None, ge=0, le=MAX_TOP_LOGPROBS)
 
     @field_validator("prompt")
     @classmethod
-    def _prompts(cls, value: str | list[str]) -> str | list[str]:
-        if isinstance(value, list):
-            if not value:
-                raise ValueError("must contain at least one prompt")
-            if len(value) > MAX_PROMPTS:
-                raise ValueError(f"at most {MAX_PROMPTS} prompts are allowed in one request")
+    def _prompts(cls, value: Any) -> Any:
+        prompts = one_of_each(value)
+        if not prompts:
+            raise ValueError("must contain at least one prompt")
+        if len(prompts) > MAX_PROMPTS:
+            raise ValueError(f"at most {MAX_PROMPTS} prompts are allowed in one request")
         return value
 
     @model_validator(mode="after")
@@ -272,26 +279,32 @@ class CompletionBody(_Sampling):
             raise ValueError("suffix (fill-in-the-middle) is not supported")
         if self.best_of not in (None, 1):
             raise ValueError("only best_of=1 is supported")
-        if self.logprobs:
-            raise ValueError("logprobs are not supported")
         return self
 
     @property
-    def prompts(self) -> list[str]:
-        return [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)
+    def logprob_count(self) -> int:
+        return -1 if self.logprobs is None else self.logprobs
+
+    @property
+    def prompts(self) -> list[str | list[int]]:
+        """Each prompt: text, or the model's token ids."""
+        return one_of_each(self.prompt)
 
 
 class EmbeddingBody(_Body):
     """``POST /v1/embeddings``."""
 
     model: str = Field(min_length=1)
-    input: str | Annotated[list[str], Field(min_length=1, max_length=MAX_EMBEDDING_INPUTS)]
+    input: (
+        str
+        | Tokens
+        | Annotated[list[str | Tokens], Field(min_length=1, max_length=MAX_EMBEDDING_INPUTS)]
+    )
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = Field(default=None, ge=1)
     user: str | None = None
 
-    _input_text = field_validator("input", mode="before")(_no_token_arrays)
-
     @property
-    def inputs(self) -> list[str]:
-        return [self.input] if isinstance(self.input, str) else list(self.input)
+    def inputs(self) -> list[str | list[int]]:
+        """Each input: text, or the model's token ids."""
+        return one_of_each(self.input)

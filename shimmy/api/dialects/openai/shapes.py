@@ -12,7 +12,7 @@ from typing import Any
 from shimmy import __version__
 from shimmy.api.core import Usage
 from shimmy.errors import ShimmyError
-from shimmy.models.generation import FINISH_CANCELLED, FINISH_LENGTH, Generation
+from shimmy.models.generation import FINISH_CANCELLED, FINISH_LENGTH, Generation, TokenLogprob
 from shimmy.models.registry import ModelEntry
 from shimmy.models.tools import ToolCall
 
@@ -36,6 +36,46 @@ def tool_call(call: ToolCall) -> dict[str, Any]:
         "id": call.id,
         "type": "function",
         "function": {"name": call.name, "arguments": call.arguments},
+    }
+
+
+def chat_logprobs(entries: Sequence[TokenLogprob]) -> dict[str, Any]:
+    """OpenAI's chat ``logprobs``: each token with its log-probability, its bytes
+    and the most likely tokens at that step."""
+
+    def token(piece: bytes, logprob: float) -> dict[str, Any]:
+        return {
+            "token": piece.decode("utf-8", errors="replace"),
+            "logprob": logprob,
+            "bytes": list(piece),
+        }
+
+    return {
+        "content": [
+            {
+                **token(e.piece, e.logprob),
+                "top_logprobs": [token(piece, lp) for _, piece, lp in e.top],
+            }
+            for e in entries
+        ],
+        "refusal": None,
+    }
+
+
+def completion_logprobs(entries: Sequence[TokenLogprob], offset: int) -> dict[str, Any]:
+    """The legacy completions ``logprobs``; ``offset`` is where the first token's
+    text begins in the choice's text."""
+    offsets = []
+    for entry in entries:
+        offsets.append(offset)
+        offset += len(entry.text)
+    return {
+        "tokens": [e.text for e in entries],
+        "token_logprobs": [e.logprob for e in entries],
+        "top_logprobs": [
+            {piece.decode("utf-8", errors="replace"): lp for _, piece, lp in e.top} for e in entries
+        ],
+        "text_offset": offsets,
     }
 
 
