@@ -18,8 +18,8 @@ import re
 from typing import Annotated, Any
 
 from pydantic import (
-    AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     field_validator,
@@ -30,11 +30,19 @@ from shimmy.api.core.fields import check_stop, stop_strings
 from shimmy.models.generation import SamplingParams
 from shimmy.models.grammar import JSON_OBJECT_GBNF, grammar_for_schema
 from shimmy.models.tools import Tool, ToolRequest
-from shimmy.models.tools.spec import MAX_DESCRIPTION, MAX_TOOLS
+from shimmy.models.tools.spec import MAX_DESCRIPTION, MAX_TOOLS, check_tools
 
 MAX_EMBEDDING_INPUTS = 2048
 MAX_MESSAGES = 4096
+MAX_NAME = 300  # a model name, as long as an alias may be
+MAX_ARGUMENTS = 256 * 1024  # a call's arguments in the history, as JSON text
+MAX_DURATION_TEXT = 64
+MAX_TOP_K = 1 << 20  # more than any vocabulary; llama.cpp takes an int32
+MAX_PENALTY_WINDOW = 1 << 20  # repeat_last_n, within llama.cpp's int32
 FOREVER = -1.0  # a keep-alive that never runs out
+# Longer than this is forever: Go's longest duration (about 292 years), which
+# Ollama's clients cannot exceed, and what /api/ps can still write as a date.
+LONGEST_KEEP_ALIVE = 292 * 365 * 86400.0
 
 # Ollama's own defaults (its api.DefaultOptions), which its clients expect when
 # they send no options: not the engine's.
@@ -75,6 +83,8 @@ def keep_alive_seconds(value: float | str | None) -> float | None:
         seconds = float(value)
     else:
         text = value.strip()
+        if len(text) > MAX_DURATION_TEXT:
+            raise ValueError(f"keep_alive may be at most {MAX_DURATION_TEXT} characters")
         if not text:
             return None
         try:
@@ -83,7 +93,7 @@ def keep_alive_seconds(value: float | str | None) -> float | None:
             seconds = _go_duration(text)
     if math.isnan(seconds):
         raise ValueError("keep_alive is not a number")
-    return FOREVER if seconds < 0 else seconds
+    return FOREVER if seconds < 0 or seconds >= LONGEST_KEEP_ALIVE else seconds
 
 
 def _go_duration(text: str) -> float:
@@ -94,33 +104,40 @@ def _go_duration(text: str) -> float:
     return sign * sum(float(number) * _UNIT_SECONDS[unit] for number, unit in parts)
 
 
-def _valid_keep_alive(value: float | str | None) -> float | str | None:
-    keep_alive_seconds(value)  # raises ValueError for what is no duration
+def _valid_keep_alive(value: Any) -> Any:
+    if not isinstance(value, int | float | str | None):
+        raise ValueError("keep_alive must be a duration like '5m' or a number of seconds")
+    keep_alive_seconds(value)  # raises ValueError for what is no duration (or true)
     return value
 
 
-KeepAlive = Annotated[float | str | None, AfterValidator(_valid_keep_alive)]
+# Checked as sent: pydantic would read true as 1 second.
+KeepAlive = Annotated[float | str | None, BeforeValidator(_valid_keep_alive)]
 
 
 class _Body(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    # No NaN or Infinity (which Python's JSON reads) where a number belongs.
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
+
+
+ModelName = Annotated[str, Field(min_length=1, max_length=MAX_NAME)]
 
 
 class Options(_Body):
     """The options Ollama's ``options`` holds that change shimmy's answer."""
 
-    temperature: float | None = Field(default=None, ge=0.0)
+    temperature: float | None = Field(default=None, ge=0.0, le=100.0)
     top_p: float | None = Field(default=None, ge=0.0, le=1.0)
-    top_k: int | None = Field(default=None, ge=0)
+    top_k: int | None = Field(default=None, ge=0, le=MAX_TOP_K)
     min_p: float | None = Field(default=None, ge=0.0, le=1.0)
-    repeat_penalty: float | None = Field(default=None, ge=0.0)
-    repeat_last_n: int | None = Field(default=None, ge=-1)
-    presence_penalty: float | None = None
-    frequency_penalty: float | None = None
-    seed: int | None = None
+    repeat_penalty: float | None = Field(default=None, ge=0.0, le=100.0)
+    repeat_last_n: int | None = Field(default=None, ge=-1, le=MAX_PENALTY_WINDOW)
+    presence_penalty: float | None = Field(default=None, ge=-100.0, le=100.0)
+    frequency_penalty: float | None = Field(default=None, ge=-100.0, le=100.0)
+    seed: int | None = Field(default=None, ge=-(2**63), lt=2**64)
     stop: list[str] | None = None
-    num_predict: int | None = None
-    num_ctx: int | None = Field(default=None, ge=0)  # see the module docstring
+    num_predict: int | None = Field(default=None, ge=-2, lt=2**63)
+    num_ctx: int | None = Field(default=None, ge=0, lt=2**63)  # see the module docstring
 
     @field_validator("stop")
     @classmethod
@@ -153,7 +170,7 @@ class Options(_Body):
 class _Generating(_Body):
     """What /api/chat and /api/generate share."""
 
-    model: str = Field(min_length=1)
+    model: ModelName
     stream: bool = True
     format: str | dict[str, Any] | None = None
     options: Options = Field(default_factory=Options)
@@ -206,7 +223,7 @@ class _Generating(_Body):
 
 
 class ToolFunction(_Body):
-    name: str
+    name: str = Field(max_length=64)  # which characters: check_tools
     description: str | None = Field(default=None, max_length=MAX_DESCRIPTION)
     parameters: dict[str, Any] | None = None
 
@@ -225,7 +242,9 @@ class ToolDefinition(_Body):
 
 class CalledFunction(_Body):
     name: str = Field(min_length=1, max_length=64)
-    arguments: dict[str, Any] | str = Field(default_factory=dict)
+    arguments: dict[str, Any] | Annotated[str, Field(max_length=MAX_ARGUMENTS)] = Field(
+        default_factory=dict
+    )
     index: int | None = None
 
 
@@ -311,7 +330,9 @@ class ChatBody(_Generating):
             )
             for t in self.tools
         )
-        return ToolRequest(tools)
+        request = ToolRequest(tools)
+        check_tools(request.tools, request.choice)  # a clear 400 before any model loads
+        return request
 
 
 class GenerateBody(_Generating):
@@ -346,7 +367,7 @@ class GenerateBody(_Generating):
 class EmbedBody(_Body):
     """``POST /api/embed``."""
 
-    model: str = Field(min_length=1)
+    model: ModelName
     input: str | list[str] = Field(default_factory=list)
     truncate: bool = True
     dimensions: int | None = Field(default=None, ge=1)
@@ -371,7 +392,7 @@ class EmbedBody(_Body):
 class EmbeddingsBody(_Body):
     """``POST /api/embeddings`` (the older endpoint: one prompt, one vector)."""
 
-    model: str = Field(min_length=1)
+    model: ModelName
     prompt: str = ""
     keep_alive: KeepAlive = None
 
@@ -383,8 +404,8 @@ class EmbeddingsBody(_Body):
 class NamedBody(_Body):
     """A body that names one model: ``model``, or the deprecated ``name``."""
 
-    model: str = ""
-    name: str = ""
+    model: str = Field(default="", max_length=MAX_NAME)
+    name: str = Field(default="", max_length=MAX_NAME)
 
     @model_validator(mode="after")
     def _named(self) -> NamedBody:
@@ -406,5 +427,5 @@ class PullBody(NamedBody):
 class CopyBody(_Body):
     """``POST /api/copy``."""
 
-    source: str = Field(min_length=1)
-    destination: str = Field(min_length=1, max_length=300)
+    source: ModelName
+    destination: ModelName
