@@ -111,7 +111,7 @@ class Observers:
 
     @classmethod
     def of(cls, manager: ModelManager, request_log: RequestLog | None = None) -> Observers:
-        return cls(Metrics(manager), request_log or RequestLog())
+        return cls(Metrics(manager), RequestLog() if request_log is None else request_log)
 
 
 def create_app(
