@@ -89,6 +89,9 @@ class Settings:
     parallel: int = 4  # request slots per loaded model, decoded together
     batch_size: int = 512
     cache_ram: int = 1024  # MiB per model for prompts whose slot was taken (0: off)
+    # n-gram speculative decoding (shimmy/models/speculation.py): off until the
+    # benchmark shows it pays on the machines shimmy runs on (bench/RESULTS.md)
+    spec: bool = False
     max_queue: int = 16  # generations waiting per model before server_busy
     max_tokens_limit: int = 4096  # largest max_tokens a request may ask for
     max_body_bytes: int = 1_000_000

@@ -88,6 +88,23 @@ def test_default_threads_is_all_usable_cores():
     )
 
 
+def test_spec_flag_setting_and_variable_reach_the_engine_options(tmp_path, monkeypatch):
+    from shimmy.cli import build_parser
+    from shimmy.cli.settings import settings_from
+    from shimmy.models.manager import ModelManager
+
+    monkeypatch.setenv("SHIMMY_HOME", str(tmp_path))
+    assert load_settings().spec is False
+    monkeypatch.setenv("SHIMMY_SPEC", "true")
+    assert load_settings().spec is True
+    settings = settings_from(build_parser().parse_args(["serve", "--spec", "off"]))
+    assert settings.spec is False
+    settings = settings_from(build_parser().parse_args(["serve", "--spec", "on"]))
+    manager = ModelManager(settings)
+    assert manager._engine_options().spec is True
+    manager.close()
+
+
 def test_cache_ram_flag_reaches_the_engine_options(tmp_path, monkeypatch):
     from shimmy.cli import build_parser
     from shimmy.cli.settings import settings_from

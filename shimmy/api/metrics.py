@@ -110,7 +110,19 @@ class _LiveState(Collector):
             "Prompts restored from a saved conversation instead of decoded again",
             labels=["model"],
         )
+        drafted = CounterMetricFamily(
+            "shimmy_spec_drafted_tokens",
+            "Tokens drafted from the requests' own text (speculative decoding)",
+            labels=["model"],
+        )
+        accepted = CounterMetricFamily(
+            "shimmy_spec_accepted_tokens",
+            "Drafted tokens the model produced itself",
+            labels=["model"],
+        )
         for model in stats.loaded:
+            drafted.add_metric([model.name], model.drafted_tokens)
+            accepted.add_metric([model.name], model.accepted_tokens)
             queued.add_metric([model.name], model.queued)
             busy.add_metric([model.name], model.slots_busy)
             slots.add_metric([model.name], model.slots)
@@ -118,7 +130,7 @@ class _LiveState(Collector):
             saved.add_metric([model.name], model.saved_prompts)
             saved_bytes.add_metric([model.name], model.saved_prompt_bytes)
             reused.add_metric([model.name], model.saved_prompt_hits)
-        yield from (queued, busy, slots, memory, saved, saved_bytes, reused)
+        yield from (queued, busy, slots, memory, saved, saved_bytes, reused, drafted, accepted)
         yield GaugeMetricFamily("shimmy_models_loaded", "Loaded models", value=len(stats.loaded))
         yield GaugeMetricFamily(
             "shimmy_process_resident_bytes", "Process RSS", value=stats.rss_bytes

@@ -121,6 +121,12 @@ def _engine_flags(parser: argparse.ArgumentParser) -> None:
         f"restored when they come back (default {Settings.cache_ram}; 0: off)",
     )
     group.add_argument(
+        "--spec",
+        choices=["on", "off"],
+        help="draft tokens from the request's own text and verify them in the same step "
+        f"(n-gram speculative decoding; default {'on' if Settings.spec else 'off'})",
+    )
+    group.add_argument(
         "--keep-alive",
         type=float,
         metavar="SECONDS",

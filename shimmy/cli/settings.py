@@ -32,6 +32,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         request_timeout=getattr(args, "request_timeout", None),
         batch_size=getattr(args, "batch_size", None),
         cache_ram=getattr(args, "cache_ram", None),
+        spec=None if getattr(args, "spec", None) is None else args.spec == "on",
         keep_alive=getattr(args, "keep_alive", None),
         ollama=getattr(args, "ollama", None),
         verbose=args.verbose or None,

@@ -43,6 +43,7 @@ from shimmy.models.generation import (
 )
 from shimmy.models.promptcache import PromptCache, common_prefix
 from shimmy.models.slots import Slot, assign_slots, shared_tokens
+from shimmy.models.speculation import MAX_DRAFT, DecodeCost, DraftOdds, NgramIndex
 from shimmy.models.textstream import TextStream
 
 if TYPE_CHECKING:
@@ -65,6 +66,7 @@ class EngineOptions:
     max_queue: int  # requests waiting for a slot before server_busy
     request_timeout: float  # wall-clock seconds from submit to the last token
     prompt_cache_bytes: int  # host memory for prompts whose slot was taken
+    spec: bool = True  # n-gram speculative decoding
 
     @classmethod
     def from_settings(cls, settings: Settings) -> EngineOptions:
@@ -76,6 +78,7 @@ class EngineOptions:
             max_queue=settings.max_queue,
             request_timeout=settings.request_timeout,
             prompt_cache_bytes=max(0, settings.cache_ram) * 1024 * 1024,
+            spec=settings.spec,
         )
 
 
@@ -129,6 +132,9 @@ class Engine:
         self._prompt_cache = PromptCache(options.prompt_cache_bytes)
         self._marker_tokens: dict[str, int | None] = {}
         self.prompt_tokens_read = 0  # prompt tokens decoded since loading (not reused)
+        self.drafted = 0  # speculative tokens decoded since loading
+        self.accepted = 0  # of which the model produced the same
+        self.decode_cost = DecodeCost()  # what drafting costs on this machine
         info = entry.info
         self.template = ChatTemplate.for_model(
             info.chat_template if info else None,
@@ -558,6 +564,10 @@ class Engine:
         slot.stream = TextStream(request.stop)
         slot.produced = 0
         slot.max_tokens = min(request.max_tokens, self.n_ctx - len(prompt))
+        slot.drafts = NgramIndex(prompt) if self.options.spec else None
+        slot.odds = DraftOdds()
+        slot.draft = []
+        slot.guess = None
         generation.start()
 
     def marker_tokens(self, markers: Sequence[str]) -> frozenset[int]:
@@ -591,11 +601,20 @@ class Engine:
                 self._end(slot, FINISH_ERROR, self._timeout_error())
         running = [s for s in self._slots if s.generation is not None]
         # Running sequences first, so a long prompt never stalls their streams.
-        for slot in running:
-            if slot.next_token is not None:
-                slot.logits_at = batch.add(slot.next_token, len(slot.cached), slot.seq, True)
-                slot.cached.append(slot.next_token)
-                slot.next_token = None
+        deciding = [s for s in running if s.next_token is not None]
+        for slot in deciding:
+            assert slot.next_token is not None
+            slot.logits_at = batch.add(slot.next_token, len(slot.cached), slot.seq, True)
+            slot.cached.append(slot.next_token)
+            slot.next_token = None
+        # Then their drafts, verified in the same decode (shimmy/models/speculation.py).
+        share = self.decode_cost.share(len(deciding))
+        for slot in deciding:
+            slot.draft = self._draft(slot, share, batch.room - (self._context.n_batch // 2))
+            slot.draft_at = batch.n
+            for token in slot.draft:
+                batch.add(token, len(slot.cached), slot.seq, True)
+                slot.cached.append(token)
         budget = max(0, self._context.n_batch - batch.n)
         prompt_read = 0
         for slot in running:
@@ -630,6 +649,9 @@ class Engine:
         sampled = [(s, s.generation) for s in running if s.logits_at >= 0 and s.generation]
         for slot, _ in sampled:
             self._sample(slot)
+        if not prompt_read and self.options.spec:
+            # Steps that only generate tell what a drafted token costs.
+            self.decode_cost.observe(batch.n, time.monotonic() - started)
         wake_readers(generation for _, generation in sampled)
         if prompt_read:  # steps that only generate are too many to log
             log.debug(
@@ -659,15 +681,65 @@ class Engine:
                 slot.logits_at = leader.logits_at
                 slot.copy_from = None
 
+    def _draft(self, slot: Slot, share: float, room: int) -> list[int]:
+        """The tokens to decode after ``slot``'s next one: what followed the latest
+        n-gram where the request's text had it before, as many as are likely
+        enough to be accepted for what a drafted token costs now (``share``),
+        within the slot's max_tokens and the batch's ``room``. Without a draft the
+        slot keeps the first token it would have drafted (its guess), to learn
+        whether drafting would pay."""
+        slot.guess = None
+        if slot.drafts is None:
+            return []
+        most = min(MAX_DRAFT, slot.max_tokens - slot.produced - 1, room)
+        if most <= 0:
+            return []
+        draft = slot.drafts.draft(most)
+        length = slot.odds.length(share, len(draft))
+        if length == 0 and draft:
+            slot.guess = draft[0]
+        return draft[:length]
+
     def _sample(self, slot: Slot) -> None:
+        """Sample ``slot``'s next token, and with a draft each drafted position in
+        turn, keeping the drafted tokens the model produces itself and removing
+        the rest from the KV cache: the text is what it is without drafting."""
         assert slot.sampler is not None and slot.generation is not None
-        assert slot.stream is not None
-        token = slot.sampler.sample(self._context, slot.logits_at)
+        draft, slot.draft = slot.draft, []
+        guess, slot.guess = slot.guess, None
+        kept = 0
+        for position in range(len(draft) + 1):
+            # The logits after the next token, then after each drafted one (the
+            # drafts of every slot follow all the slots' next tokens in the batch).
+            logits_at = slot.logits_at if position == 0 else slot.draft_at + position - 1
+            token = slot.sampler.sample(self._context, logits_at)
+            if guess is not None:  # no draft: was the guess right?
+                slot.odds.judged(1, int(token == guess))
+            if not self._produce(slot, token, logits_at):
+                break  # the generation ended: the token is not in the cache
+            if position < len(draft) and token == draft[position]:
+                kept += 1  # already decoded in this step: take the next position
+                continue
+            slot.next_token = token
+            break
+        if draft:
+            rejected = len(slot.cached) - len(draft) + kept
+            if rejected < len(slot.cached):
+                self._context.forget(slot.seq, rejected)
+                del slot.cached[rejected:]
+            self.drafted += len(draft)
+            self.accepted += kept
+            slot.odds.judged(len(draft), kept)
+
+    def _produce(self, slot: Slot, token: int, logits_at: int) -> bool:
+        """Hand ``token``, sampled from the logits at ``logits_at``, to the slot's
+        generation; false if that ended it (end of turn, a stop string, max_tokens)."""
+        assert slot.generation is not None and slot.stream is not None
         generation = slot.generation
         if self._model.is_end_of_generation(token):
             generation.emit(slot.stream.flush(), None)
             self._end(slot, FINISH_STOP)
-            return
+            return False
         slot.produced += 1
         if slot.produced == 1:
             log.debug(
@@ -677,24 +749,29 @@ class Engine:
                 1000 * (time.monotonic() - generation.created_at),
             )
         piece = self._model.piece(token, special=token in slot.preserved)
-        logprob = self._logprob(slot, token, piece) if generation.request.logprobs >= 0 else None
+        logprob = None
+        if generation.request.logprobs >= 0:
+            logprob = self._logprob(slot, token, piece, logits_at)
         generation.emit(slot.stream.feed(piece), token, wake=False, logprob=logprob)
+        if slot.drafts is not None:
+            slot.drafts.extend((token,))
         if slot.stream.stopped:
             self._end(slot, FINISH_STOP)
-        elif slot.produced >= slot.max_tokens:
+            return False
+        if slot.produced >= slot.max_tokens:
             generation.emit(slot.stream.flush(), None)
             self._end(slot, FINISH_LENGTH)
-        else:
-            slot.next_token = token
+            return False
+        return True
 
-    def _logprob(self, slot: Slot, token: int, piece: bytes) -> TokenLogprob:
+    def _logprob(self, slot: Slot, token: int, piece: bytes, logits_at: int) -> TokenLogprob:
         """The sampled token's log-probability and the most likely alternatives,
         from the logits the sampler read (sampling leaves them as they were)."""
         from shimmy.models.llamacpp import log_probabilities
 
         assert slot.generation is not None
         top = slot.generation.request.logprobs
-        logits = self._context.logits(slot.logits_at, self._model.n_vocab)
+        logits = self._context.logits(logits_at, self._model.n_vocab)
         logprob, best = log_probabilities(logits, token, top)
         alternatives = tuple((t, self._model.piece(t), lp) for t, lp in best)
         return TokenLogprob(token, piece, logprob, alternatives)
@@ -721,6 +798,9 @@ class Engine:
         slot.pending = []
         slot.next_token = None
         slot.copy_from = None
+        slot.drafts = None
+        slot.draft = []
+        slot.guess = None
         slot.stream = None
         slot.last_used = time.monotonic()
         slot.unsaved = True

@@ -44,6 +44,15 @@ class LoadedModel:
     saved_prompts: int = 0
     saved_prompt_bytes: int = 0
     saved_prompt_hits: int = 0
+    # Speculative decoding: tokens drafted from the requests' own text, and how
+    # many of them the model produced itself (accepted).
+    drafted_tokens: int = 0
+    accepted_tokens: int = 0
+
+    @property
+    def acceptance(self) -> float | None:
+        """The share of drafted tokens accepted (None before any draft)."""
+        return self.accepted_tokens / self.drafted_tokens if self.drafted_tokens else None
 
 
 @dataclass
@@ -440,6 +449,8 @@ class ModelManager:
                 saved_prompts=len(e.prompt_cache),
                 saved_prompt_bytes=e.prompt_cache.size_bytes,
                 saved_prompt_hits=e.prompt_cache.hits,
+                drafted_tokens=e.drafted,
+                accepted_tokens=e.accepted,
             )
             for e in engines
         ]

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from shimmy.models.generation import Generation
 from shimmy.models.promptcache import common_prefix
+from shimmy.models.speculation import DraftOdds, NgramIndex
 from shimmy.models.textstream import TextStream
 
 if TYPE_CHECKING:
@@ -42,6 +43,14 @@ class Slot:
     # Another choice of the same request reads the prompt in this slot; this one
     # copies its KV cache once it has (the slot and the generation it runs then).
     copy_from: tuple[Slot, Generation] | None = None
+    # Speculative decoding: the request's text indexed for drafts, how often the
+    # slot's drafts come true, the draft decoded in this step (after next_token),
+    # or without one the token it would have drafted first.
+    drafts: NgramIndex | None = None
+    odds: DraftOdds = field(default_factory=DraftOdds)
+    draft: list[int] = field(default_factory=list)
+    draft_at: int = -1  # batch index of the draft's first token
+    guess: int | None = None
     last_used: float = 0.0
     # The conversation left here by the last request may not be in the prompt
     # cache yet (see shimmy.models.engine.Engine._save_an_idle_slot).

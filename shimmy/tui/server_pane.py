@@ -28,7 +28,16 @@ if TYPE_CHECKING:
 
 HISTORY_SECONDS = 300  # the sparkline shows the last five minutes
 LOG_ROWS = 200  # newest request-log lines shown
-LOADED_COLUMNS = ("Model", "Memory", "Context", "Load", "State", "Saved prompts", "Idle")
+LOADED_COLUMNS = (
+    "Model",
+    "Memory",
+    "Context",
+    "Load",
+    "State",
+    "Saved prompts",
+    "Drafts",
+    "Idle",
+)
 REQUEST_COLUMNS = (
     "Time",
     "Client",
@@ -260,6 +269,7 @@ class ServerPane(VerticalScroll):
                 Text(f"{model.load_seconds:.2f} s", justify="right"),
                 state,
                 saved_prompts(model),
+                drafts(model),
                 format_elapsed(model.idle_seconds),
             )
             rows.append((model.name, cells))
@@ -288,6 +298,14 @@ def saved_prompts(model: LoadedModel) -> Text:
         return Text("none", style="dim")
     size = format_bytes(model.saved_prompt_bytes)
     return Text(f"{model.saved_prompts} in {size}, {model.saved_prompt_hits} reused")
+
+
+def drafts(model: LoadedModel) -> Text:
+    """Speculative decoding (--spec): the share of drafted tokens the model
+    accepted, of how many drafted."""
+    if model.acceptance is None:
+        return Text("none", style="dim")
+    return Text(f"{model.acceptance:.0%} of {model.drafted_tokens:,}")
 
 
 def figures_table(stats: ManagerStats, rate: float) -> Table:

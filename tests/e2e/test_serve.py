@@ -27,7 +27,9 @@ def server(tmp_path_factory, smollm2_path) -> Iterator[Server]:
     bad.mkdir()
     (bad / "broken-model.gguf").write_bytes(b"GGUF\x03\x00\x00\x00" + b"\x00" * 7)
     env = isolated_env(root)
-    srv = start_server(["--model-dirs", str(bad), "--ctx-size", "1024"], env, cwd=root)
+    srv = start_server(
+        ["--model-dirs", str(bad), "--ctx-size", "1024", "--spec", "on"], env, cwd=root
+    )
     yield srv
     srv.stop()
 
@@ -349,6 +351,28 @@ def test_metrics_count_a_generation_and_show_the_engine(client):
     )
     assert scrape(client)[("shimmy_saved_prompt_bytes", model)] > 0
     assert ("shimmy_saved_prompt_hits_total", model) in after
+
+
+def test_metrics_count_drafted_and_accepted_tokens(client):
+    """A reply that repeats its prompt is drafted from it (this server runs with
+    --spec on): both counters grow, and accepted never passes drafted."""
+    model = (("model", MODEL),)
+    before = scrape(client)
+    body = {
+        "model": MODEL,
+        "prompt": "red, green, blue, red, green, blue, red, green, blue, red, green,",
+        "raw": True,
+        "max_tokens": 40,
+        "temperature": 0,
+        "repeat_penalty": 1.0,
+    }
+    assert client.post("/api/generate", json=body).status_code == 200
+    after = scrape(client)
+    drafted = ("shimmy_spec_drafted_tokens_total", model)
+    accepted = ("shimmy_spec_accepted_tokens_total", model)
+    assert after[drafted] > before.get(drafted, 0)
+    assert after[accepted] > before.get(accepted, 0)
+    assert after[accepted] <= after[drafted]
 
 
 # -- cancellation -----------------------------------------------------------

@@ -228,6 +228,8 @@ STATS = ManagerStats(
             saved_prompts=3,
             saved_prompt_bytes=41_200_000,
             saved_prompt_hits=5,
+            drafted_tokens=412,
+            accepted_tokens=301,
         )
     ],
     rss_bytes=629_600_000,

@@ -1,0 +1,156 @@
+"""Speculative decoding in the engine, with the real SmolLM2: the text is the same
+with drafting on and off, wherever a generation ends, and the KV cache stays
+right after rejected drafts."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from shimmy.config import Settings
+from shimmy.models.engine import Engine
+from shimmy.models.generation import GenerationRequest, SamplingParams
+from shimmy.models.manager import ModelManager
+from shimmy.models.registry import ModelRegistry
+from shimmy.models.speculation import MIN_SHARE, DecodeCost
+from tests.waiting import eventually
+
+pytestmark = pytest.mark.model
+
+GREEDY = SamplingParams(temperature=0.0, repeat_penalty=1.0)
+CODE = """def compute_statistics(values):
+    total = 0
+    count = 0
+    for value in values:
+        total = total + value
+        count = count + 1
+    mean = total / count
+    return mean, total
+"""
+PROMPTS = [
+    f"Here is a function:\n\n{CODE}\nReturn it with `total` renamed to `running_sum`.",
+    "List the colours red, green, blue, red, green, blue, red, green, blue, and go on.",
+    "Write a JSON array of five people with the keys name, age and city.",
+    "Why is the sky blue? Answer in two sentences.",
+    "Count from 1 to 40, separated by commas.",
+]
+
+
+class CheapDrafts(DecodeCost):
+    """Drafted tokens as good as free: a slot drafts whenever its text repeats,
+    however its drafts fare, so that these tests verify many drafts (the engine
+    drafts only what pays on the machine it runs on)."""
+
+    def observe(self, tokens: int, seconds: float) -> None:
+        pass
+
+    def share(self, tokens: int) -> float:
+        return MIN_SHARE
+
+
+def open_engine(
+    smollm2_path, spec: bool, parallel: int = 4
+) -> Iterator[tuple[ModelManager, Engine]]:
+    settings = Settings(
+        model=str(smollm2_path), ctx_size=2048, keep_alive=-1, spec=spec, parallel=parallel
+    )
+    manager = ModelManager(settings, ModelRegistry([smollm2_path]))
+    engine = manager.engine(None)
+    engine.decode_cost = CheapDrafts()
+    yield manager, engine
+    manager.close()
+
+
+@pytest.fixture(scope="module")
+def drafting(smollm2_path) -> Iterator[Engine]:
+    for _, engine in open_engine(smollm2_path, spec=True):
+        yield engine
+
+
+@pytest.fixture(scope="module")
+def plain(smollm2_path) -> Iterator[Engine]:
+    for _, engine in open_engine(smollm2_path, spec=False):
+        yield engine
+
+
+def run(engine: Engine, prompt: str, **request: object) -> str:
+    tokens = engine.chat_tokens([{"role": "user", "content": prompt}])
+    request.setdefault("sampling", GREEDY)
+    request.setdefault("max_tokens", 160)
+    return engine.submit(GenerationRequest(tokens, **request)).text(timeout=300)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("prompt", PROMPTS)
+def test_greedy_text_is_the_same_with_and_without_drafts(drafting, plain, prompt):
+    before = drafting.drafted
+    assert run(drafting, prompt) == run(plain, prompt)
+    if prompt is PROMPTS[1]:
+        assert drafting.drafted > before and drafting.accepted > 0  # it did draft
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_seeded_text_is_the_same_with_and_without_drafts(smollm2_path, seed):
+    """From the same state (fresh engines), the random draws are used exactly as
+    without drafting: every drafted position is sampled in order."""
+    sampling = SamplingParams(temperature=0.9, seed=seed, repeat_penalty=1.0)
+    texts = []
+    for spec in (False, True):
+        for _, engine in open_engine(smollm2_path, spec, parallel=1):
+            texts.append(run(engine, PROMPTS[1], sampling=sampling, max_tokens=120))
+    assert texts[0] == texts[1]
+
+
+def test_several_slots_at_once_each_get_their_own_text(drafting, plain):
+    tokens = [drafting.chat_tokens([{"role": "user", "content": p}]) for p in PROMPTS[:4]]
+    together = [
+        drafting.submit(GenerationRequest(t, max_tokens=96, sampling=GREEDY)) for t in tokens
+    ]
+    alone = [
+        plain.submit(GenerationRequest(t, max_tokens=96, sampling=GREEDY)).text(300) for t in tokens
+    ]
+    assert [g.text(300) for g in together] == alone
+
+
+@pytest.mark.parametrize("max_tokens", [5, 17, 33, 50])
+def test_max_tokens_inside_a_draft_ends_exactly_there(drafting, plain, max_tokens):
+    text = run(drafting, PROMPTS[1], max_tokens=max_tokens)
+    assert text == run(plain, PROMPTS[1], max_tokens=max_tokens)
+
+
+@pytest.mark.parametrize("stop", ["blue, red", "green, blue, red, green", "\n"])
+def test_a_stop_string_inside_a_draft_cuts_exactly_there(drafting, plain, stop):
+    assert run(drafting, PROMPTS[1], stop=(stop,)) == run(plain, PROMPTS[1], stop=(stop,))
+
+
+def test_the_cache_is_right_after_rejected_drafts(drafting, smollm2_path):
+    """A second turn that reuses what a drafting generation left in its slot
+    gives the same text as a fresh engine reading the whole conversation."""
+    first = [{"role": "user", "content": PROMPTS[0]}]
+    reply = run(drafting, PROMPTS[0])
+    assert drafting.drafted > drafting.accepted  # some drafts were rejected
+    second = [
+        *first,
+        {"role": "assistant", "content": reply},
+        {"role": "user", "content": "Thanks. And with `count` renamed to `n`?"},
+    ]
+    tokens = drafting.chat_tokens(second)
+    reused = drafting.submit(GenerationRequest(tokens, max_tokens=80, sampling=GREEDY))
+    text = reused.text(300)
+    assert reused.cached_tokens > len(drafting.chat_tokens(first))  # it reused the slot
+    for _, fresh in open_engine(smollm2_path, spec=True, parallel=1):
+        assert (
+            fresh.submit(GenerationRequest(tokens, max_tokens=80, sampling=GREEDY)).text(300)
+            == text
+        )
+
+
+def test_a_generation_cancelled_mid_draft_frees_its_slot(drafting, plain):
+    tokens = drafting.chat_tokens([{"role": "user", "content": PROMPTS[4]}])
+    generation = drafting.submit(GenerationRequest(tokens, max_tokens=400, sampling=GREEDY))
+    eventually(lambda: drafting.drafted > 0 and generation.completion_tokens > 20, 60)
+    generation.cancel()
+    generation.wait(60)
+    assert generation.finish_reason == "cancelled"
+    eventually(lambda: drafting.idle, 30, what="the slot freed")
+    assert run(drafting, PROMPTS[3]) == run(plain, PROMPTS[3])
