@@ -13,6 +13,7 @@ import httpx
 import pytest
 from rich.console import Console
 from textual.widgets import Static, Switch
+from textual.widgets._toast import Toast
 
 from shimmy.api.server_control import ServerControl
 from shimmy.models.manager import ModelManager
@@ -23,6 +24,10 @@ from tests.waiting import settle
 pytestmark = pytest.mark.anyio
 
 MODEL = "smollm2-135m-instruct-q4_1"
+
+
+def toasts(app: ShimmyApp) -> list[str]:
+    return [" ".join(t.render().plain.split()) for t in app.screen.query(Toast)]
 
 
 def ollama_text(app: ShimmyApp) -> str:
@@ -78,11 +83,14 @@ async def test_a_taken_ollama_port_is_reported_and_the_dashboard_carries_on(
         assert ollama is not None
         app = make_app(manager, server, initial_tab="server", stats_interval=0)
         try:
-            async with app.run_test(size=(160, 40)) as pilot:
+            async with app.run_test(size=(160, 40), notifications=True) as pilot:
                 said = f"Port {port} on 127.0.0.1 is already in use"
                 await settle(pilot, lambda: said in ollama_text(app), what="the error shown")
                 assert "not served" in ollama_text(app) and "--ollama HOST:PORT" in (
                     ollama.error or ""
+                )
+                await settle(
+                    pilot, lambda: any(said in t for t in toasts(app)), what="a notification"
                 )
                 await server_url(app, server)
                 assert not app.query_one("#ollama-switch", Switch).value
