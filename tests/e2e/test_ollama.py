@@ -176,6 +176,9 @@ def test_options_num_predict_stop_and_seed(client):
     stopped = chat(client, options={**GREEDY, "stop": [words[2]]})
     assert stopped.message.content == free[: free.index(words[2])]
     assert stopped.done_reason == "stop"
+    # num_ctx cannot grow a slot: a larger one is served within it.
+    bigger = chat(client, options={**GREEDY, "num_ctx": CTX * 64})
+    assert bigger.message.content == free
     story = [{"role": "user", "content": "Tell me a story about a dragon."}]
     seeded = {"temperature": 1.0, "seed": 42, "num_predict": 16}
     first = chat(client, messages=story, options=seeded).message.content
@@ -498,6 +501,33 @@ def test_a_pulled_name_survives_a_restart_and_an_unknown_repo_is_404(fake_hub: F
             assert client.generate(model=f"{name}:latest", prompt="Hi", options=GREEDY).done
     finally:
         second.stop()
+
+
+def test_a_client_that_leaves_a_pull_stops_it_and_the_next_pull_resumes(
+    fake_hub: FakeHub, tmp_path
+):
+    env = isolated_env(tmp_path / "user", HF_ENDPOINT=fake_hub.url)
+    args = ["--ctx-size", "512", "--ollama", "127.0.0.1:0", "--no-preload"]
+    srv = start_server(args, env, cwd=tmp_path)
+    name = "hf.co/shimmy-test/SmolLM2-135M-Instruct-GGUF:Q8_0"
+    try:
+        url = ollama_url(srv)
+        fake_hub.throttle_bytes_per_second = 5_000_000  # 20 s for the whole file
+        with httpx.stream("POST", url + "/api/pull", json={"model": name}, timeout=60) as r:
+            for line in r.iter_lines():
+                if json.loads(line).get("completed", 0) > 1_000_000:
+                    break  # downloading; leave
+        fake_hub.throttle_bytes_per_second = None
+        fake_hub.requests.clear()
+        with ollama.Client(host=url, timeout=240) as client:
+            assert client.pull(name).status == "success"
+            assert name in {m.model for m in client.list().models}
+        (resumed,) = fake_hub.ranges()
+        assert resumed.startswith("bytes=") and resumed != "bytes=0-", resumed
+        assert int(resumed[len("bytes=") : -1]) > 1_000_000
+    finally:
+        fake_hub.throttle_bytes_per_second = None
+        srv.stop()
 
 
 # -- keys and ports ------------------------------------------------------------------------
