@@ -56,4 +56,9 @@ def ollama_bind(setting: str) -> tuple[str, int] | None:
         return None
     if text.lower() in _ON:
         return DEFAULT_HOST, DEFAULT_OLLAMA_PORT
-    return parse_bind(text, None, DEFAULT_HOST, DEFAULT_OLLAMA_PORT)
+    try:
+        return parse_bind(text, None, DEFAULT_HOST, DEFAULT_OLLAMA_PORT)
+    except ShimmyError as exc:
+        # parse_bind words its errors for --bind; say which option was wrong.
+        message = exc.message.replace("--bind", "--ollama")
+        raise ShimmyError(exc.code, message, exc.details) from None

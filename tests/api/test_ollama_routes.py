@@ -376,8 +376,9 @@ def test_the_ollama_address_setting(monkeypatch, tmp_path):
     assert ollama_bind("localhost") == ("localhost", DEFAULT_OLLAMA_PORT)
     assert ollama_bind(":9000") == ("127.0.0.1", 9000)
     assert ollama_bind("[::1]:9000") == ("::1", 9000)
-    with pytest.raises(ShimmyError):
+    with pytest.raises(ShimmyError) as bad:
         ollama_bind("127.0.0.1:port")
+    assert str(bad.value.message) == "Bad port in --ollama '127.0.0.1:port'"
     monkeypatch.setenv("SHIMMY_HOME", str(tmp_path))
     monkeypatch.setenv("SHIMMY_OLLAMA", "127.0.0.1:12000")
     assert load_settings().ollama == "127.0.0.1:12000"
