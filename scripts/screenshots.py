@@ -65,7 +65,7 @@ async def main() -> None:
     log_handler = DashboardLogHandler()
     route_logging_to(log_handler, verbose=False)
     manager = ModelManager(Settings(keep_alive=-1, preload=False))
-    server = ServerControl(manager, "127.0.0.1", 11435)
+    server = ServerControl(manager, "127.0.0.1", 11435, ollama=("127.0.0.1", 11434), ollama_on=True)
     app = ShimmyApp(manager, server, log_handler=log_handler)
     try:
         async with app.run_test(size=SIZE) as pilot:
@@ -76,6 +76,13 @@ async def main() -> None:
                 await settle(app)
             url = server.url
             assert url is not None
+            ollama = server.ollama
+            assert ollama is not None
+            if not ollama.running:  # a real Ollama may hold 11434
+                ollama.rebind("127.0.0.1:0")
+                app.start_ollama()
+                await settle(app)
+            assert ollama.url is not None
 
             await pilot.press("p")  # probe the selected (only) model
             await settle(app)
@@ -97,6 +104,10 @@ async def main() -> None:
                     httpx.post, url + "/api/generate", json={**body, "stream": stream}, timeout=120
                 )
             await asyncio.to_thread(httpx.get, url + "/api/models")
+            say = [{"role": "user", "content": "Hi"}]
+            hello = {"model": "smollm2-135m-instruct-q4_1", "messages": say, "stream": False}
+            await asyncio.to_thread(httpx.get, ollama.url + "/api/tags")
+            await asyncio.to_thread(httpx.post, ollama.url + "/api/chat", json=hello, timeout=120)
             await asyncio.to_thread(httpx.post, url + "/api/generate", json={"model": "nope"})
             await pilot.press("f4")
             await pilot.pause(2.2)
@@ -118,6 +129,8 @@ async def main() -> None:
             await pilot.press("ctrl+q")
     finally:
         server.stop()
+        if server.ollama is not None:
+            server.ollama.stop()
         manager.close()
 
 

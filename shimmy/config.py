@@ -21,6 +21,7 @@ from shimmy.errors import ShimmyError
 APP_NAME = "shimmy"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 11435
+DEFAULT_OLLAMA_PORT = 11434  # Ollama's own, where its clients look first
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,8 @@ class Settings:
 
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
+    # Ollama's API on a second listener: "HOST:PORT", "on" (127.0.0.1:11434) or "" (off).
+    ollama: str = ""
     model: str | None = None  # default model: a registry name or a path
     model_dirs: tuple[str, ...] = ()
     keep_alive: float = 300.0  # seconds a model stays loaded after its last use

@@ -3,13 +3,18 @@ dashboard can check it before its first paint."""
 
 from __future__ import annotations
 
-from shimmy.config import DEFAULT_PORT
+from shimmy.config import DEFAULT_HOST, DEFAULT_OLLAMA_PORT, DEFAULT_PORT
 from shimmy.errors import ShimmyError
 
+_OFF = frozenset({"", "off", "false", "no", "0"})
+_ON = frozenset({"on", "true", "yes", "1"})
 
-def parse_bind(bind: str | None, port: int | None, default_host: str) -> tuple[str, int]:
+
+def parse_bind(
+    bind: str | None, port: int | None, default_host: str, default_port: int = DEFAULT_PORT
+) -> tuple[str, int]:
     """``HOST:PORT``, ``[v6]:PORT``, ``HOST`` or ``:PORT``; ``--port`` overrides the port."""
-    host, bound_port = default_host, DEFAULT_PORT
+    host, bound_port = default_host, default_port
     if bind:
         text = bind.strip()
         if text.startswith("["):
@@ -40,3 +45,20 @@ def _port(text: str, bind: str) -> int:
         return int(text)
     except ValueError:
         raise ShimmyError("invalid_request", f"Bad port in --bind '{bind}'") from None
+
+
+def ollama_bind(setting: str) -> tuple[str, int] | None:
+    """Where the Ollama listener listens (the ``ollama`` setting, ``--ollama``):
+    ``HOST:PORT``, ``HOST`` or ``:PORT`` (the port defaults to Ollama's 11434),
+    "on" for 127.0.0.1:11434, or None when it is off ("", "off")."""
+    text = setting.strip()
+    if text.lower() in _OFF:
+        return None
+    if text.lower() in _ON:
+        return DEFAULT_HOST, DEFAULT_OLLAMA_PORT
+    try:
+        return parse_bind(text, None, DEFAULT_HOST, DEFAULT_OLLAMA_PORT)
+    except ShimmyError as exc:
+        # parse_bind words its errors for --bind; say which option was wrong.
+        message = exc.message.replace("--bind", "--ollama")
+        raise ShimmyError(exc.code, message, exc.details) from None

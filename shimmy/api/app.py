@@ -1,10 +1,13 @@
-"""The FastAPI application, built around one shared ModelManager."""
+"""The FastAPI applications, built around one shared ModelManager: the main
+listener's (every dialect) and the Ollama listener's (``--ollama``), behind the
+same guards and reporting into the same /metrics and request log."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
 from fastapi import FastAPI
 from fastapi.responses import Response
@@ -14,11 +17,17 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shimmy import __version__
 from shimmy.api.browser import BrowserCors, BrowserGuard, OriginPolicy
-from shimmy.api.dialects import DIALECTS
-from shimmy.api.errors import document_errors, error_body, install_error_handlers
+from shimmy.api.dialects import DIALECTS, OLLAMA_LISTENER_DIALECTS
+from shimmy.api.dialects.ollama.errors import OLLAMA_OPEN_PATHS, ollama_error_body
+from shimmy.api.errors import ErrorBody, document_errors, install_error_handlers, shimmy_error_body
 from shimmy.api.metrics import Metrics, MetricsMiddleware
-from shimmy.api.requestlog import RequestLog, RequestLogMiddleware
-from shimmy.api.security import ApiKeyAuth
+from shimmy.api.requestlog import (
+    LISTENER_API,
+    LISTENER_OLLAMA,
+    RequestLog,
+    RequestLogMiddleware,
+)
+from shimmy.api.security import OPEN_PATHS, ApiKeyAuth
 from shimmy.errors import ShimmyError
 from shimmy.models.manager import ModelManager
 
@@ -27,9 +36,12 @@ class BodySizeLimit:
     """Rejects request bodies over ``limit`` bytes with 413 before they are read whole,
     whether or not the client sent Content-Length."""
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    def __init__(
+        self, app: ASGIApp, limit: int, *, error_body: ErrorBody = shimmy_error_body
+    ) -> None:
         self.app = app
         self.limit = limit
+        self.error_body = error_body
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -70,7 +82,7 @@ class BodySizeLimit:
             "Request body is too large",
             f"The limit is {self.limit} bytes",
         )
-        status, shape = error_body(scope["path"], error)
+        status, shape = self.error_body(scope, error)
         body = json.dumps(shape).encode()
         await send(
             {
@@ -89,7 +101,22 @@ class _TooLarge(Exception):
     pass
 
 
-def create_app(manager: ModelManager, *, preload: bool = False) -> FastAPI:
+@dataclass(frozen=True)
+class Observers:
+    """What every listener of one process reports into: one set of /metrics
+    counters and one request log (the dashboard's Server tab)."""
+
+    metrics: Metrics
+    request_log: RequestLog
+
+    @classmethod
+    def of(cls, manager: ModelManager, request_log: RequestLog | None = None) -> Observers:
+        return cls(Metrics(manager), RequestLog() if request_log is None else request_log)
+
+
+def create_app(
+    manager: ModelManager, *, preload: bool = False, observers: Observers | None = None
+) -> FastAPI:
     """The whole HTTP/WebSocket API over ``manager``; ``preload`` loads the default
     model in the background at start-up, so the first request does not wait."""
 
@@ -109,12 +136,50 @@ def create_app(manager: ModelManager, *, preload: bool = False) -> FastAPI:
     document_errors(app)
     for build_router in DIALECTS:
         app.include_router(build_router(manager))
-    app.add_middleware(BodySizeLimit, limit=manager.settings.max_body_bytes)
+    return _guarded(app, manager, observers or Observers.of(manager), LISTENER_API)
+
+
+def create_ollama_app(manager: ModelManager, *, observers: Observers | None = None) -> FastAPI:
+    """Ollama's API (and the /v1 APIs, which Ollama serves on its port too) over
+    ``manager``, for the second listener (``--ollama``): the same guards, limits,
+    /metrics and request log as the main one, errors in Ollama's shape."""
+    app = FastAPI(
+        title="shimmy (Ollama API)",
+        version=__version__,
+        description="Ollama's API, served by shimmy",
+    )
+    install_error_handlers(app, ollama_error_body)
+    for build_router in OLLAMA_LISTENER_DIALECTS:
+        app.include_router(build_router(manager))
+    return _guarded(
+        app,
+        manager,
+        observers or Observers.of(manager),
+        LISTENER_OLLAMA,
+        error_body=ollama_error_body,
+        open_paths=OLLAMA_OPEN_PATHS,
+    )
+
+
+def _guarded(
+    app: FastAPI,
+    manager: ModelManager,
+    observers: Observers,
+    listener: str,
+    *,
+    error_body: ErrorBody = shimmy_error_body,
+    open_paths: frozenset[str] = OPEN_PATHS,
+) -> FastAPI:
+    """``app`` behind every listener's middleware: the body size limit, API keys,
+    /metrics, CORS for allowed local pages, the browser guard and the request log."""
     settings = manager.settings
+    app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes, error_body=error_body)
     if settings.api_keys:
-        app.add_middleware(ApiKeyAuth, keys=settings.api_keys)
-    metrics = Metrics(manager)
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
+        app.add_middleware(
+            ApiKeyAuth, keys=settings.api_keys, open_paths=open_paths, error_body=error_body
+        )
+    metrics = observers.metrics
+    app.add_middleware(MetricsMiddleware, metrics=metrics, listener=listener)
 
     @app.get("/metrics", include_in_schema=False)
     async def prometheus_metrics() -> Response:
@@ -125,9 +190,9 @@ def create_app(manager: ModelManager, *, preload: bool = False) -> FastAPI:
     policy = OriginPolicy(settings.cors_origins)
     app.add_middleware(BrowserCors, policy=policy)
     # Before CORS and everything else: a foreign page's request never runs.
-    app.add_middleware(BrowserGuard, policy=policy)
+    app.add_middleware(BrowserGuard, policy=policy, error_body=error_body)
     # Outermost, so that requests the guards reject are logged too.
-    app.state.request_log = RequestLog()
-    app.add_middleware(RequestLogMiddleware, request_log=app.state.request_log)
+    app.state.request_log = observers.request_log
+    app.add_middleware(RequestLogMiddleware, request_log=observers.request_log, listener=listener)
     app.state.manager = manager
     return app

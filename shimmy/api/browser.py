@@ -36,6 +36,7 @@ from urllib.parse import urlsplit
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from shimmy.api.errors import ErrorBody, shimmy_error_body
 from shimmy.api.refusal import refuse
 from shimmy.errors import ShimmyError
 
@@ -143,9 +144,12 @@ class BrowserGuard:
     """Pure ASGI, outermost but for the request log: refuses foreign origins and
     rebound Host names before CORS, auth or any route sees the request."""
 
-    def __init__(self, app: ASGIApp, policy: OriginPolicy) -> None:
+    def __init__(
+        self, app: ASGIApp, policy: OriginPolicy, *, error_body: ErrorBody = shimmy_error_body
+    ) -> None:
         self.app = app
         self.policy = policy
+        self.error_body = error_body
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -158,7 +162,7 @@ class BrowserGuard:
                 "Requests from this web page's origin are not allowed",
                 f"origin {origin[:200]!r}; start shimmy with --cors-origin ORIGIN to allow it",
             )
-            await refuse(scope, receive, send, error)
+            await refuse(scope, receive, send, error, error_body=self.error_body)
             return
         if _arrived_on_loopback(scope):
             host = _host_without_port(_header(scope, b"host") or "localhost")
@@ -168,7 +172,7 @@ class BrowserGuard:
                     "Requests naming this host are not allowed",
                     f"host {host[:200]!r} is not a local name; use localhost or 127.0.0.1",
                 )
-                await refuse(scope, receive, send, error)
+                await refuse(scope, receive, send, error, error_body=self.error_body)
                 return
         await self.app(scope, receive, send)
 

@@ -16,13 +16,14 @@ is routed (API keys, body size, browser origins) alike.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Scope
 
 from shimmy.api.core.watch import ClientGone
 from shimmy.errors import ERROR_KINDS, ShimmyError
@@ -73,8 +74,22 @@ def error_body(path: str, error: ShimmyError) -> tuple[int, dict[str, Any]]:
     return error.status, error.to_dict()
 
 
-def error_response(error: ShimmyError, path: str = "") -> JSONResponse:
-    status, body = error_body(path, error)
+ErrorBody = Callable[[Scope, ShimmyError], tuple[int, dict[str, Any]]]
+"""The status and JSON body that tell a request's client about an error (they may
+depend on the request's path: one listener serves several APIs)."""
+
+
+def shimmy_error_body(scope: Scope, error: ShimmyError) -> tuple[int, dict[str, Any]]:
+    """The main listener's: shimmy's own shape (SEED-API.md, with OpenAI's
+    ``type``), Anthropic's envelope under its path."""
+    return error_body(str(scope.get("path", "")), error)
+
+
+def error_response(
+    error: ShimmyError, request: Request | None = None, shape: ErrorBody = shimmy_error_body
+) -> JSONResponse:
+    """``error`` in ``shape`` (the main listener's by default) with its headers."""
+    status, body = shape(request.scope if request is not None else {}, error)
     return JSONResponse(body, status_code=status, headers=error.headers)
 
 
@@ -98,10 +113,12 @@ def validation_error(errors: Sequence[Any]) -> ShimmyError:
     )
 
 
-def install_error_handlers(app: FastAPI) -> None:
+def install_error_handlers(app: FastAPI, shape: ErrorBody = shimmy_error_body) -> None:
+    """Every failure answered in ``shape`` (shimmy's own error body by default)."""
+
     @app.exception_handler(ShimmyError)
     async def _shimmy(request: Request, exc: ShimmyError) -> JSONResponse:
-        return error_response(exc, request.url.path)
+        return error_response(exc, request, shape)
 
     @app.exception_handler(ClientGone)
     async def _gone(_: Request, exc: ClientGone) -> Response:
@@ -111,7 +128,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return error_response(validation_error(exc.errors()), request.url.path)
+        return error_response(validation_error(exc.errors()), request, shape)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -125,15 +142,13 @@ def install_error_handlers(app: FastAPI) -> None:
         error = ShimmyError(
             "invalid_request", message, status=exc.status_code, headers=dict(exc.headers or {})
         )
-        return error_response(error, request.url.path)
+        return error_response(error, request, shape)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error")
-        return error_response(
-            ShimmyError("server_error", "Internal server error", type(exc).__name__),
-            request.url.path,
-        )
+        error = ShimmyError("server_error", "Internal server error", type(exc).__name__)
+        return error_response(error, request, shape)
 
 
 ERROR_SCHEMA: dict[str, Any] = {

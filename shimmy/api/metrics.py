@@ -28,8 +28,8 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter(
             "shimmy_requests",
-            "API requests by endpoint and status",
-            ["method", "endpoint", "status"],
+            "API requests by listener (api, or ollama for --ollama), endpoint and status",
+            ["listener", "method", "endpoint", "status"],
             registry=self.registry,
         )
         self.prompt_tokens = Counter(
@@ -140,9 +140,10 @@ class _LiveState(Collector):
 class MetricsMiddleware:
     """Counts every HTTP request and WebSocket by route template and final status."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics, listener: str = "api") -> None:
         self.app = app
         self.metrics = metrics
+        self.listener = listener
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -160,7 +161,7 @@ class MetricsMiddleware:
             await self.app(scope, receive, tracking_send)
         finally:
             self.metrics.requests.labels(
-                scope.get("method", "WS"), _endpoint(scope), str(status)
+                self.listener, scope.get("method", "WS"), _endpoint(scope), str(status)
             ).inc()
 
 

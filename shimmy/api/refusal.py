@@ -1,6 +1,7 @@
 """Refusing a request before it reaches a route, for the pure ASGI guards
 (API keys, browser origins, request size): one error body, for HTTP and
-WebSocket handshakes alike."""
+WebSocket handshakes alike, in the shape of the API the request was for
+(``ErrorBody``: shimmy's own by default, Ollama's on its listener)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from collections.abc import Sequence
 
 from starlette.types import Receive, Scope, Send
 
-from shimmy.api.errors import error_body
+from shimmy.api.errors import ErrorBody, shimmy_error_body
 from shimmy.errors import ShimmyError
 
 # A WebSocket that cannot be refused with an HTTP status is closed with this code
@@ -23,10 +24,11 @@ async def refuse(
     send: Send,
     error: ShimmyError,
     headers: Sequence[tuple[bytes, bytes]] = (),
+    error_body: ErrorBody = shimmy_error_body,
 ) -> None:
-    """Answer ``error`` with its status and error body (in the shape of the API the
-    path belongs to), and nothing else."""
-    status, shape = error_body(scope.get("path", ""), error)
+    """Answer ``error`` with the status and body ``error_body`` gives it (in the
+    shape of the API the path belongs to), and nothing else."""
+    status, shape = error_body(scope, error)
     body = json.dumps(shape).encode()
     all_headers = [
         (b"content-type", b"application/json"),

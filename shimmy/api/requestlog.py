@@ -22,6 +22,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from shimmy.models.generation import Generation
 
 WEBSOCKET_OPEN = 101  # the status shown for a live WebSocket frame
+# Which listener a request came in on: the main one, or Ollama's (--ollama).
+LISTENER_API = "api"
+LISTENER_OLLAMA = "ollama"
 
 
 @dataclass
@@ -36,6 +39,7 @@ class RequestRecord:
     status: int | None = None
     finished_at: float | None = None
     generation: Generation | None = None
+    listener: str = LISTENER_API
     _monotonic_start: float = field(default_factory=time.monotonic, repr=False)
 
     @property
@@ -44,7 +48,9 @@ class RequestRecord:
 
     @property
     def endpoint(self) -> str:
-        return f"{self.method} {self.path}"
+        """ "POST /v1/chat/completions"; a request to Ollama's listener says so."""
+        shown = f"{self.method} {self.path}"
+        return shown if self.listener == LISTENER_API else f"{self.listener}: {shown}"
 
     @property
     def model(self) -> str | None:
@@ -81,8 +87,12 @@ class RequestLog:
         self._ids = itertools.count(1)
         self.version = 0  # bumped on every change, so readers can skip unchanged logs
 
-    def open(self, client: str, method: str, path: str) -> RequestRecord:
-        record = RequestRecord(next(self._ids), time.time(), client, method, path)
+    def open(
+        self, client: str, method: str, path: str, listener: str = LISTENER_API
+    ) -> RequestRecord:
+        record = RequestRecord(
+            next(self._ids), time.time(), client, method, path, listener=listener
+        )
         with self._lock:
             self._records.append(record)
             self.version += 1
@@ -132,7 +142,9 @@ def attach_generation(generation: Generation) -> None:
     if record.generation is not None and record.method == "WS":
         if not record.done:
             log.close(record, WEBSOCKET_OPEN)
-        record = current.record = log.open(record.client, record.method, record.path)
+        record = current.record = log.open(
+            record.client, record.method, record.path, record.listener
+        )
     record.generation = generation
     log.touch()
 
@@ -140,9 +152,10 @@ def attach_generation(generation: Generation) -> None:
 class RequestLogMiddleware:
     """Pure ASGI middleware recording every request into ``request_log``."""
 
-    def __init__(self, app: ASGIApp, request_log: RequestLog) -> None:
+    def __init__(self, app: ASGIApp, request_log: RequestLog, listener: str = LISTENER_API) -> None:
         self.app = app
         self.log = request_log
+        self.listener = listener
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -151,7 +164,7 @@ class RequestLogMiddleware:
         client = scope.get("client")
         client_text = f"{client[0]}:{client[1]}" if client else "-"
         method = scope.get("method", "GET") if scope["type"] == "http" else "WS"
-        record = self.log.open(client_text, method, scope.get("path", ""))
+        record = self.log.open(client_text, method, scope.get("path", ""), self.listener)
         current = _Current(self.log, record)
         token = _current.set(current)
         status = 500

@@ -16,6 +16,7 @@ from urllib.parse import parse_qs
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from shimmy.api.errors import ErrorBody, shimmy_error_body
 from shimmy.api.refusal import refuse
 from shimmy.errors import ShimmyError
 
@@ -116,13 +117,22 @@ def _presented_key(scope: Scope) -> str | None:
 class ApiKeyAuth:
     """Pure ASGI, so it guards HTTP routes and WebSockets alike, before any routing."""
 
-    def __init__(self, app: ASGIApp, keys: Sequence[str]) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        keys: Sequence[str],
+        *,
+        open_paths: frozenset[str] = OPEN_PATHS,
+        error_body: ErrorBody = shimmy_error_body,
+    ) -> None:
         check_keys(keys)
         self.app = app
         self.keys = tuple(keys)
+        self.open_paths = open_paths
+        self.error_body = error_body
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket") or scope["path"] in OPEN_PATHS:
+        if scope["type"] not in ("http", "websocket") or scope["path"] in self.open_paths:
             await self.app(scope, receive, send)
             return
         key = _presented_key(scope)
@@ -141,4 +151,5 @@ class ApiKeyAuth:
             if key is None
             else "the API key is not valid",
         )
-        await refuse(scope, receive, send, error, [(b"www-authenticate", b'Bearer realm="shimmy"')])
+        challenge = [(b"www-authenticate", b'Bearer realm="shimmy"')]
+        await refuse(scope, receive, send, error, challenge, self.error_body)

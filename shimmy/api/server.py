@@ -21,8 +21,9 @@ from shimmy.api.http_limits import BoundedHttpToolsProtocol
 from shimmy.errors import ShimmyError
 
 
-def open_socket(host: str, port: int) -> socket.socket:
-    """A listening socket, or ``server_error`` saying why not (port in use, bad host)."""
+def open_socket(host: str, port: int, *, flag: str = "--bind") -> socket.socket:
+    """A listening socket, or ``server_error`` saying why not (port in use, bad host;
+    ``flag`` is the option that chose the address, for the hint)."""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
@@ -39,7 +40,7 @@ def open_socket(host: str, port: int) -> socket.socket:
             raise ShimmyError(
                 "server_error",
                 f"Port {port} on {host} is already in use",
-                "Stop the other server or choose another port with --bind HOST:PORT",
+                f"Stop the other server or choose another port with {flag} HOST:PORT",
             ) from exc
         raise ShimmyError("server_error", f"Cannot listen on {host}:{port}", str(exc)) from exc
     sock.set_inheritable(True)

@@ -18,7 +18,7 @@ log = logging.getLogger("shimmy")
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
     """Run the dashboard until it quits; 1 if it crashed."""
-    from shimmy.api.address import parse_bind
+    from shimmy.api.address import ollama_bind, parse_bind
     from shimmy.api.server_control import ServerControl
     from shimmy.config import Paths
     from shimmy.tui.app import ShimmyApp
@@ -39,7 +39,16 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     log_handler.addFilter(RedactQueryStrings())
     previous = route_logging_to(log_handler, args.verbose)
     manager = open_manager(settings)
-    server = ServerControl(manager, host, port)
+    # Ollama's listener is always on the Server tab; it starts with the dashboard
+    # when --ollama (or the ollama setting) asks for it, else at Ollama's address.
+    ollama = ollama_bind(settings.ollama)
+    server = ServerControl(
+        manager,
+        host,
+        port,
+        ollama=ollama or ollama_bind("on"),
+        ollama_on=ollama is not None and not args.no_server,
+    )
     try:
         with native_stderr_to(Paths.from_env().log_dir / "dashboard-stderr.log") as path:
             log.info("llama.cpp's own messages go to %s", path)
@@ -47,6 +56,8 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
             code = app.run()
     finally:
         server.stop()
+        if server.ollama is not None:
+            server.ollama.stop()
         manager.close()
         logging.getLogger().handlers[:] = previous
     if code is None:

@@ -17,7 +17,7 @@ import argparse
 from typing import Any
 
 from shimmy import __version__
-from shimmy.config import Settings
+from shimmy.config import DEFAULT_OLLAMA_PORT, Settings
 from shimmy.models.generation import GenerationRequest, SamplingParams
 
 
@@ -135,6 +135,20 @@ def _engine_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _ollama_flag(group: Any, *, command: bool) -> None:
+    """--ollama [HOST:PORT]: Ollama's API on a second listener."""
+    group.add_argument(
+        "--ollama",
+        nargs="?",
+        const=f"{Settings.host}:{DEFAULT_OLLAMA_PORT}",
+        metavar="HOST:PORT",
+        help="also serve Ollama's API, for apps written for Ollama, on this address "
+        f"(without one {Settings.host}:{DEFAULT_OLLAMA_PORT}, Ollama's own); "
+        "a port in use is reported, not fatal",
+        **_shared(command),
+    )
+
+
 def _json_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON")
 
@@ -156,6 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     dashboard.add_argument(
         "--no-server", action="store_true", help="open the dashboard without the API server"
     )
+    _ollama_flag(dashboard, command=False)
     _model_flags(parser, command=False)
     _security_flags(parser, command=False)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -175,6 +190,7 @@ def _add_serve(sub: Any, bind: str) -> None:
         **_shared(True),
     )
     serve.add_argument("--port", type=int, help="port to listen on (overrides the port of --bind)")
+    _ollama_flag(serve, command=True)
     serve.add_argument(
         "-v", "--verbose", action="store_true", help="enable verbose logging", **_shared(True)
     )

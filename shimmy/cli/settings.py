@@ -34,6 +34,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         cache_ram=getattr(args, "cache_ram", None),
         spec=None if getattr(args, "spec", None) is None else args.spec == "on",
         keep_alive=getattr(args, "keep_alive", None),
+        ollama=getattr(args, "ollama", None),
         verbose=args.verbose or None,
     )
     check_keys(settings.api_keys)

@@ -15,11 +15,12 @@ its GGUF names one, else the mean) and L2-normalized, as OpenAI's are.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -44,6 +45,7 @@ class Embeddings:
     vectors: list[list[float]]
     prompt_tokens: int
     model: str
+    load_seconds: float = 0.0  # spent loading the model for this call (0: it was loaded)
 
 
 class _EmbeddingModel:
@@ -76,24 +78,34 @@ class EmbeddingModels:
         self._models: dict[str, _EmbeddingModel] = {}
         self._lock = threading.Lock()  # guards _models and loading
 
-    def embed(self, entry: ModelEntry, inputs: Sequence[str | Sequence[int]]) -> Embeddings:
+    def embed(
+        self,
+        entry: ModelEntry,
+        inputs: Sequence[str | Sequence[int]],
+        *,
+        truncate: bool = False,
+    ) -> Embeddings:
         """Embed each input (text, or the model's token ids); ``invalid_request``
-        (with the numbers) for an input that does not fit the context, never a
-        silent truncation. Each input is read alone, so its vector does not
-        depend on what else the request holds."""
+        (with the numbers) for an input that does not fit the context, unless
+        ``truncate`` asks for its end to be cut off (as Ollama's /api/embed does
+        by default): never a silent truncation. Each input is read alone, so its
+        vector does not depend on what else the request holds."""
         if not inputs:
             raise ShimmyError("invalid_request", "input must not be empty")
         for index, text in enumerate(inputs):
             if not text:
                 raise ShimmyError("invalid_request", f"input[{index}] is empty")
         while True:
-            model = self._model(entry)
+            model, loaded = self._model(entry)
             with model.lock:
                 if model.closed:  # unloaded between lookup and use: open it again
                     continue
-                return self._embed(model, inputs)
+                result = self._embed(model, inputs, truncate)
+            return dataclasses.replace(result, load_seconds=model.load_seconds if loaded else 0.0)
 
-    def _embed(self, model: _EmbeddingModel, inputs: Sequence[str | Sequence[int]]) -> Embeddings:
+    def _embed(
+        self, model: _EmbeddingModel, inputs: Sequence[str | Sequence[int]], truncate: bool
+    ) -> Embeddings:
         name = model.entry.name
         tokenized = []
         for index, text in enumerate(inputs):
@@ -110,6 +122,8 @@ class EmbeddingModels:
                         f"input[{index}] names token {bad}, which model '{name}' does not have",
                         f"its tokens are 0 to {model.model.n_vocab - 1}",
                     )
+            if truncate:
+                tokens = tokens[: model.n_ctx]
             if len(tokens) > model.n_ctx:
                 raise ShimmyError(
                     "invalid_request",
@@ -126,14 +140,16 @@ class EmbeddingModels:
             model.last_used = time.monotonic()
         return Embeddings(vectors, sum(counts), name)
 
-    def _model(self, entry: ModelEntry) -> _EmbeddingModel:
+    def _model(self, entry: ModelEntry) -> tuple[_EmbeddingModel, bool]:
+        """The instance for ``entry``, and whether this call loaded it."""
         with self._lock:
             model = self._models.get(entry.name)
+            loaded = model is None
             if model is None:
                 model = self._load(entry)
                 self._models[entry.name] = model
             model.last_used = time.monotonic()
-            return model
+            return model, loaded
 
     def _load(self, entry: ModelEntry) -> _EmbeddingModel:
         if not entry.usable:
@@ -171,15 +187,18 @@ class EmbeddingModels:
             model.model.close()
         return True
 
-    def unload_idle(self, keep_alive: float) -> None:
-        """Unload instances idle for ``keep_alive`` seconds (negative: never)."""
-        if keep_alive < 0:
-            return
+    def unload_idle(self, keep_alive: Callable[[str], float]) -> None:
+        """Unload instances idle for their model's ``keep_alive(name)`` seconds
+        (negative: never)."""
         now = time.monotonic()
         with self._lock:
-            idle = [n for n, m in self._models.items() if now - m.last_used >= keep_alive]
+            idle = [
+                n
+                for n, m in self._models.items()
+                if 0 <= keep_alive(n) <= now - m.last_used and not m.lock.locked()
+            ]
         for name in idle:
-            log.info("unloading embeddings of %s after %.0fs idle", name, keep_alive)
+            log.info("unloading embeddings of %s: idle for its keep-alive", name)
             self.unload(name)
 
     def close(self) -> None:

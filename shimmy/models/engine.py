@@ -559,6 +559,7 @@ class Engine:
             seed=seed,
             grammar=request.grammar,
             grammar_trigger_tokens=self._trigger_tokens(request),
+            penalty_last_n=p.repeat_last_n if p.repeat_last_n >= 0 else self.n_ctx,
             logit_bias=p.logit_bias,
         )
         slot.sampler = Sampler(self._model, settings, prompt)

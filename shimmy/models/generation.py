@@ -38,6 +38,7 @@ class SamplingParams:
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
     seed: int | None = None
+    repeat_last_n: int = 64  # recent tokens the penalties look at (0: none; -1: the context)
     # Added to the logits of these tokens before anything else (OpenAI's
     # logit_bias: -100 all but bans a token, 100 all but forces it).
     logit_bias: tuple[tuple[int, float], ...] = ()

@@ -426,7 +426,8 @@ class Sampler:
                 raise
             self._add(grammar)
         s = settings
-        if s.repeat_penalty != 1.0 or s.frequency_penalty != 0.0 or s.presence_penalty != 0.0:
+        neutral = s.repeat_penalty == 1.0 and s.frequency_penalty == 0.0 == s.presence_penalty
+        if not neutral and s.penalty_last_n > 0:
             penalties = llama_cpp.llama_sampler_init_penalties(
                 model.n_vocab,
                 s.penalty_last_n,

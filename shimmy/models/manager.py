@@ -7,10 +7,11 @@ dashboard all share the same instance (DESIGN.md, "One manager, shared").
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from shimmy.config import Settings
@@ -103,6 +104,11 @@ class ModelManager:
         self._finish_listeners: list[Callable[[Generation], None]] = []
         self._shutting_down = False
         self._closed = threading.Event()
+        # Each loaded model's keep-alive, as its last request asked (None: the
+        # settings'); the reaper is woken when a model that asked for 0 goes idle.
+        self._keep_alive: dict[str, float | None] = {}
+        self._in_preparation: dict[str, int] = {}  # requests not yet submitted, by model
+        self._reap_now = threading.Event()
         self._reaper = threading.Thread(target=self._reap_idle, name="shimmy-reaper", daemon=True)
         self._reaper.start()
 
@@ -152,10 +158,16 @@ class ModelManager:
 
     # -- loading -------------------------------------------------------------
 
-    def engine(self, name: str | None) -> Engine:
-        """The loaded engine for ``name``, loading it first if needed."""
+    def engine(self, name: str | None, *, keep_alive: float | None = None) -> Engine:
+        """The loaded engine for ``name``, loading it first if needed.
+
+        ``keep_alive`` is how long the model stays loaded once idle, from now on
+        (seconds; negative: until unloaded; 0: unloaded as soon as it is idle;
+        None: the settings' ``keep_alive``): each request says it again, as
+        Ollama's do."""
         entry = self.resolve(name)
         with self._lock:
+            self._keep_alive[entry.name] = keep_alive
             engine = self._engines.get(entry.name)
             if engine is not None:
                 engine.last_used = time.monotonic()
@@ -191,6 +203,7 @@ class ModelManager:
         entry = self.resolve(name)
         with self._lock:
             engine = self._engines.pop(entry.name, None)
+            self._keep_alive.pop(entry.name, None)
         embedded = self._embeddings.unload(entry.name)
         if engine is None:
             return embedded
@@ -205,6 +218,25 @@ class ModelManager:
     def is_loaded(self, name: str) -> bool:
         with self._lock:
             return name in self._engines
+
+    def keep_alive_of(self, name: str) -> float:
+        """The seconds ``name`` stays loaded once idle (negative: until unloaded)."""
+        with self._lock:
+            asked = self._keep_alive.get(name)
+        return self.settings.keep_alive if asked is None else asked
+
+    def unloads_in(self, name: str) -> float | None:
+        """Seconds until a loaded model is unloaded for being idle: its keep-alive,
+        counted from its last use once it is idle; None when it never is (a
+        negative keep-alive) or is not loaded."""
+        with self._lock:
+            engine = self._engines.get(name)
+        keep_alive = self.keep_alive_of(name)
+        if engine is None or keep_alive < 0:
+            return None
+        if not engine.idle:
+            return keep_alive  # the countdown starts when its last request ends
+        return max(0.0, keep_alive - (time.monotonic() - engine.last_used))
 
     def preload_default(self) -> threading.Thread:
         """Load the default model in the background (the server answers meanwhile)."""
@@ -240,6 +272,7 @@ class ModelManager:
         cancel: threading.Event | None = None,
         cache_scope: str = "",
         tools: ToolRequest | None = None,
+        keep_alive: float | None = None,
         logprobs: int = -1,
         n: int = 1,
     ) -> Generation:
@@ -251,25 +284,26 @@ class ModelManager:
         constrained by grammar as the choice asks, and the generation's request
         carries the tools and format, so the caller can parse the reply
         (:func:`shimmy.models.tools.reply_parser`). Setting ``cancel`` (the client
-        left) stops the render at once with ``RenderCancelled``."""
-        engine = self.engine(name)
-        plan = plan_tools(engine.template, messages, tools, grammar, engine.marker_tokens)
-        request = GenerationRequest(
-            prompt_tokens=engine.chat_tokens(
-                plan.messages, tools=plan.template_tools, cancel=cancel
-            ),
-            max_tokens=max_tokens,
-            sampling=sampling,
-            stop=tuple(stop) + tuple(engine.template.stop_strings()),
-            grammar=plan.grammar,
-            grammar_trigger=plan.grammar_trigger,
-            preserved=plan.preserved,
-            tools=plan.tools,
-            label=label,
-            cache_scope=cache_scope,
-            logprobs=logprobs,
-        )
-        return engine.submit_choices(request, n)[0]
+        left) stops the render at once with ``RenderCancelled``. ``keep_alive``:
+        see :meth:`engine`."""
+        with self._preparing(name, keep_alive) as engine:
+            plan = plan_tools(engine.template, messages, tools, grammar, engine.marker_tokens)
+            request = GenerationRequest(
+                prompt_tokens=engine.chat_tokens(
+                    plan.messages, tools=plan.template_tools, cancel=cancel
+                ),
+                max_tokens=max_tokens,
+                sampling=sampling,
+                stop=tuple(stop) + tuple(engine.template.stop_strings()),
+                grammar=plan.grammar,
+                grammar_trigger=plan.grammar_trigger,
+                preserved=plan.preserved,
+                tools=plan.tools,
+                label=label,
+                cache_scope=cache_scope,
+                logprobs=logprobs,
+            )
+            return engine.submit_choices(request, n)[0]
 
     def count_chat_tokens(
         self,
@@ -296,46 +330,80 @@ class ModelManager:
         sampling: SamplingParams,
         stop: Sequence[str] = (),
         raw: bool = False,
+        grammar: str | None = None,
         label: str = "",
         cancel: threading.Event | None = None,
         cache_scope: str = "",
+        keep_alive: float | None = None,
         logprobs: int = -1,
         n: int = 1,
     ) -> Generation:
         """Submit a plain prompt (``n`` choices of it, as :meth:`submit_chat`). Unless
         ``raw``, it is sent as one user turn through the model's chat template (as
         Ollama's generate does), since instruct models answer poorly to bare text;
-        a model without a template gets it raw. A prompt of token ids is raw."""
-        engine = self.engine(name)
-        if not isinstance(prompt, str) or raw or engine.template.is_fallback:
-            # Token ids are the model's own prompt, as they are (always raw).
-            tokens = engine.tokenize(prompt) if isinstance(prompt, str) else list(prompt)
-            request = GenerationRequest(
-                prompt_tokens=tokens,
-                max_tokens=max_tokens,
-                sampling=sampling,
-                stop=tuple(stop),
-                label=label,
-                cache_scope=cache_scope,
-                logprobs=logprobs,
-            )
-            return engine.submit_choices(request, n)[0]
+        a model without a template gets it raw. A prompt of token ids is raw.
+        ``grammar`` (GBNF, checked by the caller) constrains the reply."""
+        with self._preparing(name, keep_alive) as engine:
+            if not isinstance(prompt, str) or raw or engine.template.is_fallback:
+                # Token ids are the model's own prompt, as they are (always raw).
+                tokens = engine.tokenize(prompt) if isinstance(prompt, str) else list(prompt)
+                request = GenerationRequest(
+                    prompt_tokens=tokens,
+                    max_tokens=max_tokens,
+                    sampling=sampling,
+                    stop=tuple(stop),
+                    grammar=grammar,
+                    label=label,
+                    cache_scope=cache_scope,
+                    logprobs=logprobs,
+                )
+                return engine.submit_choices(request, n)[0]
         return self.submit_chat(
             name,
             [{"role": "user", "content": prompt}],
             max_tokens=max_tokens,
             sampling=sampling,
             stop=stop,
+            grammar=grammar,
             label=label,
             cancel=cancel,
             cache_scope=cache_scope,
+            keep_alive=keep_alive,
             logprobs=logprobs,
             n=n,
         )
 
-    def embed(self, name: str | None, inputs: Sequence[str | Sequence[int]]) -> Embeddings:
-        """Pooled, normalized embedding vectors of ``inputs`` (see embeddings.py)."""
-        return self._embeddings.embed(self.resolve(name), inputs)
+    @contextlib.contextmanager
+    def _preparing(self, name: str | None, keep_alive: float | None) -> Iterator[Engine]:
+        """The engine for a request being rendered and tokenized: until it is
+        submitted, its model is in use, so the reaper does not unload it even when
+        its keep-alive has run out (0, say)."""
+        key = self.resolve(name).name
+        with self._lock:
+            self._in_preparation[key] = self._in_preparation.get(key, 0) + 1
+        try:
+            yield self.engine(name, keep_alive=keep_alive)
+        finally:
+            with self._lock:
+                self._in_preparation[key] -= 1
+                if not self._in_preparation[key]:
+                    del self._in_preparation[key]
+
+    def embed(
+        self,
+        name: str | None,
+        inputs: Sequence[str | Sequence[int]],
+        *,
+        truncate: bool = False,
+        keep_alive: float | None = None,
+    ) -> Embeddings:
+        """Pooled, normalized embedding vectors of ``inputs`` (see embeddings.py);
+        ``truncate`` cuts an input to the context instead of refusing it;
+        ``keep_alive``: see :meth:`engine`."""
+        entry = self.resolve(name)
+        with self._lock:
+            self._keep_alive[entry.name] = keep_alive
+        return self._embeddings.embed(entry, inputs, truncate=truncate)
 
     @property
     def decode_lock(self) -> threading.Lock:
@@ -356,6 +424,8 @@ class ModelManager:
             engine.cancel_all()
 
     def _count(self, generation: Generation) -> None:
+        if self.keep_alive_of(generation.model) == 0:
+            self._reap_now.set()  # unload now if this was its last request (the reaper's job)
         for listener in self._finish_listeners:
             try:
                 listener(generation)
@@ -413,34 +483,48 @@ class ModelManager:
     # -- lifetime ------------------------------------------------------------
 
     def _reap_idle(self) -> None:
-        """Unload models idle for longer than keep_alive (negative: keep forever)."""
-        while not self._closed.wait(self._reap_interval()):
-            keep_alive = self.settings.keep_alive
-            if keep_alive < 0:
-                continue
-            self._embeddings.unload_idle(keep_alive)
-            now = time.monotonic()
+        """Unload models idle for longer than their keep-alive (negative: keep forever)."""
+        while not self._closed.is_set():
+            self._reap_now.wait(self._reap_interval())
+            self._reap_now.clear()
+            if self._closed.is_set():
+                return
+            self._embeddings.unload_idle(self.keep_alive_of)
             with self._lock:
-                idle = [
-                    name
-                    for name, e in self._engines.items()
-                    if e.idle and now - e.last_used >= keep_alive
-                ]
-            for name in idle:
-                log.info("unloading %s after %.0fs idle", name, keep_alive)
-                try:
-                    self.unload(name)
-                except ShimmyError:
-                    pass
+                names = list(self._engines)
+            for name in names:
+                engine = self._take_if_expired(name)
+                if engine is not None:
+                    log.info("unloading %s: idle for its keep-alive", name)
+                    self._embeddings.unload(name)
+                    engine.close()
+
+    def _take_if_expired(self, name: str) -> Engine | None:
+        """Remove and return ``name``'s engine if it has been idle for its whole
+        keep-alive and no request is being prepared for it (checked and removed
+        under one lock, so a request arriving meanwhile gets a new load)."""
+        with self._lock:
+            engine = self._engines.get(name)
+            asked = self._keep_alive.get(name)
+            keep_alive = self.settings.keep_alive if asked is None else asked
+            if engine is None or keep_alive < 0 or self._in_preparation.get(name):
+                return None
+            if not engine.idle or time.monotonic() - engine.last_used < keep_alive:
+                return None
+            del self._engines[name]
+            self._keep_alive.pop(name, None)
+            return engine
 
     def _reap_interval(self) -> float:
-        return max(
-            0.2, min(5.0, self.settings.keep_alive / 4 if self.settings.keep_alive > 0 else 1)
-        )
+        with self._lock:
+            asked = [k for k in self._keep_alive.values() if k is not None]
+        positive = [k for k in (self.settings.keep_alive, *asked) if k > 0]
+        return max(0.2, min(5.0, min(positive) / 4)) if positive else 1.0
 
     def close(self) -> None:
         """Cancel all work and unload every model."""
         self._closed.set()
+        self._reap_now.set()
         with self._lock:
             engines = list(self._engines.values())
             self._engines.clear()

@@ -16,12 +16,13 @@ from pathlib import Path
 
 from shimmy.config import Paths
 from shimmy.errors import ShimmyError, model_not_found
+from shimmy.models.aliases import Alias, ModelAliases, same_file
 from shimmy.models.discovery import Discovery, ModelEntry, describe_file, discover_models
 from shimmy.models.grouping import model_name, split_parts
 from shimmy.models.header_cache import HeaderCache
 from shimmy.models.sources import SearchPlace
 
-__all__ = ["ModelEntry", "ModelRegistry", "SearchPlace"]
+__all__ = ["Alias", "ModelEntry", "ModelRegistry", "SearchPlace"]
 
 
 class ModelRegistry:
@@ -33,6 +34,8 @@ class ModelRegistry:
         self.model_dirs = tuple(model_dirs)
         self.paths = paths or Paths.from_env()
         self._cache = HeaderCache(self.paths.cache_dir)
+        # Other names of models (pulled by, or copied to, through Ollama's API).
+        self.aliases = ModelAliases(self.paths)
         self._lock = threading.Lock()  # one discovery at a time
         self._discovery: Discovery | None = None
         self._operator_files: dict[str, ModelEntry] = {}
@@ -72,8 +75,9 @@ class ModelRegistry:
     def resolve(self, name: str) -> ModelEntry:
         """The entry for a model name, as a client sends it.
 
-        Tried in order: an exact name (case-insensitive); a name that is the
-        only one starting with, or else the only one containing, the text.
+        Tried in order: an exact name (case-insensitive); an alias
+        (:mod:`shimmy.models.aliases`); a name that is the only one starting
+        with, or else the only one containing, the text.
         Raises ``model_not_found`` otherwise. Never a file path: which files
         are served is the choice of whoever starts shimmy (``--model``,
         ``--model-dirs``, the config file), so a client's text never reaches
@@ -87,6 +91,9 @@ class ModelRegistry:
         for entry in entries:
             if entry.name == key:
                 return entry
+        alias = self.aliases.get(wanted)
+        if alias is not None:
+            return self.aliased(alias, entries)
         for matches in (
             [e for e in entries if e.name.startswith(key)],
             [e for e in entries if key in e.name],
@@ -102,6 +109,18 @@ class ModelRegistry:
                     f"Model '{name}' is ambiguous: it matches {names}{more}",
                 )
         raise model_not_found(name)
+
+    def aliased(self, alias: Alias, entries: list[ModelEntry] | None = None) -> ModelEntry:
+        """The listed model ``alias`` names; ``model_not_found`` when its file is
+        no longer listed (deleted, or its folder no longer searched)."""
+        for entry in self.entries() if entries is None else entries:
+            if same_file(entry.path, alias.path):
+                return entry
+        raise ShimmyError(
+            "model_not_found",
+            "The specified model was not found",
+            f"Model '{alias.name}' names {alias.path}, which is no longer listed",
+        )
 
     def resolve_operator(self, name_or_path: str) -> ModelEntry:
         """The entry for a name or a file path given by whoever runs shimmy

@@ -127,6 +127,8 @@ class ShimmyApp(App[int]):
             self.start_server()
         else:
             self.post_message(ServerStateChanged(False, None, None))
+        if self.server.ollama is not None and self.server.ollama_on:
+            self.start_ollama()
         if self.stats_interval > 0:
             self.set_interval(self.stats_interval, self.refresh_stats)
             self.refresh_stats()
@@ -156,8 +158,50 @@ class ShimmyApp(App[int]):
         self.server.stop()
         self.post_message(ServerStateChanged(False, None, None))
 
+    @work(thread=True, exclusive=True, group="ollama", exit_on_error=False)
+    def start_ollama(self) -> None:
+        """Start Ollama's listener; a port in use is its error, shown on the Server
+        tab, and the rest of the dashboard carries on."""
+        ollama = self.server.ollama
+        if ollama is None:
+            return
+        try:
+            url = ollama.start()
+        except ShimmyError as exc:
+            self.post_message(ServerStateChanged(False, None, describe(exc), "ollama"))
+            return
+        self.post_message(ServerStateChanged(True, url, None, "ollama"))
+
+    @work(thread=True, exclusive=True, group="ollama", exit_on_error=False)
+    def stop_ollama(self) -> None:
+        if self.server.ollama is not None:
+            self.server.ollama.stop()
+        self.post_message(ServerStateChanged(False, None, None, "ollama"))
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool:
+        # The Server tab's "o" only where there is an Ollama listener to switch.
+        if action == "toggle_ollama" and self.server.ollama is None:
+            return False  # hidden
+        return True
+
+    def action_toggle_ollama(self) -> None:
+        ollama = self.server.ollama
+        if ollama is None:
+            self.notify("Ollama's API is not available here")
+        elif ollama.running:
+            self.stop_ollama()
+        else:
+            self.start_ollama()
+
     @on(ServerStateChanged)
     def _server_state(self, message: ServerStateChanged) -> None:
+        if message.listener == "ollama":
+            if message.error:
+                error = f"Ollama's API is not served: {message.error}"
+                self.notify(error, title="Ollama", severity="warning", timeout=10)
+            for pane in self.query(ServerPane):
+                pane.server_changed(message)
+            return
         if message.running:
             self.sub_title = message.url or ""
         elif message.error:
@@ -324,6 +368,8 @@ class ShimmyApp(App[int]):
         """Stop replies and the server (freeing the port), then exit 0."""
         self.query_one(ChatPane).action_stop()
         await asyncio.to_thread(self.server.stop)
+        if self.server.ollama is not None:
+            await asyncio.to_thread(self.server.ollama.stop)
         self.exit(0)
 
     def on_unmount(self) -> None:

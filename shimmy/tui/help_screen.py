@@ -44,6 +44,7 @@ Every action is also in the command palette (**ctrl+p**); the mouse works too.
 |---|---|
 | **s** | start / stop the embedded server |
 | **b** | edit the address (HOST:PORT) |
+| **o** | switch Ollama's API (the second listener, `--ollama`) on / off |
 
 | Log | |
 |---|---|

@@ -13,11 +13,13 @@ if TYPE_CHECKING:
 
 @dataclass
 class ServerStateChanged(Message):
-    """The embedded server started, stopped or failed to start."""
+    """The embedded server (or Ollama's listener, ``listener`` "ollama") started,
+    stopped or failed to start."""
 
     running: bool
     url: str | None
     error: str | None
+    listener: str = "api"
 
 
 @dataclass

@@ -13,7 +13,7 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.widgets import Button, DataTable, Input, Sparkline, Static
+from textual.widgets import Button, DataTable, Input, Sparkline, Static, Switch
 
 from shimmy.api.requestlog import WEBSOCKET_OPEN
 from shimmy.api.server_control import ServerControl
@@ -97,6 +97,7 @@ class ServerPane(VerticalScroll):
     BINDINGS = [
         Binding("s", "app.toggle_server", "Start/stop"),
         Binding("b", "edit_bind", "Address"),
+        Binding("o", "app.toggle_ollama", "Ollama API"),
     ]
 
     # kwargs: Textual's widget options (id, classes...), handed on as they are.
@@ -118,6 +119,10 @@ class ServerPane(VerticalScroll):
                     yield Input(self.server.bind, id="bind-input", compact=True)
                     yield Button("Start", id="server-start", variant="success", compact=True)
                     yield Button("Stop", id="server-stop", variant="error", compact=True)
+                if self.server.ollama is not None:
+                    with Horizontal(id="ollama-row"):
+                        yield Switch(self.server.ollama.running, id="ollama-switch")
+                        yield Static("", id="ollama-state")
             with Vertical(id="server-figures") as figures:
                 figures.border_title = "Live"
                 yield Static("", id="figures")
@@ -148,7 +153,34 @@ class ServerPane(VerticalScroll):
     # -- server state ------------------------------------------------------------
 
     def server_changed(self, message: ServerStateChanged) -> None:
-        self._show_state(message.error)
+        if message.listener == "ollama":
+            self._show_ollama(message.error)
+        else:
+            self._show_state(message.error)
+
+    def _show_ollama(self, error: str | None = None) -> None:
+        """Ollama's listener: its URL, or its address while off, or why it is not
+        served (a port in use: a real Ollama, say); the switch follows it."""
+        ollama = self.server.ollama
+        if ollama is None:
+            return
+        text = Text.assemble(("Ollama API ", "bold"))
+        if ollama.running:
+            text.append(ollama.url or "", style="underline")
+        elif error:
+            text.append_text(plain(f"not served: {error}", style="red"))
+        else:
+            text.append_text(plain(f"off ({ollama.bind})", style="dim"))
+        self.query_one("#ollama-state", Static).update(text)
+        switch = self.query_one("#ollama-switch", Switch)
+        with switch.prevent(Switch.Changed):
+            switch.value = ollama.running
+
+    @on(Switch.Changed, "#ollama-switch")
+    def _ollama_switched(self, event: Switch.Changed) -> None:
+        ollama = self.server.ollama
+        if ollama is not None and event.value != ollama.running:
+            self.app.call_later(self.app.run_action, "toggle_ollama")
 
     def _show_state(self, error: str | None = None) -> None:
         server = self.server
@@ -217,6 +249,9 @@ class ServerPane(VerticalScroll):
         self.query_one("#figures", Static).update(figures_table(stats, rate))
         self._show_loaded(stats)
         self._show_state(self.server.error if not self.server.running else None)
+        ollama = self.server.ollama
+        if ollama is not None:
+            self._show_ollama(ollama.error if not ollama.running else None)
         self._show_requests()
 
     def _show_loaded(self, stats: ManagerStats) -> None:

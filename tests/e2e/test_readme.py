@@ -239,6 +239,48 @@ def test_openai_curl_commands(server: Server, tmp_path: Path) -> None:
         assert chunks[-1]["choices"][0]["finish_reason"] in ("stop", "length")
 
 
+# -- Ollama-compatible API ---------------------------------------------------------------
+
+OLLAMA_PORT = "11434"  # --ollama's default, which the README's script uses
+
+
+def test_ollama_client_script(tmp_path: Path) -> None:
+    """The README's script with Ollama's own client, against `shimmy serve --ollama`
+    on a free port: the same list, capabilities and counts, a reply and a stream."""
+    found = blocks(section("Ollama-compatible API"))
+    languages = [language for language, _ in found]
+    assert languages[:3] == ["console", "python", "console"], languages
+    assert "shimmy serve --ollama\n" in found[0][1]
+    script, shown = found[1][1], found[2][1]
+    srv = start_server(["--ollama", "127.0.0.1:0"], isolated_env(tmp_path / "srv"), cwd=tmp_path)
+    try:
+        url = eventually(
+            lambda: re.search(r"Ollama's API on http://127\.0\.0\.1:(\d+)", srv.log()),
+            30,
+            what=lambda: srv.log(),
+        )
+        assert url is not None and f"127.0.0.1:{OLLAMA_PORT}" in script
+        path = tmp_path / "readme_ollama.py"
+        path.write_text(script.replace(f":{OLLAMA_PORT}", f":{url[1]}"), encoding="utf-8")
+        done = subprocess.run(
+            [sys.executable, str(path)],
+            env=user_env(tmp_path / "user"),
+            cwd=tmp_path,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
+        )
+        assert done.returncode == 0, done.stderr + "\n" + srv.log()[-3000:]
+    finally:
+        srv.stop()
+    printed, expected = done.stdout.splitlines(), shown.strip("\n").splitlines()
+    assert printed[:2] == expected[:2] and printed[-2:] == expected[-2:], done.stdout
+    reply = re.fullmatch(r"(.+) (\d+) (stop|length)", printed[2])
+    assert reply and reply[1].strip() and 0 < int(reply[2]) <= 12, printed[2]
+    assert "".join(printed[3:-2]).strip(), done.stdout  # the streamed text
+
+
 # -- Find and pull models ----------------------------------------------------------------
 
 

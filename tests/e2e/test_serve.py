@@ -310,7 +310,12 @@ def scrape(client: httpx.Client) -> dict[tuple[str, tuple[tuple[str, str], ...]]
 
 
 def test_metrics_count_a_generation_and_show_the_engine(client):
-    route = (("endpoint", "/api/generate"), ("method", "POST"), ("status", "200"))
+    route = (
+        ("endpoint", "/api/generate"),
+        ("listener", "api"),
+        ("method", "POST"),
+        ("status", "200"),
+    )
     model = (("model", MODEL),)
     before = scrape(client)
     body = {"model": MODEL, "prompt": "Count to five.", "max_tokens": 12, "temperature": 0}

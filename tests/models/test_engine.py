@@ -480,6 +480,89 @@ def test_a_saved_prompt_is_restored_only_for_its_own_scope(smollm2_path):
         manager.close()
 
 
+# -- per-request keep-alive -------------------------------------------------------
+
+
+def test_keep_alive_zero_unloads_after_the_answer_and_minus_one_never(smollm2_path):
+    manager = ModelManager(
+        Settings(model=str(smollm2_path), ctx_size=256, keep_alive=300),
+        ModelRegistry([smollm2_path]),
+    )
+    try:
+        kept = manager.submit_prompt(None, "Hi", max_tokens=2, sampling=GREEDY, keep_alive=-1)
+        kept.wait(30)
+        (name,) = manager.loaded_names()
+        assert manager.keep_alive_of(name) == -1 and manager.unloads_in(name) is None
+        assert manager.submit_prompt(None, "Hi", max_tokens=2, sampling=GREEDY).text(30)
+        # Without a keep-alive the request gets the settings' again (as in Ollama).
+        remaining = manager.unloads_in(name)
+        assert remaining is not None and 290 < remaining <= 300
+        answer = manager.submit_prompt(None, "Hi", max_tokens=2, sampling=GREEDY, keep_alive=0)
+        assert answer.text(30) is not None
+        eventually(lambda: not manager.loaded_names(), 10, interval=0.02, what="the unload")
+        assert manager.unloads_in(name) is None
+    finally:
+        manager.close()
+
+
+def test_a_request_being_prepared_keeps_a_zero_keep_alive_model(smollm2_path, monkeypatch):
+    """The reaper never unloads a model between a request's load and its submit."""
+    manager = ModelManager(
+        Settings(model=str(smollm2_path), ctx_size=256, keep_alive=0),
+        ModelRegistry([smollm2_path]),
+    )
+    try:
+        engine = manager.engine(None, keep_alive=0)
+        eventually(lambda: not manager.loaded_names(), 10, interval=0.02, what="the unload")
+        engine = manager.engine(None, keep_alive=0)
+        rendering = threading.Event()
+        release = threading.Event()
+        render = type(engine).render_chat
+
+        def slow_render(self, *args, **kwargs):
+            rendering.set()
+            release.wait(30)
+            return render(self, *args, **kwargs)
+
+        monkeypatch.setattr(type(engine), "render_chat", slow_render)
+        done: list[str] = []
+        worker = threading.Thread(
+            target=lambda: done.append(
+                manager.submit_chat(
+                    None,
+                    [{"role": "user", "content": "Hi"}],
+                    max_tokens=2,
+                    sampling=GREEDY,
+                    keep_alive=0,
+                ).text(30)
+            )
+        )
+        worker.start()
+        assert rendering.wait(30)
+        # Idle, its keep-alive of 0 run out, and kept: a request is being prepared for it.
+        assert engine.idle and manager.keep_alive_of(engine.name) == 0
+        assert manager._take_if_expired(engine.name) is None
+        assert manager.loaded_names() == [engine.name]
+        release.set()
+        worker.join(30)
+        assert done and done[0] is not None
+        eventually(lambda: not manager.loaded_names(), 10, interval=0.02, what="the unload")
+    finally:
+        manager.close()
+
+
+def test_repeat_last_n_zero_turns_the_penalties_off(engine):
+    tokens = engine.chat_tokens([{"role": "user", "content": "Say yes yes yes yes yes."}])
+
+    def text(**sampling) -> str:
+        request = GenerationRequest(tokens, max_tokens=16, sampling=SamplingParams(**sampling))
+        return engine.submit(request).text(60)
+
+    plain = text(temperature=0.0, repeat_penalty=1.0)
+    assert text(temperature=0.0, repeat_penalty=1.8, repeat_last_n=0) == plain
+    assert text(temperature=0.0, repeat_penalty=1.8, repeat_last_n=64) != plain
+
+
 # -- several choices of one request (n > 1) --------------------------------------------------
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from shimmy.errors import ShimmyError
 from shimmy.models import registry as registry_module
-from shimmy.models.registry import ModelEntry, ModelRegistry, SearchPlace
+from shimmy.models.registry import Alias, ModelEntry, ModelRegistry, SearchPlace
 from tests.gguf_writer import gguf_bytes, write_model
 
 SMOLLM2 = "smollm2-135m-instruct-q4_1"
@@ -197,3 +197,46 @@ def test_concurrent_refreshes_run_one_at_a_time(
     assert errors == []
     assert most == 1
     assert seen and all(n == 3 for n in seen)
+
+
+# -- aliases ------------------------------------------------------------------
+
+
+def test_an_alias_resolves_to_its_file_and_survives_a_new_registry(models: Path) -> None:
+    registry = ModelRegistry()
+    beta = registry.resolve("beta-q8_0")
+    registry.aliases.add(Alias("hf.co/Someone/Beta-GGUF:Q8_0", beta.path, pulled=True))
+    assert registry.resolve("hf.co/someone/beta-gguf:q8_0") == beta
+    # A name that only starts the alias is not it: aliases match whole.
+    not_found(registry, "hf.co/someone")
+    again = ModelRegistry()  # a restart: the alias is read back from the data folder
+    (alias,) = again.aliases.all()
+    assert (alias.name, alias.pulled) == ("hf.co/Someone/Beta-GGUF:Q8_0", True)
+    assert again.resolve("HF.CO/Someone/Beta-GGUF:Q8_0").name == "beta-q8_0"
+    assert again.aliases.pointing_at(beta.path) == [alias]
+    assert again.aliases.remove("hf.co/someone/beta-gguf:Q8_0") == alias
+    not_found(ModelRegistry(), "hf.co/Someone/Beta-GGUF:Q8_0")
+
+
+def test_a_discovered_name_wins_over_an_alias_and_a_lost_file_is_not_found(
+    models: Path,
+) -> None:
+    registry = ModelRegistry()
+    alpha, beta = registry.resolve("alpha"), registry.resolve("beta-q8_0")
+    registry.aliases.add(Alias("beta-q8_0", alpha.path))
+    assert registry.resolve("beta-q8_0") == beta
+    registry.aliases.add(Alias("mine", beta.path))
+    (models / "beta-q8_0.gguf").unlink()
+    registry.refresh()
+    error = not_found(registry, "mine")
+    assert "no longer listed" in str(error.details)
+
+
+def test_a_damaged_alias_file_is_no_alias(models: Path, isolated_home: Path) -> None:
+    registry = ModelRegistry()
+    file = registry.paths.data_dir / "aliases.json"
+    file.parent.mkdir(parents=True, exist_ok=True)
+    file.write_text('[{"name": 3}, "x", {"name": "ok", "path": "/nowhere.gguf"}]')
+    assert [a.name for a in ModelRegistry().aliases.all()] == ["ok"]
+    file.write_text("{not json")
+    assert ModelRegistry().aliases.all() == []

@@ -17,6 +17,7 @@ from typing import Literal, cast
 from shimmy.api.requestlog import RequestLog
 from shimmy.api.server_control import ServerControl
 from shimmy.config import Settings
+from shimmy.errors import ShimmyError
 from shimmy.models.chat import Message
 from shimmy.models.generation import Piece, SamplingParams
 from shimmy.models.gguf import GGUFInfo
@@ -276,14 +277,27 @@ def fixed_request_log() -> RequestLog:
 
 
 class FakeServer(ServerControl):
-    """Reports a running server at a fixed address; never binds."""
+    """Reports a running server at a fixed address; never binds. ``ollama``: with
+    Ollama's listener too, running at 127.0.0.1:11434 (or, given an error, not)."""
 
-    def __init__(self, manager: FakeManager, *, running: bool = True) -> None:
+    def __init__(
+        self,
+        manager: FakeManager,
+        *,
+        running: bool = True,
+        port: int = 11435,
+        ollama: bool = False,
+        ollama_error: str | None = None,
+    ) -> None:
         # A ServerControl serves a ModelManager. This one never serves (start is
         # replaced below): only its Server tab reads the manager, for its settings.
         served = cast(ModelManager, manager)
-        super().__init__(served, "127.0.0.1", 11435, request_log=fixed_request_log())
+        super().__init__(served, "127.0.0.1", port, request_log=fixed_request_log())
         self._running = running
+        if ollama:
+            self.ollama = FakeServer(manager, running=ollama_error is None, port=11434)
+            self.ollama.error = ollama_error
+            self.ollama_on = True
 
     @property
     def running(self) -> bool:
@@ -291,15 +305,17 @@ class FakeServer(ServerControl):
 
     @property
     def url(self) -> str | None:
-        return "http://127.0.0.1:11435" if self._running else None
+        return f"http://127.0.0.1:{self.port}" if self._running else None
 
     @property
     def uptime_seconds(self) -> float | None:
         return 754.0 if self._running else None
 
     def start(self) -> str:
+        if self.error is not None:
+            raise ShimmyError("server_error", self.error)
         self._running = True
-        return "http://127.0.0.1:11435"
+        return f"http://127.0.0.1:{self.port}"
 
     def stop(self) -> None:
         self._running = False

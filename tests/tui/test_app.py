@@ -33,7 +33,8 @@ async def test_server_answers_while_running_and_not_after_quit(
     app = make_app(manager, server)
     async with app.run_test() as pilot:
         url = await server_url(app, server)
-        assert url in str(app.sub_title)
+        # The worker's message reaches the title after the worker is done.
+        await settle(pilot, lambda: url in str(app.sub_title), what="the URL as the title")
         # An HTTP client in another thread, as other programs would call it.
         response = await asyncio.to_thread(httpx.get, url + "/api/health")
         assert response.status_code == 200

@@ -54,14 +54,21 @@ def utc(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     time.tzset()
 
 
-def dashboard(tab: str = "models", *, running: bool = True) -> ShimmyApp:
-    """The app over fakes; ``running`` false: the server was not started (--no-server)."""
+def dashboard(
+    tab: str = "models",
+    *,
+    running: bool = True,
+    ollama: bool = False,
+    ollama_error: str | None = None,
+) -> ShimmyApp:
+    """The app over fakes; ``running`` false: the server was not started (--no-server);
+    ``ollama``: with Ollama's listener, started (or failing with ``ollama_error``)."""
     manager = FakeManager()
     handler = DashboardLogHandler()
     handler.records.extend(LOG_LINES)
     return ShimmyApp(
         manager,
-        FakeServer(manager, running=running),
+        FakeServer(manager, running=running, ollama=ollama, ollama_error=ollama_error),
         serve=running,
         stats_interval=0,
         initial_tab=tab,
@@ -146,6 +153,20 @@ def test_chat_light_theme(snap_compare: Any) -> None:
 
 def test_server(snap_compare: Any) -> None:
     assert snap_compare(dashboard("server"), terminal_size=(120, 34), run_before=settle())
+
+
+def test_server_with_ollama(snap_compare: Any) -> None:
+    app = dashboard("server", ollama=True)
+    assert snap_compare(app, terminal_size=(120, 34), run_before=settle())
+
+
+def test_server_ollama_port_taken_80x24(snap_compare: Any) -> None:
+    taken = (
+        "Port 11434 on 127.0.0.1 is already in use (Stop the other server or choose "
+        "another port with --ollama HOST:PORT)"
+    )
+    app = dashboard("server", ollama=True, ollama_error=taken)
+    assert snap_compare(app, terminal_size=(80, 24), run_before=settle())
 
 
 def test_server_stopped_80x24(snap_compare: Any) -> None:

@@ -1,0 +1,1 @@
+"""Ollama's API, on its own listener (``--ollama``): see :mod:`.routes`."""
