@@ -16,7 +16,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,8 +107,9 @@ class ChatStore:
     :class:`~shimmy.chats.schema.NewerDatabase` when a newer shimmy wrote it
     (``open_store`` deals with both)."""
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, *, clock: Callable[[], float] = time.time) -> None:
         self.path = path
+        self.clock = clock  # the time of a change (tests fix it)
         if str(path) != ":memory:":
             _check_header(Path(path))
         self._lock = threading.RLock()
@@ -185,7 +186,7 @@ class ChatStore:
         settings: Mapping[str, Any] | None = None,
         now: float | None = None,
     ) -> Conversation:
-        when = time.time() if now is None else now
+        when = self.clock() if now is None else now
         blob = json.dumps(dict(settings or {}), sort_keys=True)
         with self._write() as conn:
             cursor = conn.execute(
@@ -256,7 +257,7 @@ class ChatStore:
         if settings is not _UNSET:
             values["settings"] = json.dumps(dict(settings), sort_keys=True)
         if touch:
-            values["updated_at"] = time.time()
+            values["updated_at"] = self.clock()
         if values:
             assignments = ", ".join(f"{k} = ?" for k in values)
             with self._write() as conn:
@@ -299,7 +300,7 @@ class ChatStore:
         now: float | None = None,
     ) -> StoredMessage:
         """Append a turn (the conversation becomes the most recently updated)."""
-        when = time.time() if now is None else now
+        when = self.clock() if now is None else now
         with self._write() as conn:
             cursor = conn.execute(
                 "INSERT INTO messages (conversation_id, role, content, created_at, model) "
