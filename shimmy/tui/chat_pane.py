@@ -466,10 +466,12 @@ class ChatPane(Vertical):
         self.post_message(self.ReplyFinished(output, generation.finish_reason))
 
     async def _stream(self, generation: ChatReply, reply: ChatMessage, reply_id: int) -> None:
-        """Show the reply as it comes and save it at least once a second."""
+        """Show the reply as it comes, and save it at least once a second meanwhile."""
         stream = Markdown.get_stream(reply.markdown)
+        done = asyncio.Event()
+        saver = asyncio.create_task(self._keep_saving(generation, reply_id, done))
         pending: list[str] = []
-        flushed = saved = time.monotonic()
+        flushed = time.monotonic()
         try:
             async for piece in generation.stream():
                 pending.append(piece.text)
@@ -480,14 +482,30 @@ class ChatPane(Vertical):
                     await stream.write("".join(pending))
                     pending.clear()
                     flushed = now
-                if now - saved >= SAVE_INTERVAL:
-                    text = generation.output
-                    await asyncio.to_thread(self.store.update_message, reply_id, content=text)
-                    saved = time.monotonic()
             if pending:
                 await stream.write("".join(pending))
         finally:
+            # Let a save under way end first: cancelled, its thread could still write
+            # an older text over the final one.
+            done.set()
+            await saver
             await stream.stop()
+
+    async def _keep_saving(self, generation: ChatReply, reply_id: int, done: asyncio.Event) -> None:
+        """Write what the reply holds every SAVE_INTERVAL until ``done``: on a clock
+        rather than per token, so a pause in the tokens leaves none unsaved."""
+        saved = ""
+        while True:
+            try:
+                await asyncio.wait_for(done.wait(), SAVE_INTERVAL)
+            except TimeoutError:
+                pass
+            else:
+                return
+            text = generation.output
+            if text != saved:
+                await asyncio.to_thread(self.store.update_message, reply_id, content=text)
+                saved = text
 
     # -- edits -------------------------------------------------------------------------
 

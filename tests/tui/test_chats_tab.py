@@ -6,7 +6,10 @@ The real model's replies are in test_chat_pane.py."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +22,8 @@ from textual.widgets import Input, Select, Static, TextArea
 
 from shimmy.chats import ChatStore
 from shimmy.chats.window import STOP
-from shimmy.tui.app import ShimmyApp
+from shimmy.models.generation import Piece
+from shimmy.tui.app import LIGHT_THEME, ShimmyApp
 from shimmy.tui.chat_log import ChatLog, ChatMessage, ChatNotice
 from shimmy.tui.chat_pane import ChatPane
 from shimmy.tui.composer import Composer
@@ -495,3 +499,187 @@ async def test_the_stop_policy_says_so_and_sends_nothing(store: ChatStore) -> No
         await send(pilot, record, "fourth")
         assert manager.sent[-1][-1]["content"] == "fourth"
         assert all(m["content"] != "third" for m in manager.sent[-1])
+
+
+async def test_a_too_long_message_does_not_jam_the_chat(store: ChatStore) -> None:
+    manager = FakeManager()
+    manager.context_tokens = 60  # a word a token
+    record = Recorder()
+    async with dashboard(store, manager).run_test(size=SIZE, message_hook=record) as pilot:
+        pane = await ready(pilot)
+        long = " ".join(f"word{i}" for i in range(80))
+        finished = await send(pilot, record, long)
+        assert finished.finish_reason == "refused" and manager.sent == []
+        problem = pane.log_view.query(ChatMessage).last().query_one(".problem", Static)
+        assert "too long for the model's context" in str(problem.content)
+        assert "83 tokens; the context holds 60" in str(problem.content)
+        # The next, short message is answered, without the refused one.
+        finished = await send(pilot, record, "a short one")
+        assert finished.finish_reason == "stop"
+        assert manager.sent == [[{"role": "user", "content": "a short one"}]]
+        assert turns(pane)[-1] == ("assistant", REPLY.strip())
+        (chat,) = store.conversations()
+        kept = store.messages(chat.id)
+        assert [m.role for m in kept] == ["user", "user", "assistant"]
+        assert kept[0].error is not None and kept[1].error is None
+
+
+async def test_a_conversation_longer_than_the_context_keeps_going(store: ChatStore) -> None:
+    manager = FakeManager()
+    manager.context_tokens = 200  # a word a token: three turns fill it
+    record = Recorder()
+    async with dashboard(store, manager).run_test(size=SIZE, message_hook=record) as pilot:
+        pane = await ready(pilot)
+        await settle(pilot, lambda: pane.settings.model_names)
+        pilot.app.query_one("#system-prompt", TextArea).text = "Be brief."
+        app_field(pilot, "#max-tokens").value = "40"
+        for i in range(8):
+            finished = await send(pilot, record, f"question {i}")
+            assert finished.finish_reason == "stop", i
+        # Every message was answered; the later ones left out the oldest turns,
+        # kept the system prompt, and said so.
+        last = manager.sent[-1]
+        assert last[0] == {"role": "system", "content": "Be brief."}
+        assert last[-1] == {"role": "user", "content": "question 7"}
+        assert {"role": "user", "content": "question 0"} not in last
+        assert sum(3 + len(m["content"].split()) for m in last) + 40 <= 200
+        note = pane.log_view.query(ChatMessage).last().query_one(".note", Static)
+        assert note.display and "oldest turns left out to fit the context" in str(note.content)
+        (chat,) = store.conversations()
+        assert store.messages(chat.id)[-1].note == str(note.content)
+
+
+@dataclass
+class HeldReply:
+    """A long reply that writes its first words, then waits for ``release``."""
+
+    release: asyncio.Event
+    first: str = "The first words of a long reply"
+    model: str = MODEL
+    written: str = ""
+    done: bool = False
+    finish_reason: str | None = None
+    completion_tokens: int = 0
+    tokens_per_second: float | None = None
+    time_to_first_token: float | None = None
+
+    async def stream(self) -> AsyncIterator[Piece]:
+        for word in self.first.split(" "):
+            self.written += word + " "
+            self.completion_tokens += 1
+            yield Piece(word + " ", 1)
+        await self.release.wait()
+        if self.done:  # cancelled
+            return
+        self.written += "and its end."
+        yield Piece("and its end.", 1)
+        self.finish_reason, self.done = "stop", True
+
+    @property
+    def output(self) -> str:
+        return self.written
+
+    def cancel(self) -> None:
+        self.finish_reason, self.done = "cancelled", True
+        self.release.set()
+
+
+class HeldManager(FakeManager):
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+
+    def submit_chat(self, name: str | None, messages: Any, **kwargs: Any) -> HeldReply:  # type: ignore[override]
+        self.sent.append(list(messages))
+        return HeldReply(self.release)
+
+
+async def test_a_reply_is_saved_while_it_streams(store: ChatStore) -> None:
+    manager = HeldManager()
+    record = Recorder()
+    async with dashboard(store, manager).run_test(size=SIZE, message_hook=record) as pilot:
+        await ready(pilot)
+        await pilot.press(*"Tell me a long story", "enter")
+
+        def stored_reply() -> str:
+            chats = store.conversations()
+            messages = store.messages(chats[0].id) if chats else []
+            return messages[-1].content if len(messages) == 2 else ""
+
+        # Written while the reply waits for its next token: within a second or so.
+        started = time.monotonic()
+        await settle(pilot, lambda: stored_reply().strip() == "The first words of a long reply")
+        assert time.monotonic() - started < 1.0 + 1.5  # SAVE_INTERVAL, and this machine
+        assert not record.finished
+        manager.release.set()
+        await settle(pilot, lambda: record.finished)
+        await pilot.app.workers.wait_for_complete()
+        (chat,) = store.conversations()
+        reply = store.messages(chat.id)[-1]
+        assert reply.content.endswith("and its end.") and reply.finish_reason == "stop"
+
+
+async def test_a_stopped_reply_keeps_what_it_wrote(store: ChatStore) -> None:
+    manager = HeldManager()
+    record = Recorder()
+    async with dashboard(store, manager).run_test(size=SIZE, message_hook=record) as pilot:
+        pane = await ready(pilot)
+        await pilot.press(*"Tell me a long story", "enter")
+        await settle(pilot, lambda: pane.live_tokens() >= 7)
+        await pilot.press("escape")
+        await settle(pilot, lambda: record.finished)
+        await pilot.app.workers.wait_for_complete()
+        (chat,) = store.conversations()
+        reply = store.messages(chat.id)[-1]
+        assert reply.content.startswith("The first words of a long reply")
+        assert reply.finish_reason == "cancelled"
+
+
+# -- what lasts -----------------------------------------------------------------------
+
+
+async def type_into(pilot: Pilot[Any], selector: str, text: str) -> None:
+    pilot.app.query_one(selector).focus()
+    await pilot.press("ctrl+a", "ctrl+k", *text)
+
+
+async def test_what_the_user_chose_is_kept_across_restarts(store: ChatStore) -> None:
+    record = Recorder()
+    app = dashboard(store)
+    async with app.run_test(size=SIZE, message_hook=record) as pilot:
+        pane = await ready(pilot)
+        await pilot.press("ctrl+t")  # the light theme
+        await type_into(pilot, "#temperature", "0.3")
+        pilot.app.query_one("#system-prompt", TextArea).text = "Be kind."
+        pilot.app.query_one("#chat-model", Select).value = "llama3.2:3b"
+        pane.composer.focus()
+        await send(pilot, record, "Remember me")
+        await pilot.press("ctrl+q")
+    assert app.return_code == 0
+
+    # The next run: the theme, and the conversation left open with its settings.
+    app = dashboard(store)
+    async with app.run_test(size=SIZE, message_hook=record) as pilot:
+        pane = await ready(pilot)
+        assert app.theme == LIGHT_THEME
+        await settle(pilot, lambda: pane.conversation is not None, what="the last chat")
+        assert pane.conversation is not None and pane.conversation.title == "Remember me"
+        await settle(pilot, lambda: len(turns(pane)) == 2)
+        assert app_field(pilot, "#temperature").value == "0.3"
+        assert pane.settings.system_prompt == "Be kind."
+        assert pane.settings.model == "llama3.2:3b"
+        # A new chat, and settings changed just before quitting (saved on the way out).
+        await pilot.press("ctrl+n")
+        await settle(pilot, lambda: pane.conversation is None)
+        await type_into(pilot, "#max-tokens", "77")
+        await pilot.press("ctrl+q")
+
+    # The run after: no chat was open, so a new one, with the settings as left.
+    app = dashboard(store)
+    async with app.run_test(size=SIZE) as pilot:
+        pane = await ready(pilot)
+        await settle(pilot, lambda: app_field(pilot, "#max-tokens").value == "77")
+        assert pane.conversation is None and not turns(pane)
+        assert app_field(pilot, "#temperature").value == "0.3"
+        assert pane.settings.model == "llama3.2:3b"
+        assert pane.settings.system_prompt == "Be kind."
