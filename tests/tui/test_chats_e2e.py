@@ -60,10 +60,10 @@ class Terminal:
         os.write(self.primary, text.encode())
 
     def open_chat(self) -> None:
-        """F3, once the message box is drawn and the model list known."""
+        """F3, once the Chat tab's keys are in the footer."""
         drawn = len(self.screen)
         os.write(self.primary, F3)
-        self.wait(lambda: b"ctrl+j new line" in self.screen[drawn:], 30, "the Chat tab")
+        self.wait(lambda: b"Regenerate" in self.screen[drawn:], 30, "the Chat tab")
 
 
 def test_a_message_sent_in_the_dashboard_is_kept(tmp_path: Path) -> None:
@@ -119,3 +119,26 @@ def test_sigkill_in_the_middle_of_a_reply_keeps_it(tmp_path: Path) -> None:
     (chat,) = json.loads(listed.stdout)
     exported = run_shimmy(["chats", "export", str(chat["id"])], term.env, cwd=tmp_path)
     assert exported.returncode == 0 and content.strip() in exported.stdout
+
+
+def test_a_damaged_database_is_kept_aside_and_the_dashboard_opens(tmp_path: Path) -> None:
+    db = tmp_path / "shimmy" / "data" / "chats.db"
+    db.parent.mkdir(parents=True)
+    damaged = b"not a database " * 1000
+    db.write_bytes(damaged)
+    term = Terminal(tmp_path)
+    try:
+        term.wait(lambda: b"could not be used" in term.screen, 30, "the dashboard saying so")
+        term.open_chat()
+        term.type("Still here?\r")
+        replies = "SELECT content FROM messages WHERE role = 'assistant' AND finish_reason != ''"
+        term.wait(lambda: rows(db, replies), 180, "the reply, in a new database")
+        assert quit_dashboard(term.process, term.primary, term.screen) == 0
+    finally:
+        stop(term.process, term.primary)
+    (kept,) = [
+        p
+        for p in db.parent.iterdir()
+        if p.name.startswith("chats.db.") and "wal" not in p.name and "shm" not in p.name
+    ]
+    assert kept.read_bytes() == damaged
