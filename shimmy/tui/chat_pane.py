@@ -16,6 +16,7 @@ outgrows the context the oldest turns are left out (or nothing is sent, by the
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -125,6 +126,8 @@ class ChatPane(Vertical):
         self._models_known = False
         self._wanted_model: object = _NOT_YET  # a model to choose once the list is known
         self._settings_timer: Timer | None = None
+        self._last_lock = threading.Lock()
+        self._last_seq = 0  # which choice of the open conversation is the latest
 
     def compose(self) -> ComposeResult:
         yield ChatSidebar(self.store, id="chat-sidebar")
@@ -337,7 +340,7 @@ class ChatPane(Vertical):
                 system_prompt=system,
                 settings=settings.to_json(),
             )
-            await asyncio.to_thread(self.store.set_preference, LAST_CONVERSATION, conversation.id)
+            self._remember_open(conversation.id)
         else:
             conversation = await asyncio.to_thread(
                 self.store.update_conversation,
@@ -668,7 +671,6 @@ class ChatPane(Vertical):
     def _read_conversation(self, conversation_id: int, at_message: int | None) -> None:
         conversation = self.store.conversation(conversation_id)
         messages = self.store.messages(conversation_id)
-        self.store.set_preference(LAST_CONVERSATION, conversation_id)
         self.post_message(self.ConversationLoaded(conversation, messages, at_message))
 
     @on(ConversationLoaded)
@@ -677,13 +679,15 @@ class ChatPane(Vertical):
             return
         if self._editing is not None:
             self._restore_draft()
+        conversation = message.conversation
+        # Open at once: a message sent while the turns are mounted belongs to it.
+        self._opened(conversation)
+        self._remember_open(conversation.id)
         log = self.log_view
         await log.query(ChatMessage).remove()
         await log.query(ChatNotice).remove()
         self.query_one("#chat-hint").display = not message.messages
         await log.mount_all([ChatMessage.stored(m) for m in message.messages])
-        conversation = message.conversation
-        self._opened(conversation)
         self.settings.show(
             ChatSettings.from_json(conversation.settings), conversation.system_prompt
         )
@@ -697,21 +701,41 @@ class ChatPane(Vertical):
         """Start a new conversation (the open one is kept)."""
         if self._replying:
             self.action_stop()
-        self._new_chat()
+            self._new_chat_after_reply()
+            return
+        self.clear_for_new_chat()
 
     @work(group="chat-open", exclusive=True, exit_on_error=False, description="new chat")
-    async def _new_chat(self) -> None:
-        if self._reply_worker is not None:
-            await self.wait_for_reply(5)
+    async def _new_chat_after_reply(self) -> None:
+        await self.wait_for_reply(5)  # it saves what it wrote into the old conversation
+        self.clear_for_new_chat()
+
+    def clear_for_new_chat(self) -> None:
+        """Empty the tab for a new conversation, at once: a message typed right after
+        ctrl+n must not land in the conversation that was open."""
         if self._editing is not None:
             self._restore_draft()
         log = self.log_view
-        await log.query(ChatMessage).remove()
-        await log.query(ChatNotice).remove()
+        log.query(ChatMessage).remove()
+        log.query(ChatNotice).remove()
         self.query_one("#chat-hint").display = True
         self._opened(None)
         self.composer.focus()
-        await asyncio.to_thread(self.store.set_preference, LAST_CONVERSATION, None)
+        self._remember_open(None)
+
+    def _remember_open(self, conversation_id: int | None) -> None:
+        """Keep which conversation is open, for the next run."""
+        with self._last_lock:
+            self._last_seq += 1
+            seq = self._last_seq
+        self._write_last_open(seq, conversation_id)
+
+    @work(thread=True, group="chat-last", exit_on_error=False, description="remember chat")
+    def _write_last_open(self, seq: int, conversation_id: int | None) -> None:
+        # Threads may run out of order: only the latest choice is written last.
+        with self._last_lock:
+            if seq == self._last_seq:
+                self.store.set_preference(LAST_CONVERSATION, conversation_id)
 
     def _target(self) -> Conversation | None:
         """What rename and delete act on: the highlighted conversation while the
@@ -779,7 +803,7 @@ class ChatPane(Vertical):
     async def _delete_conversation(self, conversation: Conversation) -> None:
         await asyncio.to_thread(self.store.delete_conversation, conversation.id)
         if self.conversation is not None and self.conversation.id == conversation.id:
-            await self._new_chat().wait()
+            self.clear_for_new_chat()
         self.sidebar.reload()
         self.notify(f"Deleted '{conversation.title}'")
 

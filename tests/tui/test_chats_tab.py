@@ -683,3 +683,22 @@ async def test_what_the_user_chose_is_kept_across_restarts(store: ChatStore) -> 
         assert app_field(pilot, "#temperature").value == "0.3"
         assert pane.settings.model == "llama3.2:3b"
         assert pane.settings.system_prompt == "Be kind."
+
+
+async def test_a_message_typed_right_after_ctrl_n_starts_the_new_chat(store: ChatStore) -> None:
+    record = Recorder()
+    async with dashboard(store).run_test(size=SIZE, message_hook=record) as pilot:
+        pane = await ready(pilot)
+        await send(pilot, record, "first")
+        before = len(record.finished)
+        # As fast typing delivers them: Enter handled before anything ctrl+n started ran.
+        pane.action_new_chat()
+        assert pane.send("second")
+        await settle(pilot, lambda: len(record.finished) > before)
+        await pilot.app.workers.wait_for_complete()
+        newest, older = store.conversations()
+        assert [m.content for m in store.messages(older.id)][0] == "first"
+        assert [m.content for m in store.messages(newest.id)][0] == "second"
+        assert len(store.messages(older.id)) == 2
+        assert pane.conversation is not None and pane.conversation.id == newest.id
+        assert store.preference("chat.last_conversation") == newest.id
