@@ -172,6 +172,7 @@ class ChatSidebar(Vertical):
         self.store = store
         self.conversations: list[Conversation] = []
         self.hits: list[SearchHit] | None = None  # None: listing, not searching
+        self.hits_for: str | None = None  # the search text the hits are for
         self.open_id: int | None = None
         self._complete = False  # every page is loaded
         self._load = 0
@@ -308,7 +309,7 @@ class ChatSidebar(Vertical):
             self._search_timer.stop()
         text = event.value
         if not text.strip():
-            self.hits = None
+            self.hits = self.hits_for = None
             self.option_list.border_title = LIST_TITLE
             self._show_conversations()
             return
@@ -331,7 +332,7 @@ class ChatSidebar(Vertical):
     def _search_done(self, message: SearchDone) -> None:
         if message.text != self.query_one("#chat-search", Input).value:
             return  # typed on since
-        self.hits = message.hits
+        self.hits, self.hits_for = message.hits, message.text
         options = self.option_list
         options.clear_options()
         if message.hits:
