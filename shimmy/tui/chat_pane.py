@@ -1,23 +1,17 @@
 """The Chat tab: conversations kept in SQLite, replies streamed in as Markdown.
 
 Every conversation is kept (``shimmy.chats``): the sidebar lists and searches
-them, and opening one brings back its model, system prompt and settings. A reply
-is written to the database while it streams (at least once a second, and when
-it ends or is stopped), so a killed process loses at most a second of it.
-
-Replies go through ``submit_chat``, the same path as the API, so the model's own
-chat template renders the conversation and the engine's queue lets an API
-request and a chat reply run side by side. What is sent is decided first
-(``shimmy.chats.window``): failed turns never again, and when the conversation
-outgrows the context the oldest turns are left out (or nothing is sent, by the
-"stop" policy), and the chat says so.
+them (``chat_sidebar.py``), and opening one brings back its model, system prompt
+and settings. This pane adds the user's turns, edits and deletes them, opens,
+starts, renames and deletes conversations and remembers the settings; each reply
+is written by ``chat_reply.py`` (what is sent, the request, the stream, and the
+saves that keep a killed process from losing more than a second of it).
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,16 +22,14 @@ from textual.binding import Binding
 from textual.containers import Vertical
 from textual.message import Message
 from textual.timer import Timer
-from textual.widgets import Markdown, Static
+from textual.widgets import Static
 from textual.worker import Worker
 
 from shimmy.chats import ChatStore, Conversation, StoredMessage, title_from
-from shimmy.chats.export import reply_figures
-from shimmy.chats.window import Window, context_turns, fit
 from shimmy.errors import ShimmyError
-from shimmy.models.generation import SamplingParams
-from shimmy.tui.backend import ChatReply, DashboardBackend
+from shimmy.tui.backend import DashboardBackend
 from shimmy.tui.chat_log import ChatLog, ChatMessage, ChatNotice
+from shimmy.tui.chat_reply import ReplyJob, ReplyWriter
 from shimmy.tui.chat_settings import (
     DEFAULT_CHOICE,
     DEFAULT_MAX_TOKENS,
@@ -59,13 +51,6 @@ __all__ = [
     "ChatPane",
 ]
 
-# Seconds between redraws of a streaming reply. Each redraw lays out and paints the
-# screen on the cores llama.cpp's threads use: with SmolLM2 on 2 cores a reply came
-# at 0.41x the speed of an undrawn one redrawn every 0.1 s, 0.76x every 0.25 s and
-# 0.80x every 0.5 s (bench/bench_chat.py).
-STREAM_INTERVAL = 0.25
-# Seconds between saves of a streaming reply: a killed process loses at most this.
-SAVE_INTERVAL = 1.0
 # Seconds of quiet after a settings change before it is saved.
 SETTINGS_SAVE_DELAY = 0.5
 NEW_CHAT = "New chat"
@@ -117,8 +102,7 @@ class ChatPane(Vertical):
         self.manager = manager
         self.store = store
         self.conversation: Conversation | None = None
-        self._generation: ChatReply | None = None
-        self._stop_requested = False
+        self._writer = ReplyWriter(manager, store)
         self._replying = False
         self._reply_worker: Worker[None] | None = None
         self._editing: ChatMessage | None = None
@@ -181,10 +165,7 @@ class ChatPane(Vertical):
 
     def live_tokens(self) -> int:
         """Tokens of the reply being written (read by the stats thread)."""
-        generation = self._generation
-        if generation is None or generation.done:
-            return 0
-        return int(generation.completion_tokens)
+        return self._writer.live_tokens()
 
     @property
     def replying(self) -> bool:
@@ -264,7 +245,7 @@ class ChatPane(Vertical):
 
     def _start(self, job: Any) -> None:
         self._replying = True
-        self._stop_requested = False
+        self._writer.stop_requested = False
         self._reply_worker = self.run_worker(
             job, group="chat", exclusive=True, exit_on_error=False, description="chat reply"
         )
@@ -319,11 +300,12 @@ class ChatPane(Vertical):
             reply = ChatMessage("assistant")
             await log.mount(reply)
             log.scroll_end(animate=False)
-            await self._reply(
-                conversation, ask, ask_widget, reply, earlier, model, system, settings
+            text, finish_reason = await self._writer.write(
+                ReplyJob(conversation, ask, ask_widget, reply, earlier, model, system, settings)
             )
+            self.sidebar.reload()
+            self.post_message(self.ReplyFinished(text, finish_reason))
         finally:
-            self._generation = None
             self._replying = False
 
     async def _conversation_for(
@@ -356,159 +338,6 @@ class ChatPane(Vertical):
         self.conversation = conversation
         self.log_view.border_title = plain(conversation.title) if conversation else NEW_CHAT
         self.sidebar.mark_open(conversation.id if conversation else None)
-
-    async def _reply(
-        self,
-        conversation: Conversation,
-        ask: StoredMessage,
-        ask_widget: ChatMessage,
-        reply: ChatMessage,
-        earlier: list[StoredMessage],
-        model: str | None,
-        system: str,
-        settings: ChatSettings,
-    ) -> None:
-        store = self.store
-        reply.show_figures(Text("loading the model and reading the conversation…", style="dim"))
-        measured: list[str] = []
-
-        def measure(messages: list[dict[str, str]]) -> tuple[int, int]:
-            size = self.manager.measure_chat(model, messages)
-            measured.append(size.model)
-            return size.prompt_tokens, size.context_tokens
-
-        reply_id: int | None = None
-        generation: ChatReply | None = None
-        try:
-            window: Window = await asyncio.to_thread(
-                fit,
-                system,
-                context_turns(earlier),
-                ask.content,
-                measure,
-                max_tokens=settings.max_tokens,
-                policy=settings.context_policy,
-            )
-            if window.refused is not None:
-                # Not sent: the turn stays, marked, and is never sent again.
-                await asyncio.to_thread(store.update_message, ask.id, error=window.refused)
-                ask_widget.show_problem(window.refused)
-                await reply.remove()
-                self.post_message(self.ReplyFinished("", "refused"))
-                return
-            written_by = measured[-1] if measured else model
-            stored = await asyncio.to_thread(
-                store.add_message, conversation.id, "assistant", "", model=written_by
-            )
-            reply_id = reply.message_id = stored.id
-            if window.note:
-                await asyncio.to_thread(store.update_message, reply_id, note=window.note)
-                reply.show_note(window.note)
-            # Loading, tokenizing and queueing block: keep them off the event loop.
-            generation = await asyncio.to_thread(
-                self.manager.submit_chat,
-                model,
-                window.messages,
-                max_tokens=settings.max_tokens,
-                sampling=SamplingParams(temperature=settings.temperature),
-                label="chat",
-            )
-            self._generation = generation
-            if self._stop_requested:
-                generation.cancel()
-            reply.show_figures(Text(f"{generation.model} · writing…", style="dim italic"))
-            await self._stream(generation, reply, reply_id)
-        except ShimmyError as exc:
-            problem = exc.one_line()
-            if reply_id is None:
-                failed = await asyncio.to_thread(
-                    store.add_message, conversation.id, "assistant", "", model=model
-                )
-                reply_id = reply.message_id = failed.id
-            await asyncio.to_thread(
-                store.update_message, reply_id, error=problem, finish_reason="error"
-            )
-            reply.show_figures(Text(""))
-            reply.show_problem(problem)
-            # The failed turn is left out of later prompts; ctrl+r tries it again.
-            self.post_message(self.ReplyFinished("", "error"))
-            return
-        except asyncio.CancelledError:
-            # The app is closing: keep what was written (a direct write: no awaiting now).
-            if generation is not None and reply_id is not None:
-                generation.cancel()
-                store.update_message(reply_id, content=generation.output, finish_reason="cancelled")
-            raise
-        finally:
-            if generation is not None and not generation.done:
-                generation.cancel()
-        output = generation.output
-        reply.text = output
-        await asyncio.to_thread(
-            store.update_message,
-            reply_id,
-            content=output,
-            tokens=generation.completion_tokens,
-            tokens_per_second=generation.tokens_per_second,
-            time_to_first_token=generation.time_to_first_token,
-            finish_reason=generation.finish_reason,
-        )
-        reply.show_figures(
-            Text(
-                reply_figures(
-                    model=generation.model,
-                    tokens=generation.completion_tokens,
-                    tokens_per_second=generation.tokens_per_second,
-                    time_to_first_token=generation.time_to_first_token,
-                    finish_reason=generation.finish_reason,
-                ),
-                style="dim",
-            )
-        )
-        self.sidebar.reload()
-        self.post_message(self.ReplyFinished(output, generation.finish_reason))
-
-    async def _stream(self, generation: ChatReply, reply: ChatMessage, reply_id: int) -> None:
-        """Show the reply as it comes, and save it at least once a second meanwhile."""
-        stream = Markdown.get_stream(reply.markdown)
-        done = asyncio.Event()
-        saver = asyncio.create_task(self._keep_saving(generation, reply_id, done))
-        pending: list[str] = []
-        flushed = time.monotonic()
-        try:
-            async for piece in generation.stream():
-                pending.append(piece.text)
-                # Re-rendering Markdown costs CPU that llama.cpp's threads need
-                # (2 cores here): redraw a few times a second, not per token.
-                now = time.monotonic()
-                if now - flushed >= STREAM_INTERVAL:
-                    await stream.write("".join(pending))
-                    pending.clear()
-                    flushed = now
-            if pending:
-                await stream.write("".join(pending))
-        finally:
-            # Let a save under way end first: cancelled, its thread could still write
-            # an older text over the final one.
-            done.set()
-            await saver
-            await stream.stop()
-
-    async def _keep_saving(self, generation: ChatReply, reply_id: int, done: asyncio.Event) -> None:
-        """Write what the reply holds every SAVE_INTERVAL until ``done``: on a clock
-        rather than per token, so a pause in the tokens leaves none unsaved."""
-        saved = ""
-        while True:
-            try:
-                await asyncio.wait_for(done.wait(), SAVE_INTERVAL)
-            except TimeoutError:
-                pass
-            else:
-                return
-            text = generation.output
-            if text != saved:
-                await asyncio.to_thread(self.store.update_message, reply_id, content=text)
-                saved = text
 
     # -- edits -------------------------------------------------------------------------
 
@@ -865,10 +694,7 @@ class ChatPane(Vertical):
         """Esc: stop the reply being written (it keeps what it wrote so far); else
         cancel an edit, leave the search, or go back to the message box."""
         if self._replying:
-            self._stop_requested = True
-            generation = self._generation
-            if generation is not None:
-                generation.cancel()
+            self._writer.stop()
             return
         if self._editing is not None:
             self._restore_draft()
