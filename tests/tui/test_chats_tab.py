@@ -22,6 +22,7 @@ from textual.widgets import Input, Select, Static, TextArea
 
 from shimmy.chats import ChatStore
 from shimmy.chats.window import STOP
+from shimmy.errors import ShimmyError
 from shimmy.models.generation import Piece
 from shimmy.tui.app import LIGHT_THEME, ShimmyApp
 from shimmy.tui.chat_log import ChatLog, ChatMessage, ChatNotice
@@ -702,3 +703,55 @@ async def test_a_message_typed_right_after_ctrl_n_starts_the_new_chat(store: Cha
         assert len(store.messages(older.id)) == 2
         assert pane.conversation is not None and pane.conversation.id == newest.id
         assert store.preference("chat.last_conversation") == newest.id
+
+
+class FailingOnceManager(FakeManager):
+    """The model fails the first request (out of memory, say), then answers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failures = 1
+
+    def submit_chat(self, name: str | None, messages: Any, **kwargs: Any) -> Any:
+        if self.failures:
+            self.failures -= 1
+            self.sent.append(list(messages))
+            raise ShimmyError("generation_failed", "the model ran out of memory")
+        return super().submit_chat(name, messages, **kwargs)
+
+
+async def test_a_failed_reply_is_not_resent_and_ctrl_r_retries_it(store: ChatStore) -> None:
+    manager = FailingOnceManager()
+    record = Recorder()
+    async with dashboard(store, manager).run_test(size=SIZE, message_hook=record) as pilot:
+        pane = await ready(pilot)
+        finished = await send(pilot, record, "first try")
+        assert finished.finish_reason == "error"
+        problem = pane.log_view.query(ChatMessage).last().query_one(".problem", Static)
+        assert "ran out of memory" in str(problem.content)
+        # The next message goes without the failed turn.
+        await send(pilot, record, "something else")
+        assert manager.sent[-1] == [{"role": "user", "content": "something else"}]
+        # A reply that fails last is tried again by ctrl+r (still without the first).
+        manager.failures = 1
+        assert (await send(pilot, record, "third")).finish_reason == "error"
+        before = len(record.finished)
+        await pilot.press("ctrl+r")
+        await settle(pilot, lambda: len(record.finished) > before)
+        await pilot.app.workers.wait_for_complete()
+        assert record.finished[-1].finish_reason == "stop"
+        assert [m["content"].strip() for m in manager.sent[-1]] == [
+            "something else",
+            REPLY.strip(),
+            "third",
+        ]
+        (chat,) = store.conversations()
+        kept = [(m.role, m.error is not None) for m in store.messages(chat.id)]
+        assert kept == [
+            ("user", False),
+            ("assistant", True),
+            ("user", False),
+            ("assistant", False),
+            ("user", False),
+            ("assistant", False),
+        ]
