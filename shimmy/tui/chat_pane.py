@@ -204,7 +204,7 @@ class ChatPane(Vertical):
             f"This conversation used {name}, which is not on this machine now. "
             f"Replies will come from {instead}; pick another in Settings (ctrl+b)."
         )
-        self.log_view.mount(ChatNotice(plain(text, style="yellow"), classes="notice"))
+        self.log_view.mount(ChatNotice(plain(text), classes="notice"))
 
     # -- sending -----------------------------------------------------------------------
 

@@ -211,6 +211,21 @@ def test_chat_resumed(snap_compare: Any, saved_chats: ChatStore) -> None:
     )
 
 
+def test_chat_resumed_light_theme(snap_compare: Any, saved_chats: ChatStore) -> None:
+    """The same in the light theme: the notice about the missing model stays readable."""
+
+    async def resume(pilot: Pilot[Any]) -> None:
+        pilot.app.theme = LIGHT_THEME
+        pane = await chat_ready(pilot)
+        await pilot.press("ctrl+l", "enter")
+        await eventually_async(lambda: len(pane.log_view.query(ChatMessage)) == 5)
+        await pilot.pause()
+
+    assert snap_compare(
+        dashboard("chat", chats=saved_chats), terminal_size=(120, 42), run_before=settle(resume)
+    )
+
+
 def test_server(snap_compare: Any) -> None:
     assert snap_compare(dashboard("server"), terminal_size=(120, 34), run_before=settle())
 
