@@ -38,7 +38,7 @@ def label(interval: float) -> str:
 async def run(rounds: int, intervals: list[float], max_tokens: int) -> dict[str, list[float]]:
     from textual.widgets import Input
 
-    import shimmy.tui.chat_pane as chat_pane
+    import shimmy.tui.chat_reply as chat_reply
     from shimmy.api.server_control import ServerControl
     from shimmy.config import Settings
     from shimmy.models.generation import SamplingParams
@@ -61,7 +61,7 @@ async def run(rounds: int, intervals: list[float], max_tokens: int) -> dict[str,
             chat = app.query_one(ChatPane)
             for round_no in range(rounds):
                 for interval in intervals if round_no % 2 == 0 else intervals[::-1]:
-                    chat_pane.STREAM_INTERVAL = interval
+                    chat_reply.STREAM_INTERVAL = interval
                     before = manager.stats().totals.requests
                     await pilot.press("ctrl+n")
                     await pilot.press(*MESSAGE, "enter")
@@ -95,7 +95,7 @@ async def run(rounds: int, intervals: list[float], max_tokens: int) -> dict[str,
 
 
 def main() -> int:
-    from shimmy.tui.chat_pane import STREAM_INTERVAL
+    from shimmy.tui.chat_reply import STREAM_INTERVAL
 
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter

@@ -1,6 +1,7 @@
 """Regenerate screenshots/: an SVG and a PNG of every dashboard screen, with real
-content (the real SmolLM2 model, a probe, a chat reply, API requests and live figures,
-a download from the fake hub of tests/hub serving the real SmolLM2 bytes).
+content (the real SmolLM2 model, a probe, a chat reply beside saved conversations, a
+search of them and one opened again, API requests and live figures, a download from
+the fake hub of tests/hub serving the real SmolLM2 bytes).
 
 Run: scripts/screenshots   (about a minute; needs the dev extra, which brings cairosvg)
 """
@@ -56,17 +57,24 @@ async def main() -> None:
     from textual.widgets import Input
 
     from shimmy.api.server_control import ServerControl
-    from shimmy.config import Settings
+    from shimmy.chats import ChatStore
+    from shimmy.config import Settings, chats_path
     from shimmy.models.manager import ModelManager
     from shimmy.tui.app import LIGHT_THEME, ShimmyApp
     from shimmy.tui.chat_pane import ChatPane
     from shimmy.tui.logsink import DashboardLogHandler, route_logging_to
+    from tests.tui.fakes import fill_chats
 
     log_handler = DashboardLogHandler()
     route_logging_to(log_handler, verbose=False)
     manager = ModelManager(Settings(keep_alive=-1, preload=False))
     server = ServerControl(manager, "127.0.0.1", 11435, ollama=("127.0.0.1", 11434), ollama_on=True)
-    app = ShimmyApp(manager, server, log_handler=log_handler)
+    # Saved conversations for the sidebar, search and a chat opened again.
+    chats_db = chats_path(Settings())
+    chats_db.parent.mkdir(parents=True, exist_ok=True)
+    chats = ChatStore(chats_db)
+    fill_chats(chats)
+    app = ShimmyApp(manager, server, log_handler=log_handler, chats=chats)
     try:
         async with app.run_test(size=SIZE) as pilot:
             await settle(app)
@@ -97,6 +105,19 @@ async def main() -> None:
             while chat.replying:
                 await asyncio.sleep(0.1)
             await take(app, pilot, "chat")
+
+            sidebar = chat.sidebar
+            await pilot.press("ctrl+f", *"python")
+            while not (sidebar.hits and sidebar.hits_for == "python"):
+                await asyncio.sleep(0.05)
+            await take(app, pilot, "chat-search")
+            await pilot.press("escape", "ctrl+l", "down", "enter")  # Quicksort in Python
+            while chat.conversation is None or chat.conversation.title != "Quicksort in Python":
+                await asyncio.sleep(0.05)
+            await settle(app)
+            chat.log_view.focus()
+            await pilot.press("end")  # the code block under the cursor
+            await take(app, pilot, "chat-resumed")
 
             body = {"model": "default", "prompt": "Write a haiku about the sea.", "max_tokens": 48}
             for stream in (False, True, False):
@@ -132,6 +153,7 @@ async def main() -> None:
         if server.ollama is not None:
             server.ollama.stop()
         manager.close()
+        chats.close()
 
 
 async def hub_screen(app, pilot) -> None:  # type: ignore[no-untyped-def]

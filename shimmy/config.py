@@ -108,11 +108,20 @@ class Settings:
     cors_origins: tuple[str, ...] = ()  # CORS is off unless origins are named
     insecure: bool = False  # allow a non-loopback bind without an API key
     preload: bool = True  # load the default model in the background at start
+    chats_db: str | None = None  # the chats database (default: chats.db in the data folder)
     verbose: bool = False
 
     def with_overrides(self, **values: Any) -> Settings:
         """A copy with the given fields replaced; ``None`` values are ignored."""
         return replace(self, **{k: v for k, v in values.items() if v is not None})
+
+
+def chats_path(settings: Settings, paths: Paths | None = None) -> Path:
+    """The chats database: the ``chats_db`` setting (``SHIMMY_CHATS_DB``), else
+    ``chats.db`` in shimmy's data folder."""
+    if settings.chats_db:
+        return Path(settings.chats_db).expanduser()
+    return (paths or Paths.from_env()).data_dir / "chats.db"
 
 
 _ENV_PREFIX = "SHIMMY_"

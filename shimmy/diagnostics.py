@@ -9,7 +9,7 @@ import sys
 from typing import Any
 
 from shimmy import __version__
-from shimmy.config import Paths, Settings
+from shimmy.config import Paths, Settings, chats_path
 from shimmy.models.registry import ModelRegistry
 
 _PACKAGES = (
@@ -106,6 +106,7 @@ def collect_diagnostics(settings: Settings, registry: ModelRegistry) -> dict[str
             "data_dir": str(paths.data_dir),
             "models_dir": str(paths.models_dir),
             "cache_dir": str(paths.cache_dir),
+            "chats_db": str(chats_path(settings, paths)),
         },
         "model_places": places,
         "models": {

@@ -20,7 +20,8 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     """Run the dashboard until it quits; 1 if it crashed."""
     from shimmy.api.address import ollama_bind, parse_bind
     from shimmy.api.server_control import ServerControl
-    from shimmy.config import Paths
+    from shimmy.chats import open_store
+    from shimmy.config import Paths, chats_path
     from shimmy.tui.app import ShimmyApp
     from shimmy.tui.logsink import DashboardLogHandler, route_logging_to
     from shimmy.tui.native_stderr import native_stderr_to
@@ -49,16 +50,28 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
         ollama=ollama or ollama_bind("on"),
         ollama_on=ollama is not None and not args.no_server,
     )
+    # A damaged database is kept aside and a new one started: the dashboard opens.
+    chats = open_store(chats_path(settings))
+    if chats.problem:
+        log.error("%s", chats.problem)
     try:
         with native_stderr_to(Paths.from_env().log_dir / "dashboard-stderr.log") as path:
             log.info("llama.cpp's own messages go to %s", path)
-            app = ShimmyApp(manager, server, serve=not args.no_server, log_handler=log_handler)
+            app = ShimmyApp(
+                manager,
+                server,
+                serve=not args.no_server,
+                log_handler=log_handler,
+                chats=chats.store,
+                chats_problem=chats.problem,
+            )
             code = app.run()
     finally:
         server.stop()
         if server.ollama is not None:
             server.ollama.stop()
         manager.close()
+        chats.store.close()
         logging.getLogger().handlers[:] = previous
     if code is None:
         # A dashboard that crashed returns nothing but says so in its return code.

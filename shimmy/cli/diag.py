@@ -51,6 +51,7 @@ def cmd_diag(args: argparse.Namespace) -> int:
             ("packages", ", ".join(f"{k} {v or 'missing'}" for k, v in data["packages"].items())),
             ("config file", data["paths"]["config_file"]),
             ("models folder", data["paths"]["models_dir"]),
+            ("chats", data["paths"]["chats_db"]),
             (
                 "models",
                 f"{models['total']} found, {models['usable']} usable, "

@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
+from shimmy.cli.chats import cmd_chats
 from shimmy.cli.dashboard import cmd_dashboard
 from shimmy.cli.diag import cmd_diag
 from shimmy.cli.generate import cmd_generate
@@ -37,6 +38,7 @@ COMMANDS: dict[str | None, Callable[[argparse.Namespace], int]] = {
     "search": cmd_search,
     "pull": cmd_pull,
     "rm": cmd_rm,
+    "chats": cmd_chats,
 }
 
 

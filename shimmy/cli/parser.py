@@ -178,6 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_generate(sub)
     _add_local(sub)
     _add_hub(sub)
+    _add_chats(sub)
     return parser
 
 
@@ -318,3 +319,29 @@ def _add_hub(sub: Any) -> None:
     rm.add_argument("name", metavar="NAME", help="the model's name in `shimmy list`")
     rm.add_argument("-y", "--yes", action="store_true", help="delete without asking")
     _model_flags(rm, default_model=False)
+
+
+def _add_chats(sub: Any) -> None:
+    """chats list, show, export and rm: the dashboard's saved conversations."""
+    chats = sub.add_parser(
+        "chats",
+        help="list, show, export or delete the dashboard's saved conversations",
+        description="The conversations of the dashboard's Chat tab, kept in chats.db in "
+        "shimmy's data folder (`shimmy diag` shows where; the chats_db setting or "
+        "SHIMMY_CHATS_DB moves it).",
+    )
+    verbs = chats.add_subparsers(dest="chats_command", metavar="ACTION", required=True)
+    lst = verbs.add_parser("list", help="every conversation, most recently updated first")
+    _json_flag(lst)
+    show = verbs.add_parser("show", help="a conversation's settings and every turn")
+    show.add_argument("id", type=int, metavar="ID", help="the conversation's id (`chats list`)")
+    export = verbs.add_parser(
+        "export", help="a conversation as Markdown (each turn, with a header) or JSON"
+    )
+    export.add_argument("id", type=int, metavar="ID", help="the conversation's id (`chats list`)")
+    export.add_argument(
+        "--format", choices=("md", "json"), default="md", help="md (default) or json"
+    )
+    rm = verbs.add_parser("rm", help="delete a conversation")
+    rm.add_argument("id", type=int, metavar="ID", help="the conversation's id (`chats list`)")
+    rm.add_argument("-y", "--yes", action="store_true", help="delete without asking")

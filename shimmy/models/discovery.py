@@ -44,6 +44,9 @@ class ModelEntry:
     info: GGUFInfo | None
     error: str | None  # why it is unusable, or None
     origin: str | None = None  # HF repo id, Ollama "library/llama3:8b", distribution name
+    # When the file arrived on this machine (its newest part's mtime; 0: unknown):
+    # the default model, when nobody chose one, is the one here longest.
+    modified: float = 0.0
 
     @property
     def usable(self) -> bool:
@@ -106,6 +109,7 @@ def discover_models(
                 info=draft.info,
                 error=draft.error,
                 origin=draft.found.origin,
+                modified=draft.modified,
             )
         )
     places = [dataclasses.replace(p, count=n) for p, n in zip(search.places, counts, strict=True)]
@@ -130,7 +134,11 @@ def describe_file(
     """
     split = split_parts(path)
     base, parts = split if split else (path.name, (path,))
-    info, size, error = read_parts(parts, [stat_file(p) for p in parts], cache)
+    stats = [stat_file(p) for p in parts]
+    info, size, error = read_parts(parts, stats, cache)
     if error is None and info is not None and info.kind != "model":
         error = f"Not a chat model: {path.name} is a {_KIND_WORDS.get(info.kind, info.kind)}"
-    return ModelEntry(name or model_name(base), parts[0], parts, source, size, info, error)
+    modified = max((st.st_mtime for st in stats if st is not None), default=0.0)
+    return ModelEntry(
+        name or model_name(base), parts[0], parts, source, size, info, error, modified=modified
+    )

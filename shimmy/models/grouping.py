@@ -66,6 +66,7 @@ class Draft:
     size: int
     info: GGUFInfo | None
     error: str | None
+    modified: float = 0.0  # the newest part's mtime: when the file arrived
 
 
 def _reason(exc: ShimmyError) -> str:
@@ -137,7 +138,10 @@ def group_found(found: list[Found], cache: HeaderCache) -> list[Draft]:
         info, size, error = read_parts(parts, stats, cache)
         if info is not None and info.kind != "model" and error is None:
             continue  # mmproj, LoRA, vocab-only: not chat models
-        drafts.append(Draft(item.name or model_name(base), item, parts, size, info, error))
+        modified = max((st.st_mtime for st in stats if st is not None), default=0.0)
+        drafts.append(
+            Draft(item.name or model_name(base), item, parts, size, info, error, modified)
+        )
     return drafts
 
 

@@ -14,9 +14,10 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
-from shimmy.config import Settings
+from shimmy.config import Paths, Settings
 from shimmy.errors import ShimmyError, model_not_found
 from shimmy.models.chat import Message
+from shimmy.models.default_choice import FILE_NAME, RememberedDefault, longest_here
 from shimmy.models.embeddings import EmbeddingModels, Embeddings
 from shimmy.models.engine import Engine, EngineOptions, process_rss
 from shimmy.models.generation import FINISH_ERROR, Generation, GenerationRequest, SamplingParams
@@ -74,6 +75,15 @@ class UsageTotals:
 
 
 @dataclass(frozen=True)
+class ChatSize:
+    """How much of a model's context a conversation takes (``measure_chat``)."""
+
+    model: str  # the model's name ("default" resolved)
+    prompt_tokens: int  # the conversation, rendered with its template and tokenized
+    context_tokens: int  # what one request may hold (the engine refuses more)
+
+
+@dataclass(frozen=True)
 class ManagerStats:
     loaded: list[LoadedModel]
     rss_bytes: int
@@ -88,9 +98,16 @@ class ManagerStats:
 class ModelManager:
     """Loads models on first use, unloads them after ``keep_alive`` idle seconds."""
 
-    def __init__(self, settings: Settings, registry: ModelRegistry | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        registry: ModelRegistry | None = None,
+        *,
+        remembered: RememberedDefault | None = None,
+    ) -> None:
         self.settings = settings
         self.registry = registry or ModelRegistry(settings.model_dirs)
+        self.remembered = remembered or RememberedDefault(Paths.from_env().data_dir / FILE_NAME)
         self._engines: dict[str, Engine] = {}
         self._load_locks: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
@@ -116,8 +133,10 @@ class ModelManager:
 
     @property
     def default_model_name(self) -> str | None:
-        """The model that "default" means: set at run time, else --model, else the
-        first usable model in discovery order."""
+        """The model that "default" means: set at run time, else --model (or the
+        config's ``model``), else the one the user chose last (remembered across
+        runs), else the model on this machine longest (default_choice.py): a
+        download never becomes the default by itself."""
         wanted = self._default_override or self.settings.model
         if wanted:
             try:
@@ -125,14 +144,20 @@ class ModelManager:
                 return self.registry.resolve_operator(wanted).name
             except ShimmyError:
                 return None
-        for entry in self._in_discovery_order():
-            if entry.usable:
-                return entry.name
-        return None
+        entries = self.registry.entries()
+        remembered = self.remembered.name
+        if remembered is not None:
+            for entry in entries:
+                if entry.name == remembered and entry.usable:
+                    return entry.name
+        chosen = longest_here(entries)
+        return chosen.name if chosen is not None else None
 
     def set_default(self, name: str) -> ModelEntry:
+        """Make ``name`` the default, now and in later runs (it is remembered)."""
         entry = self.resolve(name)
         self._default_override = entry.name
+        self.remembered.remember(entry.name)
         return entry
 
     def resolve(self, name: str | None) -> ModelEntry:
@@ -150,11 +175,6 @@ class ModelManager:
                 )
             return self.registry.resolve(default)
         return self.registry.resolve(name)
-
-    def _in_discovery_order(self) -> list[ModelEntry]:
-        order = ["path", "local", "shimmy", "huggingface", "ollama", "lmstudio", "python"]
-        rank = {source: i for i, source in enumerate(order)}
-        return sorted(self.registry.entries(), key=lambda e: rank.get(e.source, len(order)))
 
     # -- loading -------------------------------------------------------------
 
@@ -320,6 +340,12 @@ class ModelManager:
         engine = self.engine(name)
         plan = plan_tools(engine.template, messages, tools, None, engine.marker_tokens)
         return len(engine.chat_tokens(plan.messages, tools=plan.template_tools, cancel=cancel))
+
+    def measure_chat(self, name: str | None, messages: Sequence[Message]) -> ChatSize:
+        """The size of ``messages`` as ``submit_chat`` would send them (loading the
+        model first if needed), so a chat can decide what fits before it sends."""
+        engine = self.engine(name)
+        return ChatSize(engine.name, len(engine.chat_tokens(messages)), engine.n_ctx)
 
     def submit_prompt(
         self,

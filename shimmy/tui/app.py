@@ -15,7 +15,7 @@ every notification is plain text (:meth:`ShimmyApp.notify`).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
 from textual import on, work
@@ -28,6 +28,7 @@ from textual.widgets import Footer, Header, TabbedContent, TabPane
 from textual.worker import Worker
 
 from shimmy.api.server_control import ServerControl, describe
+from shimmy.chats import ChatStore
 from shimmy.errors import ShimmyError
 from shimmy.tui.backend import DashboardBackend
 from shimmy.tui.chat_pane import ChatPane
@@ -39,6 +40,7 @@ from shimmy.tui.log_pane import LogPane
 from shimmy.tui.logsink import DashboardLogHandler
 from shimmy.tui.messages import (
     LogRecordPosted,
+    ModelsChanged,
     ServerStateChanged,
     StartServerRequested,
     StatsUpdated,
@@ -57,10 +59,16 @@ TAB_PANES: dict[str, type[ModelsPane | ChatPane | ServerPane | LogPane | HubPane
     "hub": HubPane,
 }
 TABS = tuple(TAB_PANES)
+THEME_PREFERENCE = "theme"
 
 
 class ShimmyApp(App[int]):
-    """The dashboard. ``serve`` false (``--no-server``) leaves the server stopped."""
+    """The dashboard. ``serve`` false (``--no-server``) leaves the server stopped.
+
+    ``chats`` keeps the conversations and what the user chose (theme, chat
+    settings); without one they live in memory for this run. ``chats_problem``
+    says what happened to a database that could not be used (shimmy.chats.opening).
+    """
 
     TITLE = "shimmy"
     CSS_PATH = "app.tcss"
@@ -84,6 +92,8 @@ class ShimmyApp(App[int]):
         log_handler: DashboardLogHandler | None = None,
         stats_interval: float = 1.0,
         initial_tab: str = "models",
+        chats: ChatStore | None = None,
+        chats_problem: str | None = None,
     ) -> None:
         super().__init__()
         self.manager = manager
@@ -92,7 +102,10 @@ class ShimmyApp(App[int]):
         self.log_handler = log_handler
         self.stats_interval = stats_interval
         self.initial_tab = initial_tab
-        self.theme = DARK_THEME
+        self.chats = chats if chats is not None else ChatStore(":memory:")
+        self.chats_problem = chats_problem
+        remembered = self.chats.preference(THEME_PREFERENCE)
+        self.theme = remembered if remembered in (DARK_THEME, LIGHT_THEME) else DARK_THEME
         self.sub_title = "starting…" if serve else "server off"
         self._chat: ChatPane | None = None  # read by the stats worker thread
         self._stats_worker: Worker[None] | None = None
@@ -103,7 +116,7 @@ class ShimmyApp(App[int]):
             with TabPane("Models", id="models"):
                 yield ModelsPane(self.manager, id="models-pane")
             with TabPane("Chat", id="chat"):
-                yield ChatPane(self.manager, id="chat-pane")
+                yield ChatPane(self.manager, self.chats, id="chat-pane")
             with TabPane("Server", id="server"):
                 yield ServerPane(self.server, id="server-pane")
             with TabPane("Log", id="log"):
@@ -114,6 +127,9 @@ class ShimmyApp(App[int]):
 
     def on_mount(self) -> None:
         self._chat = self.query_one(ChatPane)
+        self.theme_changed_signal.subscribe(self, self._theme_changed)
+        if self.chats_problem:
+            self.notify(self.chats_problem, title="Chats", severity="error", timeout=30)
         self.call_after_refresh(self.action_show_tab, self.initial_tab)
         if self.log_handler is not None:
             self.log_handler.attach(self)
@@ -253,13 +269,19 @@ class ShimmyApp(App[int]):
             server_pane, models_pane = self.query_one(ServerPane), self.query_one(ModelsPane)
             server_pane.stats_changed(stats, message.live_completion_tokens)
             models_pane.loaded_changed({m.name for m in stats.loaded}, stats.default_model)
+            self.query_one(ChatPane).default_changed(stats.default_model)
         except NoMatches:  # a worker's last report, arriving while the app shuts down
             return
 
     @on(ModelsPane.EntriesLoaded)
     def _entries_loaded(self, message: ModelsPane.EntriesLoaded) -> None:
         for pane in self.query(ChatPane):
-            pane.set_models([e.name for e in message.entries if e.usable])
+            pane.set_models([e.name for e in message.entries if e.usable], message.default)
+
+    @on(ModelsChanged)
+    def _models_changed(self) -> None:
+        for pane in self.query(ChatPane):
+            pane.default_changed(self.manager.default_model_name)
 
     @on(DownloadQueue.Finished)
     def _download_finished(self, message: DownloadQueue.Finished) -> None:
@@ -298,6 +320,13 @@ class ShimmyApp(App[int]):
     def action_toggle_theme(self) -> None:
         self.theme = LIGHT_THEME if self.theme == DARK_THEME else DARK_THEME
 
+    def _theme_changed(self, theme: object) -> None:
+        self.remember_theme(self.theme)
+
+    @work(thread=True, group="preferences", exit_on_error=False, description="remember theme")
+    def remember_theme(self, theme: str) -> None:
+        self.chats.set_preference(THEME_PREFERENCE, theme)
+
     # Screen[Any]: Textual's own signature (any screen, whatever it returns).
     def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
@@ -321,11 +350,50 @@ class ShimmyApp(App[int]):
         ):
             yield SystemCommand(title, help_text, action)
         chat = self.query_one(ChatPane)
-        yield SystemCommand("New chat", "Start a new conversation", chat.action_new_chat)
-        yield SystemCommand(
-            "Regenerate reply", "Ask again for the last reply", chat.action_regenerate
-        )
-        yield SystemCommand("Stop reply", "Stop the reply being written", chat.action_stop)
+
+        def in_chat(action: Callable[[], object]) -> Callable[[], None]:
+            def run() -> None:
+                self.action_show_tab("chat")
+                action()
+
+            return run
+
+        for title, help_text, action in (
+            ("New chat", "Start a new conversation", chat.action_new_chat),
+            ("Regenerate reply", "Ask again for the last reply", chat.action_regenerate),
+            ("Stop reply", "Stop the reply being written", chat.action_stop),
+            ("Search chats", "Search every conversation's title and messages", chat.action_search),
+            ("Go to the chat list", "Pick a conversation to open", chat.action_focus_list),
+            (
+                "Go to the messages",
+                "Move between messages to copy, edit or delete",
+                chat.action_focus_messages,
+            ),
+            ("Rename chat", "Rename the open (or highlighted) conversation", chat.action_rename),
+            ("Delete chat", "Delete the open (or highlighted) conversation", chat.action_delete),
+            (
+                "Edit last message",
+                "Edit your last message and send it again",
+                chat.action_edit_last,
+            ),
+            (
+                "Copy last reply",
+                "Copy the last reply to the clipboard",
+                chat.action_copy_last_reply,
+            ),
+            (
+                "Copy last code block",
+                "Copy the last code block of the chat",
+                chat.action_copy_last_code,
+            ),
+            ("Show / hide chat list", "Show or hide the conversations", chat.action_toggle_sidebar),
+            (
+                "Show / hide chat settings",
+                "Model, system prompt, sampling, context",
+                chat.action_toggle_settings,
+            ),
+        ):
+            yield SystemCommand(title, help_text, in_chat(action))
         yield SystemCommand(
             "Start / stop server",
             "Start or stop the embedded API server",
@@ -365,8 +433,13 @@ class ShimmyApp(App[int]):
     # -- quitting ----------------------------------------------------------------
 
     async def action_quit(self) -> None:
-        """Stop replies and the server (freeing the port), then exit 0."""
-        self.query_one(ChatPane).action_stop()
+        """Stop replies (keeping what they wrote) and the server (freeing the port),
+        then exit 0."""
+        chat = self.query_one(ChatPane)
+        if chat.replying:
+            chat.action_stop()
+            await chat.wait_for_reply(5)
+        await chat.save_pending_settings()
         await asyncio.to_thread(self.server.stop)
         if self.server.ollama is not None:
             await asyncio.to_thread(self.server.ollama.stop)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 if TYPE_CHECKING:
     from shimmy.models.chat import Message
     from shimmy.models.generation import Piece, SamplingParams
-    from shimmy.models.manager import ManagerStats
+    from shimmy.models.manager import ChatSize, ManagerStats
     from shimmy.models.registry import ModelEntry
 
 
@@ -34,6 +34,11 @@ class ModelCatalog(Protocol):
 
 class ChatReply(Protocol):
     """A reply being written, as the Chat tab reads it (a ``Generation``)."""
+
+    @property
+    def model(self) -> str:
+        """The name of the model writing it."""
+        ...
 
     @property
     def done(self) -> bool: ...
@@ -89,6 +94,11 @@ class DashboardBackend(Protocol):
 
     def set_default(self, name: str) -> object:
         """Make ``name`` the default model; ``ShimmyError`` when there is no such model."""
+        ...
+
+    def measure_chat(self, name: str | None, messages: Sequence[Message]) -> ChatSize:
+        """How many tokens ``messages`` take with the model's template, and how many
+        its context holds per request (loads the model)."""
         ...
 
     def submit_chat(

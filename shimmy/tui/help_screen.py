@@ -34,11 +34,21 @@ Every action is also in the command palette (**ctrl+p**); the mouse works too.
 
 | Chat | |
 |---|---|
-| **Enter** | send |
-| **Esc** | stop the reply |
-| **ctrl+n** | new chat |
-| **ctrl+r** | regenerate the last reply |
-| **ctrl+b** | show / hide the settings (model, system prompt, temperature, max tokens) |
+| **Enter** | send (pasted text keeps its lines) |
+| **ctrl+j** | a new line (also **shift+enter** where the terminal tells it apart) |
+| **Esc** | stop the reply; cancel an edit; leave the search |
+| **ctrl+n** | new chat (every chat is kept) |
+| **ctrl+r** | regenerate the last reply (or retry a message that failed) |
+| **↑** in an empty box | edit your last message; Enter sends it again |
+| **ctrl+f** | search every chat; **Enter** goes to the matches, **Enter** opens one at its match |
+| **ctrl+l** | the chat list: **Enter** opens, **r** renames, **x** deletes (asks), **n** new |
+| **shift+tab** | the messages: **↑ ↓** move over messages and code blocks |
+| **c** / **e** / **x** | (in the messages) copies the one under the cursor / edits / deletes |
+| **ctrl+b** | show / hide the settings: model, system prompt, sampling, a full context |
+
+Chats, their settings, the theme and the default model are kept across restarts
+(`shimmy chats` lists and exports them). A message too long for the model's context
+is marked and never sent again; a long chat drops its oldest turns (or stops: a setting).
 
 | Server | |
 |---|---|

@@ -21,6 +21,7 @@ from textual.worker import Worker
 from shimmy.errors import ShimmyError
 from shimmy.tui.backend import DashboardBackend
 from shimmy.tui.failures import notify_if_failed
+from shimmy.tui.messages import ModelsChanged
 from shimmy.tui.plain import plain
 from shimmy.units import format_bytes, format_params
 
@@ -131,6 +132,7 @@ class ModelsPane(Vertical):
     @dataclass
     class EntriesLoaded(Message):
         entries: list[ModelEntry]
+        default: str | None = None  # the model "default" means now
 
     @dataclass
     class ModelWorkDone(Message):
@@ -182,7 +184,7 @@ class ModelsPane(Vertical):
         entries = registry.refresh() if refresh else registry.entries()
         self._default = self.manager.default_model_name
         self._loaded = set(self.manager.loaded_names())
-        self.post_message(self.EntriesLoaded(entries))
+        self.post_message(self.EntriesLoaded(entries, self._default))
 
     @on(EntriesLoaded)
     def _show_entries(self, message: EntriesLoaded) -> None:
@@ -407,7 +409,8 @@ class ModelsPane(Vertical):
             self.notify(exc.one_line(), severity="error")
             return
         self.loaded_changed(self._loaded, name)
-        self.notify(f"{name} is now the default model")
+        self.post_message(ModelsChanged())
+        self.notify(f"{name} is now the default model (remembered for the next start)")
 
     def action_refresh(self) -> None:
         self.query_one("#model-info", Static).update("Discovering models…")

@@ -16,13 +16,14 @@ from typing import Literal, cast
 
 from shimmy.api.requestlog import RequestLog
 from shimmy.api.server_control import ServerControl
+from shimmy.chats import ChatStore
 from shimmy.config import Settings
 from shimmy.errors import ShimmyError
 from shimmy.models.chat import Message
 from shimmy.models.generation import Piece, SamplingParams
 from shimmy.models.gguf import GGUFInfo
 from shimmy.models.hub import Fit, HubFile, HubModel, HubPart, quantization_of
-from shimmy.models.manager import LoadedModel, ManagerStats, ModelManager, UsageTotals
+from shimmy.models.manager import ChatSize, LoadedModel, ManagerStats, ModelManager, UsageTotals
 from shimmy.models.registry import ModelEntry
 
 REPLY = (
@@ -177,6 +178,8 @@ class FakeManager:
         self.default_model_name: str | None = "smollm2-135m-instruct-q4_1"
         self.loaded = {"smollm2-135m-instruct-q4_1"}
         self.settings = Settings(threads=2)  # the Server tab reads it through FakeServer
+        self.context_tokens = 4096
+        self.sent: list[list[Message]] = []  # every conversation submit_chat was given
 
     def loaded_names(self) -> list[str]:
         return sorted(self.loaded)
@@ -199,6 +202,11 @@ class FakeManager:
         self.default_model_name = name
         return name
 
+    def measure_chat(self, name: str | None, messages: Sequence[Message]) -> ChatSize:
+        """A word a token, plus 3 a message; the context holds ``context_tokens``."""
+        tokens = sum(3 + len(str(m["content"]).split()) for m in messages)
+        return ChatSize(name or self.default_model_name or "", tokens, self.context_tokens)
+
     def submit_chat(
         self,
         name: str | None,
@@ -208,7 +216,8 @@ class FakeManager:
         sampling: SamplingParams,
         label: str = "",
     ) -> FakeGeneration:
-        return FakeGeneration()
+        self.sent.append(list(messages))
+        return FakeGeneration(model=name or self.default_model_name or "")
 
     def stats(self) -> ManagerStats:
         return STATS
@@ -369,3 +378,105 @@ def _hub_fakes() -> tuple[list[HubModel], list[HubFile], list[Fit]]:
 
 
 HUB_MODELS, HUB_FILES, HUB_FITS = _hub_fakes()
+
+
+# -- the Chat tab's conversations ------------------------------------------------------
+
+DAY = 86_400.0
+NOW = START + 3 * DAY + 10 * 3600  # 2026-01-04 10:00 UTC: "now" for the saved chats
+CODE_REPLY = (
+    "Here is a short quicksort:\n\n"
+    "```python\n"
+    "def quicksort(items):\n"
+    "    if len(items) <= 1:\n"
+    "        return items\n"
+    "    pivot, *rest = items\n"
+    "    return quicksort([x for x in rest if x < pivot]) + [pivot] + quicksort(\n"
+    "        [x for x in rest if x >= pivot]\n"
+    "    )\n"
+    "```\n\n"
+    "It is not in place, but it is easy to read."
+)
+GONE_MODEL = "codellama-7b-instruct-q4_k_m"  # a model a saved chat used, deleted since
+
+
+def fixed_clock() -> float:
+    return NOW
+
+
+def fill_chats(store: ChatStore) -> dict[str, int]:
+    """Saved conversations with fixed times, titles, models and figures; their ids
+    by title."""
+    ids: dict[str, int] = {}
+
+    def turn(
+        chat_id: int,
+        ask: str,
+        answer: str,
+        when: float,
+        model: str,
+        tokens: int = 48,
+        note: str | None = None,
+    ) -> None:
+        store.add_message(chat_id, "user", ask, now=when)
+        reply = store.add_message(chat_id, "assistant", answer, model=model, now=when + 2)
+        store.update_message(
+            reply.id,
+            tokens=tokens,
+            tokens_per_second=91.4,
+            time_to_first_token=0.062,
+            finish_reason="stop",
+            note=note,
+        )
+
+    chats = [
+        ("Names for a sailing boat", "llama3.2:3b", START - 40 * DAY),
+        ("Read a CSV file in Python", "qwen2.5-0.5b-instruct-q4_k_m", START + DAY / 2),
+        ("Plan a weekend in Lisbon", "qwen2.5-0.5b-instruct-q4_k_m", START + DAY),
+        ("What is WAL mode in SQLite?", None, START + 2 * DAY),
+    ]
+    answers = [
+        "Seabird, Drift, Little Gale.",
+        "Use the csv module: `csv.DictReader(open('data.csv'))` gives one dict a row.",
+        "Day one: Alfama and the castle. Day two: Belém.",
+        "Writes go to a log first, so readers never wait. Python's sqlite3 turns it on "
+        "with `PRAGMA journal_mode = WAL`.",
+    ]
+    for (title, model, when), answer in zip(chats, answers, strict=True):
+        ids[title] = store.create_conversation(title, model=model, now=when).id
+        turn(ids[title], title, answer, when, model or "smollm2-135m-instruct-q4_1")
+
+    code = store.create_conversation(
+        "Quicksort in Python",
+        model=GONE_MODEL,
+        system_prompt="You are a terse senior engineer.",
+        settings={"temperature": 0.2, "max_tokens": 256, "context_policy": "drop_oldest"},
+        now=NOW - 3600,
+    ).id
+    ids["Quicksort in Python"] = code
+    turn(
+        code,
+        "How do I sort a list in Python?",
+        "Use `sorted(items)`, or `items.sort()` in place.",
+        NOW - 3600,
+        GONE_MODEL,
+        tokens=14,
+    )
+    refused = store.add_message(
+        code, "user", "Here is my whole 40,000-line log file: ...", now=NOW - 3000
+    )
+    store.update_message(
+        refused.id,
+        error="Not sent: too long for the model's context. It is 61230 tokens; the context "
+        "holds 4096. Shorten it, or split it in parts.",
+    )
+    turn(
+        code,
+        "Write a quicksort, readable rather than fast.",
+        CODE_REPLY,
+        NOW - 2400,
+        GONE_MODEL,
+        tokens=96,
+        note="the 1 oldest turn left out to fit the context (3980 of 4096 tokens)",
+    )
+    return ids

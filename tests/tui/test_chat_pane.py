@@ -16,9 +16,10 @@ from textual.widgets import DataTable, Input, Static
 from shimmy.api.server_control import ServerControl
 from shimmy.models.manager import ModelManager
 from shimmy.tui.chat_pane import ChatMessage, ChatPane
+from shimmy.tui.composer import Composer
 from tests.real_model import SMOLLM2_NAME
 from tests.tui.apps import make_app, server_url
-from tests.waiting import eventually_async
+from tests.waiting import eventually_async, settle
 
 pytestmark = [pytest.mark.anyio, pytest.mark.model]
 
@@ -51,7 +52,7 @@ async def test_chat_streams_a_reply(manager: ModelManager, server: ServerControl
     async with app.run_test(size=(100, 30), message_hook=hook) as pilot:
         await pilot.pause()
         chat = app.query_one(ChatPane)
-        assert app.query_one("#chat-input", Input).has_focus
+        assert app.query_one("#chat-input", Composer).has_focus
         app.query_one("#max-tokens", Input).value = "48"
         app.query_one("#temperature", Input).value = "0"
         await _type(pilot, "Tell me about the capital of France.")
@@ -77,8 +78,8 @@ async def test_chat_streams_a_reply(manager: ModelManager, server: ServerControl
         assert [t.role for t in app.query(ChatMessage)] == ["user", "assistant"]
         assert len(chat.history) == 2
         await pilot.press("ctrl+n")
-        await pilot.pause()
-        assert not app.query(ChatMessage) and chat.history == []
+        await settle(pilot, lambda: not app.query(ChatMessage), what="a new chat")
+        assert chat.history == [] and chat.conversation is None
 
 
 async def test_escape_stops_a_reply(manager: ModelManager, server: ServerControl) -> None:

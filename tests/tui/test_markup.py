@@ -297,6 +297,8 @@ async def test_chat_text_is_literal() -> None:
     typed = f"Say {CLOSING} {LINK} [@click=app.quit]TYPED[/]"
     async with app.run_test(size=SIZE, notifications=True, message_hook=hook) as pilot:
         await workers_done(pilot)
+        pane = app.query_one(ChatPane)
+        pane.settings.display = pane.sidebar.display = False  # the reply on one line
         await pilot.press(*typed, "enter")
         await settle(pilot, lambda: finished, 30, what="the download's end")
         await workers_done(pilot)

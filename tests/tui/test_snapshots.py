@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from textual.pilot import Pilot
-from textual.widgets import Input
+from textual.widgets import Input, TextArea
 
+from shimmy.chats import ChatStore
 from shimmy.models.hub import DownloadProgress
 from shimmy.models.probe import ProbeReport
 from shimmy.tui.app import LIGHT_THEME, ShimmyApp
+from shimmy.tui.chat_log import ChatMessage
 from shimmy.tui.chat_pane import ChatPane
 from shimmy.tui.download_queue import DownloadQueue
 from shimmy.tui.hub_pane import HubPane
@@ -32,8 +35,11 @@ from tests.tui.fakes import (
     STATS,
     FakeManager,
     FakeServer,
+    fill_chats,
+    fixed_clock,
     gguf_info,
 )
+from tests.waiting import eventually_async
 
 MODEL = "smollm2-135m-instruct-q4_1"
 LOG_LINES = [
@@ -60,6 +66,7 @@ def dashboard(
     running: bool = True,
     ollama: bool = False,
     ollama_error: str | None = None,
+    chats: ChatStore | None = None,
 ) -> ShimmyApp:
     """The app over fakes; ``running`` false: the server was not started (--no-server);
     ``ollama``: with Ollama's listener, started (or failing with ``ollama_error``)."""
@@ -73,7 +80,17 @@ def dashboard(
         stats_interval=0,
         initial_tab=tab,
         log_handler=handler,
+        chats=chats,
     )
+
+
+@pytest.fixture
+def saved_chats(tmp_path: Path) -> Iterator[ChatStore]:
+    """A chats database holding fill_chats' conversations, on a stopped clock."""
+    store = ChatStore(tmp_path / "chats.db", clock=fixed_clock)
+    fill_chats(store)
+    yield store
+    store.close()
 
 
 def settle(extra: Callable[[Pilot[Any]], Any] | None = None) -> Callable[[Pilot[Any]], Any]:
@@ -84,6 +101,8 @@ def settle(extra: Callable[[Pilot[Any]], Any] | None = None) -> Callable[[Pilot[
         await app.workers.wait_for_complete()
         for field in app.query(Input):
             field.cursor_blink = False
+        for area in app.query(TextArea):
+            area.cursor_blink = False
         app.post_message(StatsUpdated(STATS, 0))
         await pilot.pause()
         pane = app.query_one(ServerPane)
@@ -136,19 +155,81 @@ def test_models_filtered(snap_compare: Any) -> None:
     )
 
 
-def test_chat(snap_compare: Any) -> None:
+async def chat_ready(pilot: Pilot[Any]) -> ChatPane:
+    """The Chat tab once its list of saved conversations is on screen."""
+    pane = pilot.app.query_one(ChatPane)
+    await eventually_async(lambda: pane.sidebar.conversations, what="the chat list")
+    await pilot.app.workers.wait_for_complete()
+    return pane
+
+
+def test_chat(snap_compare: Any, saved_chats: ChatStore) -> None:
+    """A new conversation beside the saved ones: the sidebar, a reply naming its model."""
+
     async def chat(pilot: Pilot[Any]) -> None:
-        pilot.app.query_one(ChatPane).send("Give me three tips for writing clear code.")
+        pane = await chat_ready(pilot)
+        pane.send("Give me three tips for writing clear code.")
 
-    assert snap_compare(dashboard("chat"), terminal_size=(110, 30), run_before=settle(chat))
+    assert snap_compare(
+        dashboard("chat", chats=saved_chats), terminal_size=(120, 36), run_before=settle(chat)
+    )
 
 
-def test_chat_light_theme(snap_compare: Any) -> None:
+def test_chat_light_theme(snap_compare: Any, saved_chats: ChatStore) -> None:
     async def chat(pilot: Pilot[Any]) -> None:
         pilot.app.theme = LIGHT_THEME
-        pilot.app.query_one(ChatPane).send("Give me three tips for writing clear code.")
+        pane = await chat_ready(pilot)
+        pane.send("Give me three tips for writing clear code.")
 
-    assert snap_compare(dashboard("chat"), terminal_size=(110, 30), run_before=settle(chat))
+    assert snap_compare(
+        dashboard("chat", chats=saved_chats), terminal_size=(120, 36), run_before=settle(chat)
+    )
+
+
+def test_chat_search(snap_compare: Any, saved_chats: ChatStore) -> None:
+    """Every conversation searched: one match each, the matched words marked."""
+
+    async def search(pilot: Pilot[Any]) -> None:
+        pane = await chat_ready(pilot)
+        await pilot.press("ctrl+f", *"python")
+        await eventually_async(lambda: pane.sidebar.hits, what="the matches")
+
+    assert snap_compare(
+        dashboard("chat", chats=saved_chats), terminal_size=(120, 36), run_before=settle(search)
+    )
+
+
+def test_chat_resumed(snap_compare: Any, saved_chats: ChatStore) -> None:
+    """A saved conversation opened again: its system prompt and settings back, its
+    model gone (said, and the default offered), a refused message marked, a reply
+    that left out the oldest turn, a code block under the cursor."""
+
+    async def resume(pilot: Pilot[Any]) -> None:
+        pane = await chat_ready(pilot)
+        await pilot.press("ctrl+l", "enter")  # the most recent: Quicksort in Python
+        await eventually_async(lambda: len(pane.log_view.query(ChatMessage)) == 5)
+        await pilot.pause()
+        pane.log_view.focus()
+        await pilot.press("end")  # the last code block
+
+    assert snap_compare(
+        dashboard("chat", chats=saved_chats), terminal_size=(120, 42), run_before=settle(resume)
+    )
+
+
+def test_chat_resumed_light_theme(snap_compare: Any, saved_chats: ChatStore) -> None:
+    """The same in the light theme: the notice about the missing model stays readable."""
+
+    async def resume(pilot: Pilot[Any]) -> None:
+        pilot.app.theme = LIGHT_THEME
+        pane = await chat_ready(pilot)
+        await pilot.press("ctrl+l", "enter")
+        await eventually_async(lambda: len(pane.log_view.query(ChatMessage)) == 5)
+        await pilot.pause()
+
+    assert snap_compare(
+        dashboard("chat", chats=saved_chats), terminal_size=(120, 42), run_before=settle(resume)
+    )
 
 
 def test_server(snap_compare: Any) -> None:

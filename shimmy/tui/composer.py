@@ -1,0 +1,62 @@
+"""The Chat tab's message box: several lines, Enter sends.
+
+A one-line Input dropped every pasted line after the first and scrolled a long
+message sideways. This is a TextArea that wraps and grows with its text (up to
+a limit, then scrolls); a paste arrives whole, lines and all. Enter sends;
+ctrl+j adds a line, as do shift+enter and alt+enter in terminals that tell
+them from Enter. Up in an empty box edits the last message sent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from textual import events
+from textual.message import Message
+from textual.widgets import TextArea
+
+NEW_LINE_KEYS = frozenset({"ctrl+j", "shift+enter", "alt+enter"})
+
+
+class Composer(TextArea):
+    """A multi-line message box that posts :class:`Composer.Submitted` on Enter."""
+
+    DEFAULT_CSS = """
+    Composer {
+        height: auto;
+        min-height: 3;
+        max-height: 12;
+    }
+    """
+
+    @dataclass
+    class Submitted(Message):
+        """Enter was pressed: ``text`` is the whole message."""
+
+        composer: Composer
+        text: str
+
+    @dataclass
+    class EditLast(Message):
+        """Up in an empty box: edit the last message sent (as in Slack or Discord)."""
+
+    async def _on_key(self, event: events.Key) -> None:
+        if self.read_only:
+            return
+        if event.key == "enter":
+            event.stop()
+            event.prevent_default()
+            self.post_message(self.Submitted(self, self.text))
+            return
+        if event.key == "up" and not self.text:
+            event.stop()
+            event.prevent_default()
+            self.post_message(self.EditLast())
+            return
+        if event.key in NEW_LINE_KEYS:
+            event.stop()
+            event.prevent_default()
+            result = self.replace("\n", *self.selection, maintain_selection_offset=False)
+            self.move_cursor(result.end_location)
+            return
+        await super()._on_key(event)
