@@ -19,7 +19,8 @@ from shimmy import __version__
 from shimmy.api.browser import BrowserCors, BrowserGuard, OriginPolicy
 from shimmy.api.dialects import DIALECTS, OLLAMA_LISTENER_DIALECTS
 from shimmy.api.dialects.ollama.errors import OLLAMA_OPEN_PATHS, ollama_error_body
-from shimmy.api.errors import ErrorBody, document_errors, install_error_handlers, shimmy_error_body
+from shimmy.api.error_shapes import ErrorBody, shimmy_error_body
+from shimmy.api.errors import document_errors, install_error_handlers
 from shimmy.api.metrics import Metrics, MetricsMiddleware
 from shimmy.api.requestlog import (
     LISTENER_API,

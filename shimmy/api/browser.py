@@ -36,7 +36,7 @@ from urllib.parse import urlsplit
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from shimmy.api.errors import ErrorBody, shimmy_error_body
+from shimmy.api.error_shapes import ErrorBody, shimmy_error_body
 from shimmy.api.refusal import refuse
 from shimmy.errors import ShimmyError
 

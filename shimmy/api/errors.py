@@ -8,7 +8,8 @@ so no client ever sees a traceback or a framework default.
 One dialect has an envelope of its own: Anthropic's Messages API (everything
 under ``/v1/messages``) answers ``{"type": "error", "error": {"type",
 "message"}}`` with Anthropic's statuses (529 for an overloaded server), which
-its SDKs turn into their exceptions. :func:`error_body` picks the shape by path,
+its SDKs turn into their exceptions. :func:`shimmy.api.error_shapes.error_body`
+picks the shape by path,
 for the route handlers here and for the guards that refuse a request before it
 is routed (API keys, body size, browser origins) alike.
 """
@@ -16,73 +17,27 @@ is routed (API keys, body size, browser origins) alike.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import Scope
 
 from shimmy.api.core.watch import ClientGone
+from shimmy.api.error_shapes import (
+    ANTHROPIC_ERROR_TYPES,
+    ANTHROPIC_OVERLOADED,
+    ErrorBody,
+    shimmy_error_body,
+    speaks_anthropic,
+)
 from shimmy.errors import ERROR_KINDS, ShimmyError
 
 log = logging.getLogger(__name__)
 
 CLIENT_CLOSED_REQUEST = 499
-
-
-ANTHROPIC_PATH = "/v1/messages"
-ANTHROPIC_OVERLOADED = 529  # Anthropic's status for "overloaded", its SDKs' OverloadedError
-_ANTHROPIC_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "not_found_error",
-    413: "request_too_large",
-    429: "rate_limit_error",
-    ANTHROPIC_OVERLOADED: "overloaded_error",
-}
-
-
-def speaks_anthropic(path: str) -> bool:
-    """Whether ``path`` is Anthropic's Messages API (its errors take its envelope)."""
-    return path == ANTHROPIC_PATH or path.startswith(ANTHROPIC_PATH + "/")
-
-
-def anthropic_status(error: ShimmyError) -> int:
-    """The status Anthropic answers ``error`` with: a busy server is "overloaded"."""
-    return ANTHROPIC_OVERLOADED if error.code == "server_busy" else error.status
-
-
-def anthropic_error(error: ShimmyError) -> dict[str, Any]:
-    """``error`` in Anthropic's envelope (the body of an error answer, and the data
-    of a stream's ``error`` event); the details go into the message, since the
-    envelope has no field for them."""
-    status = anthropic_status(error)
-    fallback = "api_error" if status >= 500 else "invalid_request_error"
-    kind = _ANTHROPIC_TYPES.get(status, fallback)
-    message = f"{error.message} ({error.details})" if error.details else error.message
-    return {"type": "error", "error": {"type": kind, "message": message}}
-
-
-def error_body(path: str, error: ShimmyError) -> tuple[int, dict[str, Any]]:
-    """The status and body that answer ``error`` for a request to ``path``."""
-    if speaks_anthropic(path):
-        return anthropic_status(error), anthropic_error(error)
-    return error.status, error.to_dict()
-
-
-ErrorBody = Callable[[Scope, ShimmyError], tuple[int, dict[str, Any]]]
-"""The status and JSON body that tell a request's client about an error (they may
-depend on the request's path: one listener serves several APIs)."""
-
-
-def shimmy_error_body(scope: Scope, error: ShimmyError) -> tuple[int, dict[str, Any]]:
-    """The main listener's: shimmy's own shape (SEED-API.md, with OpenAI's
-    ``type``), Anthropic's envelope under its path."""
-    return error_body(str(scope.get("path", "")), error)
 
 
 def error_response(
@@ -169,7 +124,6 @@ ERROR_SCHEMA: dict[str, Any] = {
     },
 }
 
-ANTHROPIC_ERROR_TYPES = frozenset([*_ANTHROPIC_TYPES.values(), "api_error"])
 ANTHROPIC_ERROR_SCHEMA: dict[str, Any] = {
     "title": "AnthropicErrorResponse",
     "type": "object",

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from starlette.types import Receive, Scope, Send
 
-from shimmy.api.errors import ErrorBody, shimmy_error_body
+from shimmy.api.error_shapes import ErrorBody, shimmy_error_body
 from shimmy.errors import ShimmyError
 
 # A WebSocket that cannot be refused with an HTTP status is closed with this code

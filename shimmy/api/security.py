@@ -16,7 +16,7 @@ from urllib.parse import parse_qs
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from shimmy.api.errors import ErrorBody, shimmy_error_body
+from shimmy.api.error_shapes import ErrorBody, shimmy_error_body
 from shimmy.api.refusal import refuse
 from shimmy.errors import ShimmyError
 

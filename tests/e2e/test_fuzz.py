@@ -25,7 +25,7 @@ from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from shimmy.api.errors import ANTHROPIC_ERROR_TYPES, speaks_anthropic
+from shimmy.api.error_shapes import ANTHROPIC_ERROR_TYPES, speaks_anthropic
 from shimmy.errors import ERROR_KINDS
 from tests.e2e.harness import isolated_env, start_server
 

@@ -35,7 +35,7 @@ Adding a dialect
    generations=[generation])`` for a stream, or ``await watch.finish([generation])``
    and a JSON body. Errors are ``ShimmyError``; the app turns them into the error
    shape (a dialect with its own error shape, as Anthropic's, has its paths
-   rendered its way by :func:`shimmy.api.errors.error_body`, for the guards'
+   rendered its way by :func:`shimmy.api.error_shapes.error_body`, for the guards'
    refusals too).
 3. One line in ``shimmy/api/dialects/__init__.py``'s ``DIALECTS``.
 Tests: a routes test over a fake manager (tests/api) and an end-to-end test that

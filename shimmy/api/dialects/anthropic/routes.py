@@ -9,7 +9,7 @@ named events: ``message_start``, then each block's ``content_block_start``,
 ``content_block_stop``, a ``ping`` after the first block opens, then
 ``message_delta`` (the stop reason and the usage) and ``message_stop``; a
 failure mid-stream is an ``error`` event. Errors under these paths are in
-Anthropic's envelope (:func:`shimmy.api.errors.error_body`). The API key comes
+Anthropic's envelope (:func:`shimmy.api.error_shapes.error_body`). The API key comes
 as ``x-api-key`` or ``Authorization: Bearer`` (shimmy's key middleware reads
 both); ``anthropic-version`` and ``anthropic-beta`` headers are accepted.
 """
@@ -45,7 +45,8 @@ from shimmy.api.dialects.anthropic.shapes import (
     stop_reason,
     usage,
 )
-from shimmy.api.errors import anthropic_error, describe_validation_errors
+from shimmy.api.error_shapes import anthropic_error
+from shimmy.api.errors import describe_validation_errors
 from shimmy.api.requestlog import attach_generation
 from shimmy.api.security import cache_scope
 from shimmy.errors import ShimmyError

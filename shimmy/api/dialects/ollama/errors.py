@@ -10,7 +10,7 @@ from typing import Any
 
 from starlette.types import Scope
 
-from shimmy.api.errors import shimmy_error_body
+from shimmy.api.error_shapes import shimmy_error_body
 from shimmy.api.security import OPEN_PATHS
 from shimmy.errors import ShimmyError
 
