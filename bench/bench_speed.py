@@ -1,0 +1,605 @@
+"""Where shimmy aims to beat llama.cpp's own server: speculative decoding, long
+prompts under load, bursts, many clients and memory over a long run.
+
+One command, from the repo root after scripts/setup:
+
+    .venv/bin/python bench/bench_speed.py [--modes echo chat long burst scale creep]
+
+It uses bench_server.py's llama-server (built from the llama.cpp source vendored
+in llama-cpp-python, cached in ~/.cache/shimmy-bench) and runs each mode with the
+servers it compares started side by side; in every round the servers take turns
+(the order rotating), so that a slow spell of this shared machine falls on all
+of them; it reports medians and ratios to bench/RESULTS.md ("Speed against
+llama-server") with a chart. Every sampling setting is sent explicitly, so both
+servers do the same work. Loopback only; every loop is bounded in count and time.
+
+Modes:
+- echo: 1 client asks for a 300-token function back with one name changed
+  (greedy): shimmy with and without --spec against llama-server by default and
+  with each of its n-gram speculative modes.
+- chat: ordinary chat (the server benchmark's prompts and sampling) at 1 and 8
+  clients, shimmy with and without --spec against llama-server; peak RSS.
+- long: four streams decoding when a ~6,000-token prompt arrives: the streams'
+  worst gap between tokens while it is read, and its time to first token.
+- burst: 8 clients send at the same instant, each sending a second request as
+  soon as its first ends (greedy, 128 tokens): median time to first token.
+- scale: 16 and 32 clients, total tokens/s.
+- creep: 1,000 one-shot requests, 8 at a time, 24-token replies: RSS growth.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import psutil
+from bench_server import (
+    CACHE,
+    LLAMA_VERSION,
+    PROMPTS,
+    REPO,
+    REQUEST_TIMEOUT,
+    SAMPLING,
+    SLOTS,
+    THREADS,
+    PeakRss,
+    ServerUnderTest,
+    build_llama_server,
+    free_port,
+    smollm2_path,
+)
+from results import replace_section
+
+from shimmy.models.llamacpp import use_extra_buffer_types
+
+CTX_PER_SLOT = 8192  # room for the long prompt in any slot
+GREEDY = {
+    "temperature": 0.0,
+    "top_k": 0,
+    "top_p": 1.0,
+    "min_p": 0.0,
+    "repeat_penalty": 1.0,
+    "seed": 1,
+}
+LLAMA_SPEC_MODES = ["ngram-simple", "ngram-mod", "ngram-cache", "ngram-map-k"]
+ECHO_CODE = '''def summarise_orders(orders, tax_rate, discounts):
+    """Total the orders of each customer, with tax and their discount."""
+    totals = {}
+    counts = {}
+    for order in orders:
+        customer = order["customer"]
+        amount = order["quantity"] * order["unit_price"]
+        if customer in discounts:
+            amount = amount * (1 - discounts[customer])
+        amount = amount * (1 + tax_rate)
+        totals[customer] = totals.get(customer, 0) + amount
+        counts[customer] = counts.get(customer, 0) + 1
+    report = []
+    for customer, amount in sorted(totals.items()):
+        average = amount / counts[customer]
+        report.append({"customer": customer, "total": round(amount, 2),
+                       "orders": counts[customer], "average": round(average, 2)})
+    return report
+'''
+ECHO_PROMPT = (
+    f"Here is a Python function:\n\n```python\n{ECHO_CODE}```\n\n"
+    "Return the whole function with the variable `amount` renamed to `order_total`. "
+    "Reply with the code only."
+)
+
+
+# -- servers -------------------------------------------------------------------------
+
+
+def llama_server(binary: Path, model: Path, name: str, *extra: str) -> ServerUnderTest:
+    port = free_port()
+    command = [
+        str(binary),
+        "-m",
+        str(model),
+        "-t",
+        str(THREADS),
+        "-tb",
+        str(THREADS),
+        "-np",
+        str(SLOTS),
+        "-c",
+        str(SLOTS * CTX_PER_SLOT),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--no-webui",
+        *([] if use_extra_buffer_types() else ["--no-repack"]),
+        *extra,
+    ]
+    return ServerUnderTest(name, command, port=port)
+
+
+def shimmy_server(model: Path, name: str, *extra: str) -> ServerUnderTest:
+    port = free_port()
+    shimmy = str(Path(sys.executable).parent / "shimmy")
+    command = [
+        shimmy,
+        "serve",
+        "--model",
+        str(model),
+        "--threads",
+        str(THREADS),
+        "--parallel",
+        str(SLOTS),
+        "--ctx-size",
+        str(CTX_PER_SLOT),
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--keep-alive",
+        "-1",
+        *extra,
+    ]
+    env = {**os.environ, "SHIMMY_HOME": str(CACHE / "shimmy-home")}
+    return ServerUnderTest(name, command, env=env, port=port)
+
+
+# -- one streamed request -----------------------------------------------------------
+
+
+@dataclass
+class Stream:
+    sent: float
+    arrivals: list[float] = field(default_factory=list)  # each chunk with content
+    completion_tokens: int = 0
+
+    @property
+    def ttft(self) -> float:
+        return self.arrivals[0] - self.sent if self.arrivals else float("nan")
+
+    @property
+    def decode_tps(self) -> float:
+        """Tokens after the first per second after the first (a chunk may carry
+        several tokens: a server with speculation sends what it accepted)."""
+        if len(self.arrivals) < 2 or self.completion_tokens < 2:
+            return 0.0
+        return (self.completion_tokens - 1) / (self.arrivals[-1] - self.arrivals[0])
+
+
+async def stream(
+    client: httpx.AsyncClient,
+    server: ServerUnderTest,
+    messages: list[dict],
+    max_tokens: int,
+    sampling: dict[str, float | int],
+    record: Stream | None = None,
+) -> Stream:
+    body = {
+        "model": server.model_field,
+        "messages": messages,
+        "max_tokens": max_tokens,
+        **sampling,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    result = record or Stream(time.perf_counter())
+    result.sent = time.perf_counter()
+    async with client.stream("POST", server.url + "/v1/chat/completions", json=body) as r:
+        r.raise_for_status()
+        async for line in r.aiter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            data = json.loads(line[6:])
+            choices = data.get("choices") or []
+            if choices and (choices[0].get("delta") or {}).get("content"):
+                result.arrivals.append(time.perf_counter())
+            usage = data.get("usage") or {}
+            if usage.get("completion_tokens"):
+                result.completion_tokens = usage["completion_tokens"]
+    if not result.completion_tokens:
+        result.completion_tokens = len(result.arrivals)
+    return result
+
+
+def client(connections: int = 4) -> httpx.AsyncClient:
+    # A fresh connection per request: llama-server's HTTP library drops reused
+    # keep-alive connections now and then.
+    limits = httpx.Limits(max_connections=connections + 2, max_keepalive_connections=0)
+    return httpx.AsyncClient(timeout=REQUEST_TIMEOUT, limits=limits)
+
+
+def user(text: str) -> list[dict]:
+    return [{"role": "user", "content": text}]
+
+
+# -- the modes: each returns one round's figures for one server ------------------------
+
+
+async def echo_round(server: ServerUnderTest) -> dict[str, float]:
+    async with client() as c:
+        s = await stream(c, server, user(ECHO_PROMPT), 400, GREEDY)
+    return {"decode_tps": s.decode_tps, "tokens": s.completion_tokens, "ttft": s.ttft}
+
+
+async def chat_round(server: ServerUnderTest, clients: int) -> dict[str, float]:
+    async with client(clients) as c:
+        started = time.perf_counter()
+        streams = await asyncio.gather(
+            *[
+                stream(c, server, user(PROMPTS[i % len(PROMPTS)]), 128, SAMPLING)
+                for i in range(clients)
+            ]
+        )
+        wall = time.perf_counter() - started
+    return {
+        "total_tps": sum(s.completion_tokens for s in streams) / wall,
+        "per_stream_tps": statistics.median(s.decode_tps for s in streams),
+        "median_ttft": statistics.median(s.ttft for s in streams),
+    }
+
+
+def long_prompt(nonce: str) -> str:
+    facts = " ".join(
+        f"Record {i}: the ship {nonce}-{i} left port {i % 17} carrying {i * 7 % 101} crates "
+        f"of {['tea', 'salt', 'wool', 'iron'][i % 4]}."
+        for i in range(240)
+    )
+    return f"Read this shipping log. {facts} Which ship carried the most crates?"
+
+
+async def long_round(server: ServerUnderTest) -> dict[str, float]:
+    """Four streams run; once each has a few tokens, the long prompt arrives."""
+    async with client(6) as c:
+        streams = [Stream(time.perf_counter()) for _ in range(4)]
+        tasks = [
+            asyncio.create_task(stream(c, server, user(PROMPTS[i]), 600, SAMPLING, streams[i]))
+            for i in range(4)
+        ]
+        deadline = time.perf_counter() + 120
+        while min(len(s.arrivals) for s in streams) < 8 and time.perf_counter() < deadline:
+            await asyncio.sleep(0.02)
+        long = await stream(c, server, user(long_prompt(uuid.uuid4().hex[:6])), 8, SAMPLING)
+        window = (long.sent, long.arrivals[0] if long.arrivals else long.sent)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    gaps = []
+    for s in streams:
+        times = [t for t in s.arrivals if t <= window[1]]
+        inside = [b - a for a, b in zip(times, times[1:], strict=False) if b >= window[0]]
+        # The stream's wait from the last token before the window to the first after.
+        after = [t for t in s.arrivals if t > window[1]]
+        if times and after:
+            inside.append(after[0] - times[-1])
+        gaps.extend(inside)
+    return {
+        "worst_gap": max(gaps) if gaps else float("nan"),
+        "long_ttft": long.ttft,
+        "long_prompt_tokens": 0.0,
+    }
+
+
+async def burst_round(server: ServerUnderTest) -> dict[str, float]:
+    async with client(10) as c:
+        gate = asyncio.Event()
+
+        async def one_client(i: int) -> list[Stream]:
+            await gate.wait()
+            first = await stream(c, server, user(PROMPTS[i]), 128, GREEDY)
+            second = await stream(c, server, user(PROMPTS[(i + 3) % len(PROMPTS)]), 128, GREEDY)
+            return [first, second]
+
+        tasks = [asyncio.create_task(one_client(i)) for i in range(8)]
+        await asyncio.sleep(0.2)
+        gate.set()
+        done = await asyncio.gather(*tasks)
+    firsts = [pair[0].ttft for pair in done]
+    seconds = [pair[1].ttft for pair in done]
+    return {
+        "median_ttft": statistics.median(firsts + seconds),
+        "first_wave_ttft": statistics.median(firsts),
+        "second_wave_ttft": statistics.median(seconds),
+    }
+
+
+async def creep_run(server: ServerUnderTest, requests: int) -> dict[str, float]:
+    before = server.rss()
+    async with client(8) as c:
+        queue = list(range(requests))
+
+        async def worker() -> None:
+            while queue:
+                n = queue.pop()
+                question = f"Question {n} ({uuid.uuid4().hex[:6]}): name three uses of salt."
+                await stream(c, server, user(question), 24, SAMPLING)
+
+        await asyncio.gather(*[worker() for _ in range(8)])
+    after = server.rss()
+    return {"rss_before": before, "rss_after": after, "growth": after - before}
+
+
+# -- running ------------------------------------------------------------------------
+
+
+def rounds(
+    servers: Sequence[ServerUnderTest],
+    count: int,
+    one: Callable[[ServerUnderTest], dict[str, float]],
+    label: str,
+) -> dict[str, list[dict[str, float]]]:
+    """``count`` rounds in which every server takes one turn, the order rotating."""
+    results: dict[str, list[dict[str, float]]] = {s.name: [] for s in servers}
+    for n in range(count):
+        order = list(servers[n % len(servers) :]) + list(servers[: n % len(servers)])
+        for server in order:
+            figures = one(server)
+            results[server.name].append(figures)
+            shown = ", ".join(f"{k} {v:.3f}" for k, v in figures.items())
+            print(f"{label} round {n + 1} {server.name}: {shown}", file=sys.stderr, flush=True)
+    return results
+
+
+def started(servers: Sequence[ServerUnderTest]) -> None:
+    log_dir = CACHE / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    for server in servers:
+        server.start(log_dir)
+        asyncio.run(chat_round(server, 1))  # unmeasured: a fresh process warms up
+
+
+def stopped(servers: Sequence[ServerUnderTest]) -> None:
+    for server in servers:
+        server.stop()
+
+
+def med(results: dict[str, list[dict[str, float]]], name: str, key: str) -> float:
+    return statistics.median(r[key] for r in results[name])
+
+
+def paired(results: dict[str, list[dict[str, float]]], a: str, b: str, key: str) -> float:
+    """The median of the rounds' own ratios (both ran in the same round)."""
+    return statistics.median(
+        x[key] / y[key] for x, y in zip(results[a], results[b], strict=True) if y[key]
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    modes = ["echo", "chat", "long", "burst", "scale", "creep"]
+    parser.add_argument("--modes", nargs="+", choices=modes, default=modes)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--creep-requests", type=int, default=1000)
+    parser.add_argument("--out", type=Path, default=REPO / "bench")
+    args = parser.parse_args()
+    model = smollm2_path()
+    binary = build_llama_server()
+    lines = [
+        "## Speed against llama-server",
+        "",
+        f"Run on {time.strftime('%Y-%m-%d %H:%M')} with `.venv/bin/python bench/bench_speed.py"
+        f"{' ' + ' '.join(sys.argv[1:]) if sys.argv[1:] else ''}`: {platform.machine()}, "
+        f"{os.cpu_count()} cores, {psutil.virtual_memory().total / 1024**3:.0f} GiB; "
+        f"SmolLM2-135M-Instruct Q4_1, {THREADS} threads, {SLOTS} slots of {CTX_PER_SLOT} "
+        f"tokens; llama-server from llama-cpp-python {LLAMA_VERSION}'s llama.cpp. "
+        f"{args.rounds} rounds, servers taking turns; medians, and the median of the rounds' "
+        "own ratios.",
+        "",
+    ]
+    chart: dict[str, dict[str, float]] = {}
+
+    if "echo" in args.modes:
+        servers = [
+            shimmy_server(model, "shimmy --spec on", "--spec", "on"),
+            shimmy_server(model, "shimmy --spec off", "--spec", "off"),
+            llama_server(binary, model, "llama-server"),
+            *[
+                llama_server(binary, model, f"llama-server {m}", "--spec-type", m)
+                for m in LLAMA_SPEC_MODES
+            ],
+        ]
+        try:
+            started(servers)
+            echo = rounds(servers, args.rounds, lambda s: asyncio.run(echo_round(s)), "echo")
+        finally:
+            stopped(servers)
+        lines += [
+            "### Echo-heavy, 1 client (a 300-token function returned with a name changed)",
+            "",
+            "| server | decode tok/s | tokens | shimmy --spec on vs this |",
+            "|---|---|---|---|",
+        ]
+        for s in servers:
+            ratio = paired(echo, "shimmy --spec on", s.name, "decode_tps")
+            lines.append(
+                f"| {s.name} | {med(echo, s.name, 'decode_tps'):.1f} | "
+                f"{med(echo, s.name, 'tokens'):.0f} | {ratio:.2f}x |"
+            )
+        lines.append("")
+        chart["echo, 1 client"] = {s.name: med(echo, s.name, "decode_tps") for s in servers}
+
+    if "chat" in args.modes:
+        servers = [
+            shimmy_server(model, "shimmy --spec on", "--spec", "on"),
+            shimmy_server(model, "shimmy --spec off", "--spec", "off"),
+            llama_server(binary, model, "llama-server"),
+        ]
+        peaks: dict[str, int] = {}
+
+        def chat_both(server: ServerUnderTest) -> dict[str, float]:
+            one = asyncio.run(chat_round(server, 1))
+            with PeakRss(server) as peak:
+                eight = asyncio.run(chat_round(server, 8))
+            peaks[server.name] = max(peaks.get(server.name, 0), peak.peak)
+            return {
+                "tps_1": one["per_stream_tps"],
+                "total_tps_8": eight["total_tps"],
+                "ttft_8": eight["median_ttft"],
+            }
+
+        try:
+            started(servers)
+            chat = rounds(servers, args.rounds, chat_both, "chat")
+        finally:
+            stopped(servers)
+        lines += [
+            "### Ordinary chat, 1 and 8 clients (128 tokens, the server benchmark's sampling)",
+            "",
+            "| server | 1 client tok/s | 8 clients total tok/s | 8 clients TTFT (s) "
+            "| peak RSS (MB) |",
+            "|---|---|---|---|---|",
+        ]
+        for s in servers:
+            lines.append(
+                f"| {s.name} | {med(chat, s.name, 'tps_1'):.1f} | "
+                f"{med(chat, s.name, 'total_tps_8'):.1f} | {med(chat, s.name, 'ttft_8'):.2f} | "
+                f"{peaks[s.name] / 1e6:.0f} |"
+            )
+        on, off, llama = (s.name for s in servers)
+        lines += [
+            "",
+            f"- spec on vs off: 1 client {paired(chat, on, off, 'tps_1'):.2f}x, "
+            f"8 clients {paired(chat, on, off, 'total_tps_8'):.2f}x (target >= 0.97)",
+            f"- vs llama-server: 1 client {paired(chat, on, llama, 'tps_1'):.2f}x "
+            f"(target >= 0.95), 8 clients {paired(chat, on, llama, 'total_tps_8'):.2f}x "
+            "(target >= 1.0)",
+            f"- peak RSS at 8 clients, shimmy minus llama-server: "
+            f"{(peaks[on] - peaks[llama]) / 1e6:+.0f} MB (target <= +50 MB)",
+            "",
+        ]
+        chart["chat, 1 client"] = {s.name: med(chat, s.name, "tps_1") for s in servers}
+
+    pair = [shimmy_server(model, "shimmy"), llama_server(binary, model, "llama-server")]
+    for mode in ("long", "burst", "scale"):
+        if mode not in args.modes:
+            continue
+        servers = [shimmy_server(model, "shimmy"), llama_server(binary, model, "llama-server")]
+        try:
+            started(servers)
+            if mode == "long":
+                long = rounds(servers, args.rounds, lambda s: asyncio.run(long_round(s)), mode)
+            elif mode == "burst":
+                burst = rounds(servers, args.rounds, lambda s: asyncio.run(burst_round(s)), mode)
+            else:
+
+                def scale_one(server: ServerUnderTest) -> dict[str, float]:
+                    return {
+                        f"total_tps_{n}": asyncio.run(chat_round(server, n))["total_tps"]
+                        for n in (16, 32)
+                    }
+
+                scale = rounds(servers, args.rounds, scale_one, mode)
+        finally:
+            stopped(servers)
+    names = [s.name for s in pair]
+    ours, theirs = names
+    if "long" in args.modes:
+        lines += [
+            "### A ~6,000-token prompt arriving while four streams decode",
+            "",
+            "| server | streams' worst gap (s) | long prompt's TTFT (s) |",
+            "|---|---|---|",
+            *(
+                f"| {n} | {med(long, n, 'worst_gap'):.2f} | {med(long, n, 'long_ttft'):.2f} |"
+                for n in names
+            ),
+            "",
+            f"- shimmy vs llama-server: worst gap {paired(long, ours, theirs, 'worst_gap'):.2f}x "
+            f"(target <= 1.0), long TTFT {paired(long, ours, theirs, 'long_ttft'):.2f}x "
+            "(target <= 1.1)",
+            "",
+        ]
+    if "burst" in args.modes:
+        lines += [
+            "### A burst of 8 clients, each sending again when answered (greedy, 128 tokens)",
+            "",
+            "| server | median TTFT (s) | first wave | second wave |",
+            "|---|---|---|---|",
+            *(
+                f"| {n} | {med(burst, n, 'median_ttft'):.3f} | "
+                f"{med(burst, n, 'first_wave_ttft'):.3f} | "
+                f"{med(burst, n, 'second_wave_ttft'):.3f} |"
+                for n in names
+            ),
+            "",
+            f"- shimmy vs llama-server: {paired(burst, ours, theirs, 'median_ttft'):.2f}x "
+            "(target <= 1.0)",
+            "",
+        ]
+    if "scale" in args.modes:
+        lines += [
+            "### 16 and 32 clients (128 tokens)",
+            "",
+            "| server | 16 clients total tok/s | 32 clients total tok/s |",
+            "|---|---|---|",
+            *(
+                f"| {n} | {med(scale, n, 'total_tps_16'):.1f} | "
+                f"{med(scale, n, 'total_tps_32'):.1f} |"
+                for n in names
+            ),
+            "",
+            "- shimmy vs llama-server: "
+            f"16 clients {paired(scale, ours, theirs, 'total_tps_16'):.2f}x, "
+            f"32 clients {paired(scale, ours, theirs, 'total_tps_32'):.2f}x (target >= 1.0)",
+            "",
+        ]
+    if "creep" in args.modes:
+        creep: dict[str, dict[str, float]] = {}
+        for server in [shimmy_server(model, "shimmy"), llama_server(binary, model, "llama-server")]:
+            try:
+                started([server])
+                creep[server.name] = asyncio.run(creep_run(server, args.creep_requests))
+            finally:
+                stopped([server])
+            print(f"creep {server.name}: {creep[server.name]}", file=sys.stderr, flush=True)
+        lines += [
+            f"### Memory after {args.creep_requests} one-shot requests (8 at a time, 24 tokens)",
+            "",
+            "| server | RSS before (MB) | after (MB) | growth (MB) |",
+            "|---|---|---|---|",
+            *(
+                f"| {n} | {c['rss_before'] / 1e6:.0f} | {c['rss_after'] / 1e6:.0f} | "
+                f"{c['growth'] / 1e6:+.0f} |"
+                for n, c in creep.items()
+            ),
+            "",
+            "- target: shimmy's growth under 100 MB",
+            "",
+        ]
+    report = "\n".join(lines)
+    replace_section("## Speed against llama-server", report, args.out / "RESULTS.md")
+    if chart:
+        write_chart(chart, args.out / "speed.png")
+        report += "\n![decode tokens/s, shimmy and llama-server](speed.png)\n"
+        replace_section("## Speed against llama-server", report, args.out / "RESULTS.md")
+    print(report)
+    return 0
+
+
+def write_chart(chart: dict[str, dict[str, float]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(chart), figsize=(6 * len(chart), 4), dpi=120, squeeze=False)
+    for ax, (title, values) in zip(axes[0], chart.items(), strict=True):
+        ax.barh(list(values), list(values.values()), color="tab:blue")
+        ax.set_xlabel("tokens/s (median)")
+        ax.set_title(title)
+        ax.invert_yaxis()
+        ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
