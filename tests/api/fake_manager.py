@@ -76,6 +76,17 @@ class RecordingSend:
         return b"".join(m.get("body", b"") for m in self.sent)
 
 
+# A Hermes reply with text, then two calls, its markers split across pieces.
+HERMES_REPLY = [
+    "Checking.",
+    "\n<tool_",
+    'call>\n{"name": "get_weather", "argu',
+    'ments": {"city": "Paris"}}\n</tool_call>\n<tool_call>\n{"name": "get_weather", ',
+    '"arguments": {"city": "Rome"}}\n</tool_',
+    "call>",
+]
+
+
 def asgi_post(
     path: str, body: dict[str, Any]
 ) -> tuple[dict[str, Any], Any, RecordingSend, asyncio.Event]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import MutableMapping
 from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
@@ -30,6 +29,7 @@ from shimmy.models.generation import Generation, GenerationRequest
 from shimmy.models.grammar import JSON_OBJECT_GBNF
 from shimmy.models.manager import ModelManager
 from shimmy.models.tools import ToolChoice, ToolRequest
+from tests.api.fake_manager import HERMES_REPLY, asgi_post
 from tests.waiting import eventually_async
 
 MODEL = "fake-model"
@@ -475,49 +475,6 @@ def test_error_mid_stream_is_an_error_event_the_sdk_raises(sdk, http, manager):
 # -- the client going away ---------------------------------------------------------------
 
 
-class RecordingSend:
-    """An ASGI ``send`` that keeps every message it was given."""
-
-    def __init__(self) -> None:
-        self.sent: list[MutableMapping[str, Any]] = []
-
-    async def __call__(self, message: MutableMapping[str, Any]) -> None:
-        self.sent.append(message)
-
-
-def asgi_post(
-    path: str, body: dict[str, Any]
-) -> tuple[dict[str, Any], Any, RecordingSend, asyncio.Event]:
-    """An ASGI scope, receive and send for a POST whose client leaves when the
-    returned event is set (until then ``receive`` waits, as a connected client's does)."""
-    raw = json.dumps(body).encode()
-    messages = [{"type": "http.request", "body": raw, "more_body": False}]
-    gone = asyncio.Event()
-
-    async def receive() -> dict[str, Any]:
-        if messages:
-            return messages.pop(0)
-        await gone.wait()
-        return {"type": "http.disconnect"}
-
-    send = RecordingSend()
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0", "spec_version": "2.3"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"content-type", b"application/json")],
-        "client": ("127.0.0.1", 1),
-        "server": ("127.0.0.1", 2),
-    }
-    return scope, receive, send, gone
-
-
 @pytest.mark.parametrize("stream", [False, True])
 def test_a_request_whose_client_leaves_is_cancelled(app, manager, run, stream):
     """Whether it waits in the queue (no token yet) or streams: the core's watch
@@ -599,15 +556,6 @@ WEATHER_TOOL = {
         "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
     },
 }
-# A Hermes reply with text, then two calls, its markers split across pieces.
-HERMES_REPLY = [
-    "Checking.",
-    "\n<tool_",
-    'call>\n{"name": "get_weather", "argu',
-    'ments": {"city": "Paris"}}\n</tool_call>\n<tool_call>\n{"name": "get_weather", ',
-    '"arguments": {"city": "Rome"}}\n</tool_',
-    "call>",
-]
 
 
 def test_tools_reach_the_manager_as_a_tool_request(http, manager):

@@ -26,7 +26,7 @@ from shimmy.api.security import ApiKeyAuth
 from shimmy.errors import ShimmyError
 from shimmy.models.generation import Generation, GenerationRequest
 from shimmy.models.tools import ToolChoice, ToolRequest
-from tests.api.fake_manager import MODEL, FakeManager, asgi_post
+from tests.api.fake_manager import HERMES_REPLY, MODEL, FakeManager, asgi_post
 from tests.sse import sse_events
 from tests.waiting import eventually_async
 
@@ -36,15 +36,6 @@ WEATHER = {
     "description": "Weather",
     "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
 }
-# A Hermes reply with text, then two calls, its markers split across pieces.
-HERMES_REPLY = [
-    "Checking.",
-    "\n<tool_",
-    'call>\n{"name": "get_weather", "argu',
-    'ments": {"city": "Paris"}}\n</tool_call>\n<tool_call>\n{"name": "get_weather", ',
-    '"arguments": {"city": "Rome"}}\n</tool_',
-    "call>",
-]
 
 
 @pytest.fixture
