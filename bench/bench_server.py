@@ -233,34 +233,61 @@ class ServerUnderTest:
                 self.process.kill()
 
 
+def llama_server_command(
+    binary: Path, model: Path, port: int, ctx_per_slot: int = CTX_PER_SLOT
+) -> list[str]:
+    """llama-server with this benchmark's threads, slots and context per slot."""
+    return [
+        str(binary),
+        "-m",
+        str(model),
+        "-t",
+        str(THREADS),
+        "-tb",
+        str(THREADS),
+        "-np",
+        str(SLOTS),
+        "-c",
+        str(SLOTS * ctx_per_slot),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--no-webui",
+        # The same weights layout as shimmy's (see use_extra_buffer_types).
+        *([] if use_extra_buffer_types() else ["--no-repack"]),
+    ]
+
+
+def shimmy_command(model: Path, port: int, ctx_per_slot: int = CTX_PER_SLOT) -> list[str]:
+    """`shimmy serve` with the same threads, slots and context per slot."""
+    shimmy = shutil.which("shimmy", path=str(Path(sys.executable).parent)) or "shimmy"
+    return [
+        shimmy,
+        "serve",
+        "--model",
+        str(model),
+        "--threads",
+        str(THREADS),
+        "--parallel",
+        str(SLOTS),
+        "--ctx-size",
+        str(ctx_per_slot),
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--keep-alive",
+        "-1",
+    ]
+
+
+SHIMMY_ENV = {**os.environ, "SHIMMY_HOME": str(CACHE / "shimmy-home")}
+
+
 def make_servers(model: Path, llama_server: Path, lcp_python: Path) -> list[ServerUnderTest]:
     servers = []
     port = free_port()
     servers.append(
-        ServerUnderTest(
-            "llama-server",
-            [
-                str(llama_server),
-                "-m",
-                str(model),
-                "-t",
-                str(THREADS),
-                "-tb",
-                str(THREADS),
-                "-np",
-                str(SLOTS),
-                "-c",
-                str(SLOTS * CTX_PER_SLOT),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--no-webui",
-                # The same weights layout as shimmy's (see use_extra_buffer_types).
-                *([] if use_extra_buffer_types() else ["--no-repack"]),
-            ],
-            port=port,
-        )
+        ServerUnderTest("llama-server", llama_server_command(llama_server, model, port), port=port)
     )
     port = free_port()
     servers.append(
@@ -289,29 +316,8 @@ def make_servers(model: Path, llama_server: Path, lcp_python: Path) -> list[Serv
         )
     )
     port = free_port()
-    shimmy = shutil.which("shimmy", path=str(Path(sys.executable).parent)) or "shimmy"
     servers.append(
-        ServerUnderTest(
-            "shimmy",
-            [
-                shimmy,
-                "serve",
-                "--model",
-                str(model),
-                "--threads",
-                str(THREADS),
-                "--parallel",
-                str(SLOTS),
-                "--ctx-size",
-                str(CTX_PER_SLOT),
-                "--bind",
-                f"127.0.0.1:{port}",
-                "--keep-alive",
-                "-1",
-            ],
-            env={**os.environ, "SHIMMY_HOME": str(CACHE / "shimmy-home")},
-            port=port,
-        )
+        ServerUnderTest("shimmy", shimmy_command(model, port), env=SHIMMY_ENV, port=port)
     )
     return servers
 

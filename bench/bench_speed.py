@@ -51,17 +51,18 @@ from bench_server import (
     REPO,
     REQUEST_TIMEOUT,
     SAMPLING,
+    SHIMMY_ENV,
     SLOTS,
     THREADS,
     PeakRss,
     ServerUnderTest,
     build_llama_server,
     free_port,
+    llama_server_command,
+    shimmy_command,
     smollm2_path,
 )
 from results import replace_section
-
-from shimmy.models.llamacpp import use_extra_buffer_types
 
 CTX_PER_SLOT = 8192  # room for the long prompt in any slot
 GREEDY = {
@@ -104,51 +105,14 @@ ECHO_PROMPT = (
 
 def llama_server(binary: Path, model: Path, name: str, *extra: str) -> ServerUnderTest:
     port = free_port()
-    command = [
-        str(binary),
-        "-m",
-        str(model),
-        "-t",
-        str(THREADS),
-        "-tb",
-        str(THREADS),
-        "-np",
-        str(SLOTS),
-        "-c",
-        str(SLOTS * CTX_PER_SLOT),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--no-webui",
-        *([] if use_extra_buffer_types() else ["--no-repack"]),
-        *extra,
-    ]
+    command = [*llama_server_command(binary, model, port, CTX_PER_SLOT), *extra]
     return ServerUnderTest(name, command, port=port)
 
 
 def shimmy_server(model: Path, name: str, *extra: str) -> ServerUnderTest:
     port = free_port()
-    shimmy = str(Path(sys.executable).parent / "shimmy")
-    command = [
-        shimmy,
-        "serve",
-        "--model",
-        str(model),
-        "--threads",
-        str(THREADS),
-        "--parallel",
-        str(SLOTS),
-        "--ctx-size",
-        str(CTX_PER_SLOT),
-        "--bind",
-        f"127.0.0.1:{port}",
-        "--keep-alive",
-        "-1",
-        *extra,
-    ]
-    env = {**os.environ, "SHIMMY_HOME": str(CACHE / "shimmy-home")}
-    return ServerUnderTest(name, command, env=env, port=port)
+    command = [*shimmy_command(model, port, CTX_PER_SLOT), *extra]
+    return ServerUnderTest(name, command, env=SHIMMY_ENV, port=port)
 
 
 # -- one streamed request -----------------------------------------------------------
