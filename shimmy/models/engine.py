@@ -615,13 +615,14 @@ class Engine:
             slot.cached.append(slot.next_token)
             slot.next_token = None
         # Then their drafts, verified in the same decode (shimmy/models/speculation.py).
-        share = self.decode_cost.share(len(deciding))
-        for slot in deciding:
-            slot.draft = self._draft(slot, share, batch.room - (self._context.n_batch // 2))
-            slot.draft_at = batch.n
-            for token in slot.draft:
-                batch.add(token, len(slot.cached), slot.seq, True)
-                slot.cached.append(token)
+        if self.options.spec:
+            share = self.decode_cost.share(len(deciding))
+            for slot in deciding:
+                slot.draft = self._draft(slot, share, batch.room - (self._context.n_batch // 2))
+                slot.draft_at = batch.n
+                for token in slot.draft:
+                    batch.add(token, len(slot.cached), slot.seq, True)
+                    slot.cached.append(token)
         budget = max(0, self._context.n_batch - batch.n)
         prompt_read = 0
         for slot in running:
