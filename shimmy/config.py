@@ -92,6 +92,15 @@ class Settings:
     # n-gram speculative decoding (shimmy/models/speculation.py): off until the
     # benchmark shows it pays on the machines shimmy runs on (bench/RESULTS.md)
     spec: bool = False
+    # Where layers and the KV cache live (shimmy/models/offload.py checks them).
+    # "auto" offloads what fits in free GPU memory, none on a CPU-only build.
+    gpu_layers: str = "auto"  # "auto", "all" or a count of layers
+    flash_attn: str = "auto"  # "on", "off" or "auto"
+    cache_type_k: str = "f16"  # f16, q8_0, q4_0, ... (q8_0 halves the KV memory)
+    cache_type_v: str = "f16"
+    main_gpu: int = 0
+    tensor_split: tuple[str, ...] = ()  # each GPU's share, like ("3", "1")
+    rpc: tuple[str, ...] = ()  # llama.cpp RPC workers, "HOST:PORT" (`shimmy worker`)
     # Generations waiting per model before server_busy. A waiting request holds
     # only its prompt's tokens (at most a slot's context: ~20 MB for 256 waiting
     # 2,048-token prompts) and gives up at request_timeout, so the line can be as

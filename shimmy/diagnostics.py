@@ -69,6 +69,20 @@ def _llama_cpp_info() -> dict[str, Any]:
         from shimmy.models.llamacpp import use_extra_buffer_types
 
         info["weight_repacking"] = use_extra_buffer_types()
+        from shimmy.models.backends import devices, rpc_available
+
+        info["rpc"] = rpc_available()
+        info["devices"] = [
+            {
+                "name": d.name,
+                "description": d.description,
+                "kind": d.kind,
+                "backend": d.backend,
+                "free_bytes": d.free_bytes,
+                "total_bytes": d.total_bytes,
+            }
+            for d in devices()
+        ]
     except Exception as exc:
         info["error"] = str(exc)
     return info

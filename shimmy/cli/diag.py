@@ -44,7 +44,7 @@ def cmd_diag(args: argparse.Namespace) -> int:
             (
                 "llama.cpp",
                 f"llama-cpp-python {llama.get('version')}, "
-                f"gpu offload: {llama.get('gpu_offload')}, "
+                f"gpu offload: {llama.get('gpu_offload')}, rpc: {llama.get('rpc')}, "
                 f"weight repacking: {_repacking(llama.get('weight_repacking'))}",
             ),
             ("", llama.get("system_info") or llama.get("error") or ""),
@@ -60,6 +60,14 @@ def cmd_diag(args: argparse.Namespace) -> int:
         ],
         width=KEY_WIDTH,
     )
+    print("devices (llama.cpp):")
+    for device in llama.get("devices", []):
+        memory = (
+            f"{format_bytes(device['free_bytes'])} free of {format_bytes(device['total_bytes'])}"
+        )
+        print(f"  {device['name']:<12} {device['kind']:<5} {device['description']}  ({memory})")
+    if not any(d["kind"] in {"gpu", "igpu"} for d in llama.get("devices", [])):
+        print("  no GPU backend in this build: SHIMMY_GPU=cuda scripts/setup builds one (README)")
     print("model places:")
     for place in data["model_places"]:
         state = f"{place['models']} models" if place["exists"] else "missing"

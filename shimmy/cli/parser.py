@@ -19,6 +19,7 @@ from typing import Any
 from shimmy import __version__
 from shimmy.config import DEFAULT_OLLAMA_PORT, Settings
 from shimmy.models.generation import GenerationRequest, SamplingParams
+from shimmy.models.offload import CACHE_TYPES
 
 
 def _shown(value: float) -> str:
@@ -133,6 +134,37 @@ def _engine_flags(parser: argparse.ArgumentParser) -> None:
         help=f"unload a model after this long idle (default {_shown(Settings.keep_alive)}; "
         "negative: never)",
     )
+    _offload_flags(parser)
+
+
+def _offload_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("GPU and KV cache")
+    group.add_argument(
+        "--gpu-layers",
+        metavar="N|auto|all",
+        help="model layers on the GPU (default auto: as many as fit in free GPU memory; "
+        "0 on a CPU-only build)",
+    )
+    group.add_argument(
+        "--flash-attn", choices=["on", "off", "auto"], help="flash attention (default auto)"
+    )
+    for which in ("k", "v"):
+        group.add_argument(
+            f"--cache-type-{which}",
+            choices=list(CACHE_TYPES),
+            help=f"KV cache type for {which.upper()} (default f16; q8_0 halves the KV memory)",
+        )
+    group.add_argument("--main-gpu", type=int, metavar="I", help="the GPU for a one-GPU model")
+    group.add_argument(
+        "--tensor-split",
+        metavar="SHARES",
+        help="each GPU's share of the model, like 3,1 (default: by free memory)",
+    )
+    group.add_argument(
+        "--rpc",
+        metavar="HOST:PORT,...",
+        help="spread the model's layers over these llama.cpp RPC workers (`shimmy worker`)",
+    )
 
 
 def _ollama_flag(group: Any, *, command: bool) -> None:
@@ -179,6 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_local(sub)
     _add_hub(sub)
     _add_chats(sub)
+    _add_worker(sub)
     return parser
 
 
@@ -345,3 +378,32 @@ def _add_chats(sub: Any) -> None:
     rm = verbs.add_parser("rm", help="delete a conversation")
     rm.add_argument("id", type=int, metavar="ID", help="the conversation's id (`chats list`)")
     rm.add_argument("-y", "--yes", action="store_true", help="delete without asking")
+
+
+def _add_worker(sub: Any) -> None:
+    worker = sub.add_parser(
+        "worker",
+        help="lend this machine's GPU or CPU to `shimmy serve --rpc` (llama.cpp RPC)",
+        description="Run llama.cpp's RPC server: another shimmy spreads a model's layers "
+        "over its workers with --rpc HOST:PORT,... The protocol has no authentication: "
+        "a worker listens on loopback unless --insecure (see SECURITY.md).",
+    )
+    worker.add_argument(
+        "--bind", metavar="HOST:PORT", help="address to listen on (default 127.0.0.1:50052)"
+    )
+    worker.add_argument(
+        "--insecure",
+        action="store_true",
+        help="allow a non-loopback address (private networks only)",
+    )
+    worker.add_argument("--threads", type=int, metavar="N", help="CPU threads (default: all cores)")
+    worker.add_argument(
+        "--device",
+        metavar="NAME",
+        help="the device to lend, as `shimmy diag` names it (default: first GPU, else CPU)",
+    )
+    worker.add_argument(
+        "--cache",
+        action="store_true",
+        help="keep tensors sent to this worker on disk, for faster reloads",
+    )

@@ -10,6 +10,7 @@ import argparse
 from typing import TYPE_CHECKING
 
 from shimmy.config import Settings, load_settings
+from shimmy.models.offload import Offload
 
 if TYPE_CHECKING:
     from shimmy.models.manager import ModelManager
@@ -34,12 +35,25 @@ def settings_from(args: argparse.Namespace) -> Settings:
         cache_ram=getattr(args, "cache_ram", None),
         spec=None if getattr(args, "spec", None) is None else args.spec == "on",
         keep_alive=getattr(args, "keep_alive", None),
+        gpu_layers=getattr(args, "gpu_layers", None),
+        flash_attn=getattr(args, "flash_attn", None),
+        cache_type_k=getattr(args, "cache_type_k", None),
+        cache_type_v=getattr(args, "cache_type_v", None),
+        main_gpu=getattr(args, "main_gpu", None),
+        tensor_split=_listed(getattr(args, "tensor_split", None)),
+        rpc=_listed(getattr(args, "rpc", None)),
         ollama=getattr(args, "ollama", None),
         verbose=args.verbose or None,
     )
     check_keys(settings.api_keys)
     check_cors_origins(settings.cors_origins)
+    Offload.from_settings(settings)  # a bad GPU or cache flag is refused before anything starts
     return settings
+
+
+def _listed(raw: str | None) -> tuple[str, ...] | None:
+    """A comma-separated flag as the tuple the setting holds (None: not given)."""
+    return None if raw is None else tuple(p.strip() for p in raw.split(",") if p.strip())
 
 
 def _api_keys(args: argparse.Namespace) -> tuple[str, ...]:

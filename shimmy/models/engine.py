@@ -41,6 +41,7 @@ from shimmy.models.generation import (
     TokenLogprob,
     wake_readers,
 )
+from shimmy.models.offload import Offload
 from shimmy.models.promptcache import PromptCache, common_prefix, continues_a_conversation
 from shimmy.models.slots import Slot, assign_slots, shared_tokens
 from shimmy.models.speculation import MAX_DRAFT, DecodeCost, DraftOdds, NgramIndex
@@ -67,6 +68,7 @@ class EngineOptions:
     request_timeout: float  # wall-clock seconds from submit to the last token
     prompt_cache_bytes: int  # host memory for prompts whose slot was taken
     spec: bool = True  # n-gram speculative decoding
+    offload: Offload = Offload()  # GPU layers, flash attention, KV cache types, RPC
 
     @classmethod
     def from_settings(cls, settings: Settings) -> EngineOptions:
@@ -79,6 +81,7 @@ class EngineOptions:
             request_timeout=settings.request_timeout,
             prompt_cache_bytes=max(0, settings.cache_ram) * 1024 * 1024,
             spec=settings.spec,
+            offload=Offload.from_settings(settings),
         )
 
 
@@ -290,7 +293,7 @@ class Engine:
     def memory_bytes(self) -> int:
         """Weights, the KV cache of every slot and the saved prompts (compute
         buffers not counted)."""
-        kv = self._model.kv_bytes_per_token() * self._context.n_ctx
+        kv = self._model.kv_bytes_per_token(self.options.offload) * self._context.n_ctx
         return self._model.size_bytes() + kv + self._prompt_cache.size_bytes
 
     def close(self, timeout: float = 10.0) -> None:
@@ -859,7 +862,7 @@ def _load(entry: ModelEntry, options: EngineOptions) -> tuple[Model, Context]:
     from shimmy.models.gguf import read_gguf_info
 
     try:
-        read_gguf_info(entry.path)
+        info = read_gguf_info(entry.path)
     except ShimmyError as exc:
         raise ShimmyError(
             "model_invalid", f"Model '{entry.name}' cannot be used", exc.details or exc.message
@@ -868,7 +871,14 @@ def _load(entry: ModelEntry, options: EngineOptions) -> tuple[Model, Context]:
 
     if options.parallel < 1:
         raise ShimmyError("invalid_request", "--parallel must be at least 1")
-    model = load_model(entry.name, entry.path)
+    from shimmy.models.placement import gpu_layers_for
+
+    offload = options.offload
+    trained = info.context_length or options.ctx_size
+    kv_tokens = context_per_sequence(options.ctx_size, trained) * options.parallel
+    weights = sum(part.stat().st_size for part in entry.parts)
+    gpu_layers = gpu_layers_for(info, weights, offload, kv_tokens)
+    model = load_model(entry.name, entry.path, offload, gpu_layers)
     per_slot = context_per_sequence(options.ctx_size, model.n_ctx_train or options.ctx_size)
     try:
         context = Context(
@@ -877,6 +887,7 @@ def _load(entry: ModelEntry, options: EngineOptions) -> tuple[Model, Context]:
             n_seq=options.parallel,
             n_batch=max(1, min(options.batch_size, per_slot * options.parallel)),
             threads=options.threads,
+            offload=offload,
         )
     except ShimmyError:
         model.close()

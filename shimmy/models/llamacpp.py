@@ -22,6 +22,7 @@ import llama_cpp
 
 from shimmy.errors import ShimmyError
 from shimmy.models.grammar import init_grammar_sampler
+from shimmy.models.offload import Offload
 
 _backend_lock = threading.Lock()
 _backend_ready = False
@@ -49,7 +50,7 @@ def last_error() -> str | None:
     return getattr(_last_error, "message", None)
 
 
-def _init_backend() -> None:
+def init_backend() -> None:
     """llama_backend_init once per process, and llama.cpp's log lines into Python
     logging: never printed onto a terminal that the dashboard may own."""
     global _backend_ready
@@ -97,11 +98,26 @@ class SamplerSettings:
 class Model:
     """A loaded GGUF model (weights and vocabulary)."""
 
-    def __init__(self, path: Path, *, use_mmap: bool = True) -> None:
-        _init_backend()
+    def __init__(
+        self,
+        path: Path,
+        *,
+        use_mmap: bool = True,
+        offload: Offload | None = None,
+        gpu_layers: int = 0,
+    ) -> None:
+        init_backend()
+        offload = offload or Offload()
         params = llama_cpp.llama_model_default_params()
         params.use_mmap = use_mmap
-        params.n_gpu_layers = 0
+        params.n_gpu_layers = gpu_layers
+        params.main_gpu = offload.main_gpu
+        # llama.cpp reads llama_max_devices() floats: kept alive with the model.
+        self._split = (ctypes.c_float * max(1, int(llama_cpp.llama_max_devices())))()
+        for i, share in enumerate(offload.tensor_split[: len(self._split)]):
+            self._split[i] = share
+        if offload.tensor_split:
+            params.tensor_split = self._split
         params.use_extra_bufts = use_extra_buffer_types()
         _last_error.message = None
         self._ptr = llama_cpp.llama_model_load_from_file(str(path).encode(), params)
@@ -124,13 +140,14 @@ class Model:
     def size_bytes(self) -> int:
         return int(llama_cpp.llama_model_size(self._ptr))
 
-    def kv_bytes_per_token(self) -> int:
-        """KV cache bytes per token (f16 keys and values, every layer)."""
+    def kv_bytes_per_token(self, offload: Offload | None = None) -> int:
+        """KV cache bytes per token at the offload's cache types (every layer)."""
         n_layer = int(llama_cpp.llama_model_n_layer(self._ptr))
         n_embd = int(llama_cpp.llama_model_n_embd(self._ptr))
         n_head = max(1, int(llama_cpp.llama_model_n_head(self._ptr)))
         n_head_kv = int(llama_cpp.llama_model_n_head_kv(self._ptr))
-        return n_layer * 2 * n_head_kv * (n_embd // n_head) * 2
+        per_layer = n_head_kv * (n_embd // n_head)
+        return (offload or Offload()).kv_bytes_per_token(n_layer, per_layer, per_layer)
 
     def tokenize(self, text: str, *, add_bos: bool, special: bool = True) -> list[int]:
         """Tokens of ``text``; special tokens in it are parsed (as llama.cpp's server
@@ -187,10 +204,10 @@ class Model:
             self._ptr = None
 
 
-def load_model(name: str, path: Path) -> Model:
+def load_model(name: str, path: Path, offload: Offload | None = None, gpu_layers: int = 0) -> Model:
     """The weights of the model ``name`` at ``path``; ``model_load_failed`` naming it."""
     try:
-        return Model(path)
+        return Model(path, offload=offload, gpu_layers=gpu_layers)
     except ShimmyError as exc:
         raise ShimmyError(
             "model_load_failed", f"Model '{name}' failed to load", exc.details
@@ -203,11 +220,16 @@ def context_per_sequence(requested: int, trained: int) -> int:
     return max(64, min(requested, trained)) if requested > 0 else trained
 
 
-def _context_params(*, n_ctx: int, n_batch: int, n_seq: int, threads: int) -> Any:
+def _context_params(
+    *, n_ctx: int, n_batch: int, n_seq: int, threads: int, offload: Offload | None = None
+) -> Any:
     """llama.cpp's context parameters as shimmy sets them for every context: one
     micro-batch per batch, the same threads for prompts and generation, no perf
-    counters."""
+    counters, and the offload's flash attention and KV cache types."""
+    offload = offload or Offload()
     params = llama_cpp.llama_context_default_params()
+    params.flash_attn_type = offload.flash_attn
+    params.type_k, params.type_v = offload.type_ids()
     params.n_ctx = n_ctx
     params.n_batch = n_batch
     params.n_ubatch = n_batch
@@ -221,8 +243,19 @@ def _context_params(*, n_ctx: int, n_batch: int, n_seq: int, threads: int) -> An
 class Context:
     """A llama.cpp context holding ``n_seq`` sequences, each in its own KV stream."""
 
-    def __init__(self, model: Model, *, n_ctx: int, n_seq: int, n_batch: int, threads: int) -> None:
-        params = _context_params(n_ctx=n_ctx, n_batch=n_batch, n_seq=n_seq, threads=threads)
+    def __init__(
+        self,
+        model: Model,
+        *,
+        n_ctx: int,
+        n_seq: int,
+        n_batch: int,
+        threads: int,
+        offload: Offload | None = None,
+    ) -> None:
+        params = _context_params(
+            n_ctx=n_ctx, n_batch=n_batch, n_seq=n_seq, threads=threads, offload=offload
+        )
         # A KV stream per sequence: each attends only to its own cells, so a
         # request's output does not depend on what else runs beside it (with a
         # unified buffer the masked attention sums over every sequence's cells

@@ -179,9 +179,9 @@ class _Vocab:
     def __init__(self, path: Path) -> None:
         import llama_cpp
 
-        from shimmy.models.llamacpp import _init_backend
+        from shimmy.models.llamacpp import init_backend
 
-        _init_backend()  # llama.cpp's log lines into Python logging, not the report
+        init_backend()  # llama.cpp's log lines into Python logging, not the report
         params = llama_cpp.llama_model_default_params()
         params.vocab_only = True
         self.model = llama_cpp.llama_model_load_from_file(str(path).encode(), params)
