@@ -24,6 +24,7 @@ from shimmy.cli.probe import cmd_probe
 from shimmy.cli.pull import cmd_pull, cmd_rm
 from shimmy.cli.search import cmd_search
 from shimmy.cli.serve import cmd_serve
+from shimmy.cli.worker import cmd_worker
 from shimmy.errors import ExitCode, ShimmyError
 
 log = logging.getLogger("shimmy")
@@ -39,6 +40,7 @@ COMMANDS: dict[str | None, Callable[[argparse.Namespace], int]] = {
     "pull": cmd_pull,
     "rm": cmd_rm,
     "chats": cmd_chats,
+    "worker": cmd_worker,
 }
 
 
