@@ -201,7 +201,8 @@ def check_rpc_worker(endpoint: str, timeout: float = HANDSHAKE_TIMEOUT) -> None:
         raise ShimmyError(
             "model_load_failed",
             f"The RPC worker at {endpoint} speaks protocol {major}.{minor}.{patch}",
-            f"this shimmy speaks {_RPC_PROTO_MAJOR}.x: run the same shimmy and llama-cpp-python there",
+            f"this shimmy speaks {_RPC_PROTO_MAJOR}.x: run the same shimmy and "
+            "llama-cpp-python there",
         )
 
 

@@ -44,7 +44,14 @@ from shimmy.models.generation import (
 from shimmy.models.offload import Offload
 from shimmy.models.promptcache import PromptCache, common_prefix, continues_a_conversation
 from shimmy.models.slots import Slot, assign_slots, shared_tokens
-from shimmy.models.speculation import MAX_DRAFT, DecodeCost, DraftOdds, NgramIndex
+from shimmy.models.speculation import (
+    CALIBRATION_SIZES,
+    MAX_DRAFT,
+    DecodeCost,
+    DraftOdds,
+    NgramIndex,
+    plan_drafts,
+)
 from shimmy.models.textstream import TextStream
 
 if TYPE_CHECKING:
@@ -140,6 +147,7 @@ class Engine:
         self.drafted = 0  # speculative tokens decoded since loading
         self.accepted = 0  # of which the model produced the same
         self.decode_cost = DecodeCost()  # what drafting costs on this machine
+        self.max_draft = MAX_DRAFT  # tokens one slot drafts at most in one step
         info = entry.info
         self.template = ChatTemplate.for_model(
             info.chat_template if info else None,
@@ -313,6 +321,8 @@ class Engine:
 
     def _run(self) -> None:
         try:
+            if self.options.spec:
+                self._time_steps()
             while self._receive():
                 self._admit()
                 if any(not s.free for s in self._slots):
@@ -326,6 +336,27 @@ class Engine:
         for slot in self._slots:
             if slot.sampler is not None:
                 slot.sampler.close()
+
+    def _time_steps(self) -> None:
+        """Time decode steps of each of CALIBRATION_SIZES tokens, every token
+        with its logits as a drafted one has, so that the first drafts are sized
+        by this machine's costs (a sequence's cache is empty before its first
+        request; the second of two rounds is kept, the first warms up)."""
+        context, batch = self._context, self._context.batch
+        token = self._model.single_token(" the") or 0
+        sizes = [n for n in CALIBRATION_SIZES if n <= min(context.n_batch, batch.room)]
+        for keep in (False, True):
+            for n in sizes:
+                batch.clear()
+                for position in range(n):
+                    batch.add(token, position, 0, True)
+                started = time.monotonic()
+                with self._decode_lock:
+                    context.decode()
+                if keep:
+                    self.decode_cost.observe(n, time.monotonic() - started, calibrating=True)
+                context.forget(0, 0)
+        batch.clear()
 
     def _receive(self) -> bool:
         """Move submissions into the waiting line; block only when there is no work.
@@ -619,9 +650,21 @@ class Engine:
             slot.next_token = None
         # Then their drafts, verified in the same decode (shimmy/models/speculation.py).
         if self.options.spec:
-            share = self.decode_cost.share(len(deciding))
-            for slot in deciding:
-                slot.draft = self._draft(slot, share, batch.room - (self._context.n_batch // 2))
+            offers = [self._offer(slot) for slot in deciding]
+            lengths = plan_drafts(
+                self.decode_cost,
+                len(deciding),
+                [
+                    (slot.odds.chance, len(offer))
+                    for slot, offer in zip(deciding, offers, strict=True)
+                ],
+                batch.room - (self._context.n_batch // 2),
+            )
+            for slot, offer, length in zip(deciding, offers, lengths, strict=True):
+                slot.draft = offer[:length]
+                # Without a draft the slot keeps the first token it would have
+                # drafted (its guess), to learn whether drafting would pay.
+                slot.guess = offer[0] if offer and not length else None
                 slot.draft_at = batch.n
                 for token in slot.draft:
                     batch.add(token, len(slot.cached), slot.seq, True)
@@ -692,24 +735,14 @@ class Engine:
                 slot.logits_at = leader.logits_at
                 slot.copy_from = None
 
-    def _draft(self, slot: Slot, share: float, room: int) -> list[int]:
-        """The tokens to decode after ``slot``'s next one: what followed the latest
-        n-gram where the request's text had it before, as many as are likely
-        enough to be accepted for what a drafted token costs now (``share``),
-        within the slot's max_tokens and the batch's ``room``. Without a draft the
-        slot keeps the first token it would have drafted (its guess), to learn
-        whether drafting would pay."""
-        slot.guess = None
+    def _offer(self, slot: Slot) -> list[int]:
+        """The tokens ``slot`` could draft after its next one: what followed the
+        latest n-gram where the request's text had it before, within its
+        max_tokens (plan_drafts decides how many of them are worth decoding)."""
         if slot.drafts is None:
             return []
-        most = min(MAX_DRAFT, slot.max_tokens - slot.produced - 1, room)
-        if most <= 0:
-            return []
-        draft = slot.drafts.draft(most)
-        length = slot.odds.length(share, len(draft))
-        if length == 0 and draft:
-            slot.guess = draft[0]
-        return draft[:length]
+        most = min(self.max_draft, slot.max_tokens - slot.produced - 1)
+        return slot.drafts.draft(most) if most > 0 else []
 
     def _sample(self, slot: Slot) -> None:
         """Sample ``slot``'s next token, and with a draft each drafted position in

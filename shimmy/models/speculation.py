@@ -13,30 +13,36 @@ been without drafting (greedy or seeded alike), and rejected positions are
 removed from the KV cache.
 
 A draft costs compute whether or not it is accepted, and how much depends on
-the machine: where a step's time is mostly fixed (a big model reading its weights
-from memory) drafted tokens are almost free, and where it grows with each token
-(a small model on a CPU, or many slots in one batch) a draft must be nearly
-certain to pay. So the engine measures its steps (:class:`DecodeCost`: the time
-of a step of n tokens, fitted as fixed + n * per-token), each slot keeps the odds
-that its drafted tokens come true (:class:`DraftOdds`, fed by its real drafts and,
-while it does not draft, by the draft it would have made), and a slot drafts the
-tokens whose chance of being accepted exceeds the share of the step's time that
-they add. Text that repeats nothing (no n-gram matches, or drafts that fail)
-drafts nothing, and a busy batch drafts only what is all but sure.
+the machine and on the batch: where a step's time is mostly fixed (a big model
+reading its weights from memory) drafted tokens are almost free; where it grows
+with each token (a small model on a CPU) a short draft must be nearly certain to
+pay, yet a long one can pay again, since ggml multiplies a batch of many tokens
+at a lower cost per token than a batch of a few. So the engine times decode
+steps of 1 to 64 tokens when it loads and keeps timing its steps
+(:class:`DecodeCost`: the time of a step by its size, no formula assumed), each
+slot keeps the odds that its drafted tokens come true (:class:`DraftOdds`, fed
+by its real drafts and, while it does not draft, by the draft it would have
+made), and :func:`plan_drafts` chooses how many tokens each slot drafts so that
+the step makes the most tokens per second it is expected to. Text that repeats
+nothing (no n-gram matches, or drafts that fail) drafts nothing, and a busy
+batch drafts only what is all but sure.
 """
 
 from __future__ import annotations
 
+import bisect
+import heapq
 from collections.abc import Sequence
 
 NGRAM = 6  # the longest n-gram matched to find where the text repeats itself
 MIN_NGRAM = 2  # fall back to shorter matches down to this
-MAX_DRAFT = 16  # tokens drafted at most in one step
+MAX_DRAFT = 64  # tokens drafted at most by one slot in one step (llama-server's ngram-mod: 48-64)
 ODDS_MEMORY = 0.9  # how much of a slot's record each new judgement keeps
-COST_MEMORY = 0.99  # how much of the step-time fit each new step keeps
-MIN_SHARE = 0.05  # drafts are never taken as free
+COST_MEMORY = 0.9  # how much of a step size's timing each new step of that size keeps
 WARM_UP_STEPS = 8  # the first steps after loading are slow, and say nothing of drafts
-OUTLIER = 3.0  # a step slower than this many times the fit is capped (the OS took the CPU)
+OUTLIER = 3.0  # a step slower than this many times the expected is capped (the OS took the CPU)
+MIN_GAIN = 0.02  # a drafted token less likely than this to be accepted is never worth it
+CALIBRATION_SIZES = (1, 2, 4, 8, 16, 32, 64)  # step sizes the engine times when it loads
 
 
 class NgramIndex:
@@ -101,73 +107,100 @@ class DraftOdds:
         self.hits = self.hits * ODDS_MEMORY + accepted
         self.misses = self.misses * ODDS_MEMORY + (1 if accepted < drafted else 0)
 
-    def length(self, share: float, most: int) -> int:
-        """How many tokens to draft (at most ``most``) when a drafted token costs
-        ``share`` (see :meth:`DecodeCost.share`): each one is worth it while its
-        chance of being accepted (``q`` to the power of its position) exceeds it."""
-        q = self.chance
-        length = 0
-        odds = q
-        while length < most and odds > share:
-            length += 1
-            odds *= q
-        return length
-
 
 class DecodeCost:
-    """What a decode step costs as a function of its tokens, fitted to the engine's
-    own generation steps as ``fixed + n * per_token`` (least squares, the recent
-    steps weighing most)."""
+    """What a decode step costs by its number of tokens: the mean time of the
+    steps of each size seen (recent steps weighing most), timed by the engine
+    when it loads (:data:`CALIBRATION_SIZES`) and on every step that only
+    generates; sizes not seen are read off the line between the nearest seen
+    ones (and beyond the largest, its slope)."""
 
     def __init__(self) -> None:
-        self._w = self._n = self._nn = self._t = self._nt = 0.0
+        self._weight: dict[int, float] = {}
+        self._seconds: dict[int, float] = {}
+        self._sizes: list[int] = []  # the sizes seen, in order
         self._steps = 0
 
-    def observe(self, tokens: int, seconds: float) -> None:
-        """A step of ``tokens`` tokens took ``seconds``."""
-        self._steps += 1
-        if self._steps <= WARM_UP_STEPS:
+    def observe(self, tokens: int, seconds: float, *, calibrating: bool = False) -> None:
+        """A step of ``tokens`` tokens took ``seconds``. Outside ``calibrating``,
+        the first steps are ignored (loading's are slow) and a step far slower
+        than expected is capped (the operating system took the CPU)."""
+        if tokens <= 0:
             return
-        if self._fit() is not None:
-            seconds = min(seconds, OUTLIER * self.predict(tokens))
-        m = COST_MEMORY
-        self._w = self._w * m + 1
-        self._n = self._n * m + tokens
-        self._nn = self._nn * m + tokens * tokens
-        self._t = self._t * m + seconds
-        self._nt = self._nt * m + tokens * seconds
+        if not calibrating:
+            self._steps += 1
+            if self._steps <= WARM_UP_STEPS:
+                return
+            if self._sizes:
+                seconds = min(seconds, OUTLIER * self.predict(tokens))
+        if tokens not in self._weight:
+            bisect.insort(self._sizes, tokens)
+            self._weight[tokens] = 0.0
+            self._seconds[tokens] = 0.0
+        weight = self._weight[tokens] * COST_MEMORY + 1.0
+        self._seconds[tokens] += (seconds - self._seconds[tokens]) / weight
+        self._weight[tokens] = weight
 
-    def _fit(self) -> tuple[float, float] | None:
-        """(fixed, per_token) seconds, or None until steps of different sizes
-        were seen."""
-        spread = self._w * self._nn - self._n * self._n
-        if self._w < 2 or spread <= 1e-9 * self._w * self._w:
-            return None
-        per_token = (self._w * self._nt - self._n * self._t) / spread
-        return (self._t - per_token * self._n) / self._w, per_token
+    @property
+    def known(self) -> bool:
+        """Whether any step was timed."""
+        return bool(self._sizes)
 
     def predict(self, tokens: int) -> float:
-        """The expected seconds of a step of ``tokens`` tokens (the mean step
-        until the fit can tell sizes apart)."""
-        fit = self._fit()
-        mean = self._t / self._w if self._w else 0.0
-        if fit is None:
-            return mean
-        fixed, per_token = fit
-        return max(fixed + tokens * per_token, 0.0) or mean
+        """The expected seconds of a step of ``tokens`` tokens (0 before any step)."""
+        sizes, times = self._sizes, self._seconds
+        if not sizes:
+            return 0.0
+        if tokens in times:
+            return times[tokens]
+        at = bisect.bisect_left(sizes, tokens)
+        if at == 0:
+            return times[sizes[0]]  # fewer tokens than any step seen: no cheaper
+        if at == len(sizes):
+            last = sizes[-1]
+            if len(sizes) == 1:
+                return times[last] * tokens / last
+            before = sizes[-2]
+            slope = max(0.0, (times[last] - times[before]) / (last - before))
+            return times[last] + slope * (tokens - last)
+        low, high = sizes[at - 1], sizes[at]
+        share = (tokens - low) / (high - low)
+        return times[low] + share * (times[high] - times[low])
 
-    def share(self, tokens: int) -> float:
-        """What one drafted token costs when a step makes ``tokens`` tokens anyway:
-        the tokens' share of the step's time, tokens * per_token / (fixed + tokens
-        * per_token). A drafted token pays (for the batch's throughput) when its
-        chance of being accepted exceeds it. Until steps of different sizes were
-        seen, the fixed and per-token parts are taken as equal."""
-        fit = self._fit()
-        if fit is None:
-            return tokens / (tokens + 1)
-        fixed, per_token = fit
-        if per_token <= 0:
-            return MIN_SHARE
-        if fixed <= 0:
-            return 1.0
-        return max(MIN_SHARE, tokens * per_token / (fixed + tokens * per_token))
+
+def plan_drafts(
+    cost: DecodeCost, base: int, offers: Sequence[tuple[float, int]], room: int
+) -> list[int]:
+    """How many tokens each slot drafts in a step that decodes ``base`` tokens
+    anyway: ``offers`` holds each slot's (chance that a drafted token is
+    accepted, tokens it has to draft). A slot's j-th drafted token is accepted
+    with chance q to the power j, so the drafts are taken most likely first,
+    and as many of them as make the step's expected tokens per second, (base +
+    expected accepted) / time(base + drafted), the highest. At most ``room``
+    tokens in all."""
+    lengths = [0] * len(offers)
+    if not cost.known or room <= 0:
+        return lengths
+    # (-chance of the next drafted token, slot, its position in the slot's draft)
+    heap = [(-q, i, 1) for i, (q, available) in enumerate(offers) if available > 0 and q > MIN_GAIN]
+    heapq.heapify(heap)
+    best_rate = base / max(cost.predict(base), 1e-9)
+    best_count = 0
+    expected = 0.0
+    taken: list[int] = []
+    while heap and len(taken) < room:
+        negative, slot, position = heapq.heappop(heap)
+        gain = -negative
+        if gain < MIN_GAIN:
+            break
+        expected += gain
+        taken.append(slot)
+        q, available = offers[slot]
+        if position < available:
+            heapq.heappush(heap, (-(q ** (position + 1)), slot, position + 1))
+        rate = (base + expected) / max(cost.predict(base + len(taken)), 1e-9)
+        if rate > best_rate:
+            best_rate, best_count = rate, len(taken)
+    for slot in taken[:best_count]:
+        lengths[slot] += 1
+    return lengths

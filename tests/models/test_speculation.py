@@ -6,11 +6,12 @@ from __future__ import annotations
 import pytest
 
 from shimmy.models.speculation import (
-    MIN_SHARE,
+    MIN_GAIN,
     WARM_UP_STEPS,
     DecodeCost,
     DraftOdds,
     NgramIndex,
+    plan_drafts,
 )
 
 
@@ -39,44 +40,65 @@ def test_a_short_period_continues_itself():
     assert index.draft(7) == [9, 7, 8, 9, 7, 8, 9]
 
 
-def test_drafts_that_come_true_grow_and_drafts_that_fail_stop():
+def test_odds_follow_how_a_slots_drafts_fare():
     odds = DraftOdds()
-    assert odds.chance == 0.5
-    assert odds.length(0.6, 16) == 0  # an even chance does not pay at that cost
+    assert odds.chance == 0.5  # one right and one wrong guess to start from
     for _ in range(10):
         odds.judged(4, 4)
     assert odds.chance > 0.9
-    assert odds.length(0.6, 16) >= 4
-    assert odds.length(0.6, 3) == 3  # never more than there is
     for _ in range(50):
-        odds.judged(4, 3)  # three in four come true
+        odds.judged(4, 3)  # three in four come true, then a miss
     assert odds.chance == pytest.approx(0.75, abs=0.02)
-    assert odds.length(0.6, 16) == 1
-    assert odds.length(0.2, 16) == 5  # cheaper tokens: a longer draft
     for _ in range(30):
         odds.judged(1, 0)
-    assert odds.length(0.3, 16) == 0
+    assert odds.chance < 0.15
 
 
-def test_a_token_costs_its_share_of_the_step():
+def cost_of(times: dict[int, float]) -> DecodeCost:
     cost = DecodeCost()
-    assert cost.share(1) == 0.5  # nothing seen yet: fixed and per-token parts equal
+    for tokens, seconds in times.items():
+        cost.observe(tokens, seconds, calibrating=True)
+    return cost
+
+
+def test_a_step_costs_what_steps_of_its_size_took_and_between_them_a_line():
+    cost = DecodeCost()
+    assert not cost.known and cost.predict(4) == 0.0
     for _ in range(WARM_UP_STEPS):
         cost.observe(1, 5.0)  # loading's first steps are slow: not counted
-    for _ in range(20):
-        cost.observe(1, 0.010)
-    assert cost.share(1) == 0.5  # one step size alone says nothing of the split
-    for tokens in (1, 5, 9, 17):
-        for _ in range(5):
-            cost.observe(tokens, 0.004 + 0.006 * tokens)  # fixed 4 ms, 6 ms a token
-    assert cost.share(1) == pytest.approx(0.006 / 0.010)
-    assert cost.share(8) == pytest.approx(0.048 / 0.052)
-    cost.observe(1, 100.0)  # the machine was busy elsewhere: capped, not believed
-    assert cost.share(1) == pytest.approx(0.006 / 0.010, abs=0.1)
+    assert not cost.known
+    cost = cost_of({1: 0.010, 4: 0.022, 16: 0.040})
+    assert cost.predict(1) == 0.010
+    assert cost.predict(2) == pytest.approx(0.014)  # between 1 and 4
+    assert cost.predict(10) == pytest.approx(0.031)  # between 4 and 16
+    assert cost.predict(28) == pytest.approx(0.058)  # past 16: the last slope (1.5 ms a token)
+    for _ in range(WARM_UP_STEPS + 30):
+        cost.observe(4, 0.030)  # steps of 4 now take longer: the mean follows
+    assert cost.predict(4) == pytest.approx(0.030, abs=0.001)
+    cost.observe(4, 100.0)  # the machine was busy elsewhere: capped, not believed
+    assert cost.predict(4) < 0.04
 
 
-def test_a_step_time_that_does_not_grow_makes_drafts_nearly_free():
-    cost = DecodeCost()
-    for tokens in [1] * WARM_UP_STEPS + [1, 2, 4, 8, 16]:
-        cost.observe(tokens, 0.050)
-    assert cost.share(1) == MIN_SHARE
+def test_a_slot_whose_drafts_come_true_drafts_as_long_as_long_steps_pay():
+    # A small model on a CPU: a step of n tokens costs much more than one token,
+    # but less per token the longer it is (ggml's batched matrix products).
+    cpu = cost_of({1: 0.010, 2: 0.018, 4: 0.030, 8: 0.050, 16: 0.080, 32: 0.130, 64: 0.220})
+    assert plan_drafts(cpu, 1, [(0.5, 64)], 500) == [0]  # a coin toss never pays
+    assert plan_drafts(cpu, 1, [(0.99, 64)], 500)[0] >= 32  # nearly sure: a long draft
+    assert plan_drafts(cpu, 1, [(0.99, 5)], 500) == [5]  # never more than there is
+    assert plan_drafts(cpu, 1, [(0.99, 64)], 20) == [20]  # nor more than the batch holds
+    assert plan_drafts(DecodeCost(), 1, [(0.99, 64)], 500) == [0]  # nothing timed yet
+
+
+def test_where_steps_cost_the_same_whatever_their_size_drafts_are_nearly_free():
+    flat = cost_of({1: 0.050, 64: 0.050})
+    assert plan_drafts(flat, 1, [(0.3, 64)], 500)[0] >= 3
+    # each drafted token is still taken only while it is likely enough
+    assert sum(plan_drafts(flat, 1, [(0.3, 64)], 500)) < 64
+    assert plan_drafts(flat, 1, [(MIN_GAIN / 2, 64)], 500) == [0]
+
+
+def test_a_busy_batch_gives_its_drafts_to_the_slots_most_likely_to_be_right():
+    cpu = cost_of({1: 0.010, 8: 0.050, 16: 0.080, 32: 0.130, 64: 0.220})
+    lengths = plan_drafts(cpu, 8, [(0.95, 40), (0.2, 40), (0.0, 0)] + [(0.5, 0)] * 5, 500)
+    assert lengths[0] > 0 and lengths[1] == 0 and lengths[2:] == [0] * 6

@@ -13,7 +13,7 @@ from shimmy.models.engine import Engine
 from shimmy.models.generation import GenerationRequest, SamplingParams
 from shimmy.models.manager import ModelManager
 from shimmy.models.registry import ModelRegistry
-from shimmy.models.speculation import MIN_SHARE, DecodeCost
+from shimmy.models.speculation import DecodeCost
 from tests.waiting import eventually
 
 pytestmark = pytest.mark.model
@@ -38,15 +38,20 @@ PROMPTS = [
 
 
 class CheapDrafts(DecodeCost):
-    """Drafted tokens as good as free: a slot drafts whenever its text repeats,
-    however its drafts fare, so that these tests verify many drafts (the engine
-    drafts only what pays on the machine it runs on)."""
+    """Drafted tokens as good as free (a step costs the same whatever its size):
+    a slot drafts whenever its text repeats and its odds are not hopeless, so
+    that these tests verify many drafts (the engine drafts only what pays on
+    the machine it runs on)."""
 
-    def observe(self, tokens: int, seconds: float) -> None:
+    def observe(self, tokens: int, seconds: float, *, calibrating: bool = False) -> None:
         pass
 
-    def share(self, tokens: int) -> float:
-        return MIN_SHARE
+    @property
+    def known(self) -> bool:
+        return True
+
+    def predict(self, tokens: int) -> float:
+        return 0.01
 
 
 def open_engine(
@@ -58,6 +63,13 @@ def open_engine(
     manager = ModelManager(settings, ModelRegistry([smollm2_path]))
     engine = manager.engine(None)
     engine.decode_cost = CheapDrafts()
+    # Forced drafts of 64 at temperature 0.9 (where most fail) put many long
+    # batches through llama.cpp, whose CPU kernels round differently by batch
+    # shape: a sampled token whose draw falls at the edge of two tokens' share
+    # can flip (seen once in three seeds at 64, never at 16). The engine drafts
+    # long only where drafts keep coming true; these tests check the order of
+    # the random draws, which does not depend on the length.
+    engine.max_draft = 16
     yield manager, engine
     manager.close()
 
