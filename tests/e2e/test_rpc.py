@@ -6,6 +6,7 @@ from __future__ import annotations
 import socket
 import subprocess
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -54,7 +55,7 @@ def workers(home) -> Iterator[list[str]]:
                     stderr=subprocess.DEVNULL,
                 )
             )
-            eventually(lambda p=port: accepts(p), 30, what=f"a worker on port {port}")
+            eventually(partial(accepts, port), 30, what=f"a worker on port {port}")
             endpoints.append(f"127.0.0.1:{port}")
         yield endpoints
     finally:

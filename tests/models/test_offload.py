@@ -8,6 +8,7 @@ import logging
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import llama_cpp
 import pytest
@@ -120,18 +121,13 @@ def test_flags_reach_llama_cpp_model_and_context_parameters(
     seen: dict[str, object] = {}
     load_model, init_context = llama_cpp.llama_model_load_from_file, llama_cpp.llama_init_from_model
 
-    def record_model(path: bytes, params: object) -> object:
-        p = params
-        seen["model"] = (
-            p.n_gpu_layers,
-            p.main_gpu,
-            list(p.tensor_split[:2]) if p.tensor_split else None,
-        )  # type: ignore[attr-defined]
+    def record_model(path: bytes, params: Any) -> Any:
+        split = list(params.tensor_split[:2]) if params.tensor_split else None
+        seen["model"] = (params.n_gpu_layers, params.main_gpu, split)
         return load_model(path, params)
 
-    def record_context(model: object, params: object) -> object:
-        p = params
-        seen["context"] = (p.flash_attn_type, p.type_k, p.type_v)  # type: ignore[attr-defined]
+    def record_context(model: Any, params: Any) -> Any:
+        seen["context"] = (params.flash_attn_type, params.type_k, params.type_v)
         return init_context(model, params)
 
     monkeypatch.setattr(llama_cpp, "llama_model_load_from_file", record_model)
