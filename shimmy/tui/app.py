@@ -74,8 +74,8 @@ class ShimmyApp(App[int]):
     TITLE = "shimmy"
     CSS_PATH = "app.tcss"
     # Screen classes app.tcss lays narrow and short terminals out by (80x24 must work).
-    HORIZONTAL_BREAKPOINTS: ClassVar[list[tuple[int, str]]] = [(0, "-narrow"), (100, "-wide")]
-    VERTICAL_BREAKPOINTS: ClassVar[list[tuple[int, str]]] = [(0, "-short"), (32, "-tall")]
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (100, "-wide")]
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (32, "-tall")]
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("ctrl+q", "quit", "Quit", priority=True),
         Binding("f1", "help", "Help"),
@@ -281,6 +281,11 @@ class ShimmyApp(App[int]):
     def _entries_loaded(self, message: ModelsPane.EntriesLoaded) -> None:
         for pane in self.query(ChatPane):
             pane.set_models([e.name for e in message.entries if e.usable], message.default)
+
+    @on(ModelsPane.ChatRequested)
+    def _chat_requested(self, message: ModelsPane.ChatRequested) -> None:
+        self.action_show_tab("chat")
+        self.query_one(ChatPane).chat_with(message.name)
 
     @on(ModelsChanged)
     def _models_changed(self) -> None:
