@@ -60,3 +60,15 @@ async def test_chat_model_list_keeps_names_on_one_line(size: tuple[int, int]) ->
         shown = screen_text(app)
         for name in usable:  # whole, or cut with an ellipsis
             assert name in shown or any(name[:n] + "…" in shown for n in range(8, len(name)))
+
+
+async def test_f_keys_leave_the_chat_box() -> None:
+    """TextArea binds F6 to "select line": with the message box focused, F6 never
+    reached the Hub tab."""
+    app = dashboard()
+    async with app.run_test(size=(120, 30)) as pilot:
+        await pilot.pause()
+        for tab in TABS:
+            await show(pilot, "chat")
+            assert app.query_one("#chat-input").has_focus
+            await show(pilot, tab)
