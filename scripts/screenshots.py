@@ -143,6 +143,12 @@ async def main() -> None:
 
             await hub_screen(app, pilot)
 
+            # The classic terminal size: the columns and keys that matter stay.
+            await pilot.resize_terminal(80, 24)
+            await pilot.press("f2")
+            await take(app, pilot, "models-80x24")
+            await pilot.resize_terminal(*SIZE)
+
             await pilot.press("f3")
             app.theme = LIGHT_THEME
             await take(app, pilot, "chat-light")

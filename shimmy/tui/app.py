@@ -24,7 +24,7 @@ from textual.binding import Binding, BindingType
 from textual.css.query import NoMatches
 from textual.notifications import SeverityLevel
 from textual.screen import Screen
-from textual.widgets import Footer, Header, TabbedContent, TabPane
+from textual.widgets import Header, TabbedContent, TabPane
 from textual.worker import Worker
 
 from shimmy.api.server_control import ServerControl, describe
@@ -34,6 +34,7 @@ from shimmy.tui.backend import DashboardBackend
 from shimmy.tui.chat_pane import ChatPane
 from shimmy.tui.download_queue import DownloadQueue
 from shimmy.tui.failures import notify_if_failed
+from shimmy.tui.footer import DashboardFooter
 from shimmy.tui.help_screen import HelpScreen
 from shimmy.tui.hub_pane import HubPane
 from shimmy.tui.log_pane import LogPane
@@ -72,6 +73,9 @@ class ShimmyApp(App[int]):
 
     TITLE = "shimmy"
     CSS_PATH = "app.tcss"
+    # Screen classes app.tcss lays narrow and short terminals out by (80x24 must work).
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (100, "-wide")]
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (32, "-tall")]
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("ctrl+q", "quit", "Quit", priority=True),
         Binding("f1", "help", "Help"),
@@ -123,7 +127,7 @@ class ShimmyApp(App[int]):
                 yield LogPane(id="log-pane")
             with TabPane("Hub", id="hub"):
                 yield HubPane(self.manager, id="hub-pane")
-        yield Footer()
+        yield DashboardFooter()
 
     def on_mount(self) -> None:
         self._chat = self.query_one(ChatPane)
@@ -277,6 +281,11 @@ class ShimmyApp(App[int]):
     def _entries_loaded(self, message: ModelsPane.EntriesLoaded) -> None:
         for pane in self.query(ChatPane):
             pane.set_models([e.name for e in message.entries if e.usable], message.default)
+
+    @on(ModelsPane.ChatRequested)
+    def _chat_requested(self, message: ModelsPane.ChatRequested) -> None:
+        self.action_show_tab("chat")
+        self.query_one(ChatPane).chat_with(message.name)
 
     @on(ModelsChanged)
     def _models_changed(self) -> None:

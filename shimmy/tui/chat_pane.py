@@ -186,6 +186,11 @@ class ChatPane(Vertical):
             self._wanted_model = _NOT_YET
             self._choose_model(wanted if isinstance(wanted, str) else None)
 
+    def chat_with(self, name: str) -> None:
+        """A new conversation with ``name`` (Enter on the Models tab); the open one is kept."""
+        self.action_new_chat()
+        self._choose_model(name)
+
     def default_changed(self, default: str | None) -> None:
         """The default model changed (``d`` on the Models tab)."""
         self.settings.default_changed(default)

@@ -24,6 +24,7 @@ from textual.widgets import Input, Label, Select, Static, TextArea
 
 from shimmy.chats.window import DROP_OLDEST, POLICIES
 from shimmy.models.generation import SamplingParams
+from shimmy.tui.composer import TextField
 from shimmy.tui.plain import plain
 
 DEFAULT_CHOICE = "default"
@@ -85,7 +86,7 @@ class ChatSettingsPanel(VerticalScroll):
         )
         yield Static("", id="default-model-name")
         yield Label("System prompt")
-        yield TextArea(id="system-prompt", placeholder="(none)", soft_wrap=True, compact=True)
+        yield TextField(id="system-prompt", placeholder="(none)", soft_wrap=True, compact=True)
         yield Label("Temperature (0-2)")
         yield Input(
             str(DEFAULT_TEMPERATURE),
@@ -162,7 +163,8 @@ class ChatSettingsPanel(VerticalScroll):
         return self._default_name
 
     def _options(self) -> list[tuple[Text, str]]:
-        return [(plain(n), n) for n in self._names]
+        # One line each, cut with an ellipsis: a wrapped name reads as two models.
+        return [(plain(n, overflow="ellipsis", no_wrap=True), n) for n in self._names]
 
     @property
     def model(self) -> str | None:

@@ -18,7 +18,19 @@ from textual.widgets import TextArea
 NEW_LINE_KEYS = frozenset({"ctrl+j", "shift+enter", "alt+enter"})
 
 
-class Composer(TextArea):
+class TextField(TextArea):
+    """A TextArea that leaves F6 to the dashboard (the Hub tab). TextArea binds F6
+    to "select line", so with the message box focused F6 never left the Chat tab;
+    a binding whose action is refused here passes its key on to the app."""
+
+    # parameters: the action's arguments, as Textual hands them (none here).
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "select_line":
+            return False
+        return super().check_action(action, parameters)
+
+
+class Composer(TextField):
     """A multi-line message box that posts :class:`Composer.Submitted` on Enter."""
 
     DEFAULT_CSS = """

@@ -1,6 +1,12 @@
 """The Hub tab's downloads: a queue of model files fetched one at a time, with a
 live progress bar for the one being fetched.
 
+The list shows the newest first and keeps the running download in sight (it
+ran oldest first, so after five rows the active or failed one was out of
+view). A file has one row: asking again for a file that was cancelled or
+failed resumes that row; one already downloaded is not fetched again. Rows of
+finished downloads can be cleared.
+
 Each download runs in a thread worker that calls ``shimmy.models.hub.download``;
 its progress callback (about ten times a second, on the worker thread) only
 posts messages, and those merge in the queue so the screen never falls behind.
@@ -25,12 +31,15 @@ from textual.worker import Worker, WorkerState, get_current_worker
 
 from shimmy.errors import ShimmyError
 from shimmy.tui.backend import DashboardBackend
+from shimmy.tui.plain import plain
+from shimmy.tui.tables import sync_rows
 from shimmy.units import format_bytes, format_time_left
 
 if TYPE_CHECKING:
     from shimmy.models.hub import DownloadProgress, HubFile
 
 JobState = Literal["queued", "downloading", "done", "cancelled", "failed"]
+FINISHED: frozenset[JobState] = frozenset({"done", "cancelled", "failed"})
 DOWNLOAD_GROUP = "hub-download"
 STATE_STYLES = {
     "queued": "dim",
@@ -69,7 +78,8 @@ def progress_line(progress: DownloadProgress) -> str:
 
 
 class DownloadQueue(Vertical):
-    """Downloads in the order they were asked for; one runs at a time."""
+    """Downloads run one at a time, in the order they were asked for; the list
+    shows the newest first."""
 
     DEFAULT_CSS = """
     DownloadQueue {
@@ -80,6 +90,7 @@ class DownloadQueue(Vertical):
     DownloadQueue > DataTable {
         height: auto;
         max-height: 6;
+        overflow-x: hidden;  /* a long repository name is cut, not scrolled to */
     }
     DownloadQueue > #download-line {
         height: 1;
@@ -127,9 +138,11 @@ class DownloadQueue(Vertical):
     def on_mount(self) -> None:
         self.border_title = "Downloads"
         table = self.query_one(DataTable)
-        table.add_column("Model file", key="file")
-        table.add_column("Size", key="size")
+        # State first: a long file name must never push it off a narrow screen.
         table.add_column("State", key="state")
+        table.add_column("Size", key="size")
+        table.add_column("File", key="file")
+        table.add_column("Repository", key="repo")
         self.display = False  # until the first download is asked for
 
     def on_unmount(self) -> None:
@@ -140,27 +153,40 @@ class DownloadQueue(Vertical):
     # -- the queue -----------------------------------------------------------------
 
     def add(self, file: HubFile, revision: str = "main") -> DownloadJob | None:
-        """Queue ``file``; it starts when the downloads before it have ended."""
-        for job in self.jobs:
-            if (
-                job.state in ("queued", "downloading")
-                and job.label == f"{file.repo_id}/{file.name}"
-            ):
-                self.notify(f"{file.name} is already {job.state}", severity="warning")
-                return None
-        job = DownloadJob(next(self._ids), file, revision)
+        """Queue ``file``; it starts when the downloads before it have ended. A file
+        asked for before keeps its one row: cancelled or failed, it is queued again
+        (and resumes what it kept); queued, running or done, nothing changes."""
+        label = f"{file.repo_id}/{file.name}"
+        job = next((j for j in self.jobs if j.label == label), None)
+        if job is not None and job.state == "done":
+            self.notify(f"{file.name} is already downloaded, as {job.model_name}")
+            return None
+        if job is not None and job.state in ("queued", "downloading"):
+            self.notify(f"{file.name} is already {job.state}", severity="warning")
+            return None
+        if job is None:
+            job = DownloadJob(next(self._ids), file, revision)
+        else:  # again, as the newest: its row moves to the top
+            self.jobs.remove(job)
+            job.state, job.progress, job.error = "queued", None, None
+            job.cancel = threading.Event()
         self.display = True
         self.jobs.append(job)
-        self.query_one(DataTable).add_row(
-            Text(job.label),  # the hub's names, literal (a str cell is markup)
-            Text(format_bytes(file.size), justify="right"),
-            self._state(job),
-            key=str(job.id),
-        )
+        self._show_all()
         if self.current is not None:
             self.notify(f"{file.name} queued", title="Download")
         self._start_next()
         return job
+
+    def clear_finished(self) -> int:
+        """Drop the rows of downloads that ended (done, cancelled, failed); how many."""
+        ended = [j for j in self.jobs if j.state in FINISHED]
+        self.jobs = [j for j in self.jobs if j.state not in FINISHED]
+        self._show_all()
+        if not self.jobs:
+            self.display = False
+            self.query_one("#download-line", Static).update("")
+        return len(ended)
 
     def pending(self) -> list[DownloadJob]:
         return [j for j in self.jobs if j.state in ("queued", "downloading")]
@@ -227,12 +253,13 @@ class DownloadQueue(Vertical):
 
     # -- what the worker reports -----------------------------------------------------
 
-    def _job(self, job_id: int) -> DownloadJob | None:
+    def job(self, job_id: int) -> DownloadJob | None:
+        """The job of this id, while it has a row."""
         return next((j for j in self.jobs if j.id == job_id), None)
 
     @on(Progressed)
     def _progressed(self, message: Progressed) -> None:
-        job = self._job(message.job_id)
+        job = self.job(message.job_id)
         if job is None or job.state != "downloading":
             return
         job.progress = message.progress
@@ -246,7 +273,7 @@ class DownloadQueue(Vertical):
 
     @on(Finished)
     def _finished(self, message: Finished) -> None:
-        job = self._job(message.job_id)
+        job = self.job(message.job_id)
         if job is None:
             return
         self._end(job, message.state, message.model_name, message.error)
@@ -307,3 +334,30 @@ class DownloadQueue(Vertical):
         table = self.query_one(DataTable)
         if str(job.id) in table.rows:
             table.update_cell(str(job.id), "state", self._state(job), update_width=True)
+        self._follow()
+
+    def _show_all(self) -> None:
+        """Every job a row, the newest first (the hub's names literal)."""
+        rows = [
+            (
+                str(job.id),
+                (
+                    self._state(job),
+                    Text(format_bytes(job.file.size), justify="right"),
+                    plain(job.file.name),
+                    plain(job.file.repo_id),
+                ),
+            )
+            for job in reversed(self.jobs)
+        ]
+        sync_rows(self.query_one(DataTable), rows)
+        self._follow()
+
+    def _follow(self) -> None:
+        """Keep the running download in view (else the newest row, at the top)."""
+        table = self.query_one(DataTable)
+        key = str(self.current.id) if self.current is not None else None
+        if key is not None and key in table.rows:
+            row = table.get_row_index(key)
+            if row != table.cursor_row:
+                table.move_cursor(row=row, animate=False)

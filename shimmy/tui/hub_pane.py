@@ -51,14 +51,25 @@ def repo_cells(model: HubModel) -> tuple[Text | str, ...]:
     )
 
 
-def file_cells(file: HubFile, fit: Fit) -> tuple[Text, ...]:
-    """A repository's model file as the files table shows it (names are literal)."""
+def local_cell(file: HubFile, kept: int) -> Text:
+    """What of ``file`` this machine has: all of it, part of an earlier pull, or none."""
+    if kept >= file.size:
+        return Text("on disk", style="bold green")
+    if kept > 0:
+        return Text(f"{kept * 100 // file.size}% kept", style="yellow")
+    return Text("-", style="dim")
+
+
+def file_cells(file: HubFile, fit: Fit, kept: int = 0) -> tuple[Text, ...]:
+    """A repository's model file as the files table shows it (names are literal);
+    ``kept``: the bytes of it already on disk."""
     word, style = FIT_STYLES[fit.verdict]
     return (
         plain(file.quantization or "-"),
         Text(format_bytes(file.size), justify="right"),
         Text(str(len(file.parts)), justify="right"),
         Text(word, style=style),
+        local_cell(file, kept),
         plain(file.name),
     )
 
@@ -71,6 +82,8 @@ class HubPane(Vertical):
         Binding("d", "download", "Download"),
         Binding("c", "cancel", "Cancel"),
         Binding("x", "cancel_all", "Cancel all"),
+        # Not a letter: the search box takes letters, and this clears no file.
+        Binding("delete", "clear_downloads", "Clear list"),
     ]
 
     @dataclass
@@ -83,6 +96,7 @@ class HubPane(Vertical):
         repo_id: str
         files: list[HubFile]
         fits: list[Fit]  # the Fit of each file, taken in the worker
+        kept: list[int] | None = None  # bytes of each already on disk (None: none)
 
     # kwargs: Textual's widget options (id, classes...), handed on as they are.
     def __init__(self, manager: DashboardBackend, **kwargs: Any) -> None:
@@ -92,6 +106,7 @@ class HubPane(Vertical):
         self.repo_id: str | None = None
         self.files: list[HubFile] = []
         self.fits: list[Fit] = []
+        self.kept: list[int] = []  # bytes of each listed file on this machine
         self._query: str | None = None
 
     def compose(self) -> ComposeResult:
@@ -118,7 +133,7 @@ class HubPane(Vertical):
         for column in ("Repository", "Params", "Downloads", "Likes", "Updated"):
             results.add_column(column, key=column.lower())
         files = self.query_one("#hub-files", DataTable)
-        for column in ("Quant", "Size", "Parts", "Fit", "File"):
+        for column in ("Quant", "Size", "Parts", "Fit", "Local", "File"):
             files.add_column(column, key=column.lower())
 
     def focus_default(self) -> None:
@@ -196,21 +211,23 @@ class HubPane(Vertical):
     )
     def list_files(self, repo_id: str) -> None:
         """List the GGUF files of ``repo_id`` and how each fits this machine's memory."""
-        from shimmy.models.hub import list_gguf_files
+        from shimmy.models.hub import list_gguf_files, on_disk, partial_bytes
 
         files = list_gguf_files(repo_id)
         fits = [f.fit() for f in files]
+        kept = [f.size if on_disk(f) else partial_bytes(f) for f in files]
         if not get_current_worker().is_cancelled:  # another repository was picked since
-            self.post_message(self.FilesListed(repo_id, files, fits))
+            self.post_message(self.FilesListed(repo_id, files, fits, kept))
 
     @on(FilesListed)
     def _files_listed(self, message: FilesListed) -> None:
         self.repo_id, self.files, self.fits = message.repo_id, message.files, message.fits
+        self.kept = message.kept or [0] * len(message.files)
         table = self.query_one("#hub-files", DataTable)
         table.border_title = plain(f"Files of {message.repo_id}")
         table.clear()
-        for i, (file, fit) in enumerate(zip(self.files, self.fits, strict=True)):
-            table.add_row(*file_cells(file, fit), key=str(i))
+        for i, (file, fit, kept) in enumerate(zip(self.files, self.fits, self.kept, strict=True)):
+            table.add_row(*file_cells(file, fit, kept), key=str(i))
         if not self.files:
             self._status(f"{message.repo_id} has no GGUF model files.")
             return
@@ -248,12 +265,32 @@ class HubPane(Vertical):
             self.query_one("#hub-results", DataTable).focus()
 
     def action_download(self) -> None:
-        """Queue the highlighted file of the listed repository."""
+        """Queue the highlighted file of the listed repository (not one on disk)."""
         file = self.selected_file()
         if file is None:
             self.notify("Pick a repository and one of its files first", severity="warning")
             return
+        row = self.files.index(file)
+        if self.kept[row] >= file.size:
+            self.notify(f"{file.name} is already on disk: see the Models tab")
+            return
         self.downloads.add(file)
+
+    @on(DownloadQueue.Finished)
+    def _download_finished(self, message: DownloadQueue.Finished) -> None:
+        # A file listed here that is now whole is marked so (the message goes on
+        # to the app, which lists the new model).
+        job = self.downloads.job(message.job_id)
+        if message.state != "done" or job is None or job.file not in self.files:
+            return
+        row = self.files.index(job.file)
+        self.kept[row] = job.file.size
+        table = self.query_one("#hub-files", DataTable)
+        table.update_cell(str(row), "local", local_cell(job.file, job.file.size))
+
+    def action_clear_downloads(self) -> None:
+        cleared = self.downloads.clear_finished()
+        self.notify(f"{cleared} finished download(s) cleared" if cleared else "Nothing to clear")
 
     def action_cancel(self) -> None:
         if not self.downloads.cancel_current():

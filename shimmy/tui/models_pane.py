@@ -1,4 +1,10 @@
-"""The Models tab: every discovered model, filterable, with actions and a probe panel."""
+"""The Models tab: every discovered model, filterable, with actions and a probe panel.
+
+Letters on the table are actions (p, l, u, d, r, x) and only ever actions: the
+filter is a box that ``/`` focuses, where every key is text. Typing straight
+onto the table used to start a filter unless the letter was an action's, so
+"phi" probed and then filtered "hi".
+"""
 
 from __future__ import annotations
 
@@ -20,30 +26,16 @@ from textual.worker import Worker
 
 from shimmy.errors import ShimmyError
 from shimmy.tui.backend import DashboardBackend
+from shimmy.tui.dialogs import ConfirmScreen
 from shimmy.tui.failures import notify_if_failed
 from shimmy.tui.messages import ModelsChanged
+from shimmy.tui.model_columns import COLUMNS, content_widths, fit_columns, model_cells
 from shimmy.tui.plain import plain
 from shimmy.units import format_bytes, format_params
 
 if TYPE_CHECKING:
     from shimmy.models.probe import ProbeReport
     from shimmy.models.registry import ModelEntry
-
-COLUMNS = ("Name", "Source", "Size", "Quant", "Arch", "Params", "Ctx", "State")
-
-
-def model_state(entry: ModelEntry, *, loaded: bool, default: bool, busy: str | None) -> Text:
-    """The State column: what is happening to the model, or why it cannot be used."""
-    if busy:
-        return Text(f"{busy}…", style="italic yellow")
-    if not entry.usable:
-        return plain(f"unusable: {entry.error}", style="red")
-    bits = []
-    if loaded:
-        bits.append("loaded")
-    if default:
-        bits.append("default")
-    return Text(", ".join(bits) or "-", style="bold green" if loaded else "")
 
 
 def probe_table(report: ProbeReport) -> Table:
@@ -95,23 +87,7 @@ def entry_table(entry: ModelEntry) -> Table:
 
 
 class ModelTable(DataTable[Text]):
-    """The models table; printable keys that are no action start a filter."""
-
-    @dataclass
-    class FilterTyped(Message):
-        character: str
-
-    def on_key(self, event: Key) -> None:
-        character = event.character
-        if (
-            character
-            and character.isprintable()
-            and not character.isspace()
-            and event.key not in ModelsPane.ACTION_KEYS
-        ):
-            event.stop()
-            event.prevent_default()
-            self.post_message(self.FilterTyped(character))
+    """The models table: a row a model, Enter chats with the highlighted one."""
 
 
 class ModelsPane(Vertical):
@@ -123,9 +99,9 @@ class ModelsPane(Vertical):
         Binding("u", "unload", "Unload"),
         Binding("d", "set_default", "Default"),
         Binding("r", "refresh", "Refresh"),
+        Binding("x,delete", "delete", "Delete"),
         Binding("slash", "focus_filter", "Filter"),
     ]
-    ACTION_KEYS = frozenset({"p", "l", "u", "d", "r", "slash"})
 
     filter_text: reactive[str] = reactive("")
 
@@ -139,6 +115,19 @@ class ModelsPane(Vertical):
         name: str
         report: ProbeReport | None = None
 
+    @dataclass
+    class ChatRequested(Message):
+        """Enter on a usable model: start a chat with it (the app opens the Chat tab)."""
+
+        name: str
+
+    @dataclass
+    class ModelDeleted(Message):
+        """A pulled model was deleted from disk (``freed`` bytes)."""
+
+        name: str
+        freed: int
+
     # kwargs: Textual's widget options (id, classes...), handed on as they are.
     def __init__(self, manager: DashboardBackend, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -148,10 +137,11 @@ class ModelsPane(Vertical):
         self.reports: dict[str, ProbeReport] = {}
         self._loaded: set[str] = set()
         self._default: str | None = None
+        self._shown: tuple[list[str], int | None] = ([], None)  # columns, name width
 
     def compose(self) -> ComposeResult:
         yield Input(
-            placeholder="Filter models: type, or press /",
+            placeholder="Filter models: press /, type, Enter (Esc clears)",
             id="model-filter",
             compact=True,
             select_on_focus=False,
@@ -166,9 +156,6 @@ class ModelsPane(Vertical):
                 yield Static("", id="model-probe")
 
     def on_mount(self) -> None:
-        table = self.query_one(ModelTable)
-        for column in COLUMNS:
-            table.add_column(column, key=column.lower())
         # After the first frame, so discovery's imports never delay the first paint.
         self.call_after_refresh(self.discover, False)
 
@@ -210,43 +197,58 @@ class ModelsPane(Vertical):
         ]
 
     def rebuild(self) -> None:
-        """Fill the table from ``entries`` and the filter, keeping the selected row."""
+        """Fill the table from ``entries`` and the filter, with the columns its
+        width holds, keeping the selected row."""
         table = self.query_one(ModelTable)
         selected = self.selected_name()
-        table.clear()
-        for entry in self.visible_entries():
-            table.add_row(*self._cells(entry), key=entry.name)
+        rows = [(entry.name, self._cells(entry)) for entry in self.visible_entries()]
+        self._shown = self._fit([cells for _, cells in rows])
+        columns, name_width = self._shown
+        table.clear(columns=True)
+        for key in columns:
+            table.add_column(COLUMNS[key], key=key, width=name_width if key == "name" else None)
+        for name, cells in rows:
+            table.add_row(*(cells[key] for key in columns), key=name)
         if selected is not None and selected in table.rows:
             table.move_cursor(row=table.get_row_index(selected), animate=False)
         self._show_details()
 
-    def _cells(self, entry: ModelEntry) -> tuple[Text, ...]:
-        return (
-            plain(entry.name, style="bold" if entry.name == self._default else ""),
-            plain(entry.source),
-            Text(format_bytes(entry.size), justify="right"),
-            plain(entry.quantization or "-"),
-            plain(entry.architecture or "-"),
-            Text(
-                format_params(entry.parameter_count) if entry.parameter_count else "-",
-                justify="right",
-            ),
-            Text(str(entry.context_length or "-"), justify="right"),
-            model_state(
-                entry,
-                loaded=entry.name in self._loaded,
-                default=entry.name == self._default,
-                busy=self.busy.get(entry.name),
-            ),
+    def _fit(self, rows: list[dict[str, Text]]) -> tuple[list[str], int | None]:
+        table = self.query_one(ModelTable)
+        # The room the rows have: the table less its border and scrollbar.
+        return fit_columns(content_widths(rows), table.scrollable_content_region.width)
+
+    def _cells(self, entry: ModelEntry) -> dict[str, Text]:
+        return model_cells(
+            entry,
+            loaded=entry.name in self._loaded,
+            default=entry.name == self._default,
+            busy=self.busy.get(entry.name),
         )
 
     def _update_row(self, name: str) -> None:
+        """Show a model's new state: in place when the columns still fit (each
+        column sizes to its new content), else the table is laid out again."""
         table = self.query_one(ModelTable)
         entry = self._entry(name)
         if entry is None or name not in table.rows:
             return
-        for column, value in zip(COLUMNS, self._cells(entry), strict=True):
-            table.update_cell(name, column.lower(), value)
+        visible = [self._cells(e) for e in self.visible_entries()]
+        if self._fit(visible) != self._shown:
+            self.rebuild()
+            return
+        cells = self._cells(entry)
+        for key in self._shown[0]:
+            table.update_cell(name, key, cells[key], update_width=True)
+
+    def on_resize(self) -> None:
+        # The table's new width is known once this layout is done.
+        self.call_after_refresh(self._refit)
+
+    def _refit(self) -> None:
+        visible = [self._cells(e) for e in self.visible_entries()]
+        if self.entries and self._fit(visible) != self._shown:
+            self.rebuild()
 
     def _entry(self, name: str | None) -> ModelEntry | None:
         return next((e for e in self.entries if e.name == name), None)
@@ -297,13 +299,6 @@ class ModelsPane(Vertical):
             probe.update(Text("\nPress p to probe: load it and time a short reply.", style="dim"))
 
     # -- filter ----------------------------------------------------------------
-
-    @on(ModelTable.FilterTyped)
-    def _filter_typed(self, message: ModelTable.FilterTyped) -> None:
-        field = self.query_one("#model-filter", Input)
-        field.value += message.character
-        field.focus()
-        field.cursor_position = len(field.value)
 
     @on(Input.Changed, "#model-filter")
     def _filter_changed(self, event: Input.Changed) -> None:
@@ -417,7 +412,58 @@ class ModelsPane(Vertical):
         self.discover(refresh=True)
 
     def target_for(self, action: str) -> str | None:
-        return self._target(usable=action != "unload")
+        return self._target(usable=action not in ("unload", "delete"))
+
+    @on(DataTable.RowSelected, "#models-table")
+    def _row_selected(self, event: DataTable.RowSelected) -> None:
+        """Enter: chat with the model (an unusable one says why it cannot)."""
+        entry = self._entry(str(event.row_key.value))
+        if entry is None:
+            return
+        if not entry.usable:
+            self.notify(f"{entry.name} is unusable: {entry.error}", severity="error")
+            return
+        self.post_message(self.ChatRequested(entry.name))
+
+    def action_delete(self) -> None:
+        """Delete the highlighted model's files, asking first: only a model shimmy
+        pulled, as ``shimmy rm`` (anything else is another tool's or the user's)."""
+        from shimmy.models import hub
+
+        name = self.target_for("delete")
+        entry = self._entry(name)
+        if name is None or entry is None:
+            return
+        record = next((r for r in map(hub.find_pulled, entry.parts) if r is not None), None)
+        if record is None:
+            self.notify(
+                f"{name} was not downloaded by shimmy, so shimmy will not delete it "
+                f"({entry.path}, {entry.source})",
+                severity="warning",
+            )
+            return
+        question = (
+            f"Delete {name} ({format_bytes(entry.size)}, pulled from {record['repo_id']})? "
+            "Its files are removed from disk; the Hub tab can download it again."
+        )
+
+        def delete() -> None:
+            if self.manager.is_loaded(name):
+                self.manager.unload(name)
+            freed = hub.remove_pulled(record)
+            entries = self.manager.registry.refresh()
+            self.post_message(self.ModelDeleted(name, freed))
+            self.post_message(self.EntriesLoaded(entries, self.manager.default_model_name))
+
+        def answered(yes: bool | None) -> None:
+            if yes and name not in self.busy:
+                self._start(name, "deleting", delete, f"delete {name}")
+
+        self.app.push_screen(ConfirmScreen(question), answered)
+
+    @on(ModelDeleted)
+    def _deleted(self, message: ModelDeleted) -> None:
+        self.notify(f"Deleted {message.name} ({format_bytes(message.freed)} freed)")
 
     @on(Worker.StateChanged)
     def _worker_failed(self, event: Worker.StateChanged) -> None:

@@ -24,7 +24,7 @@ from shimmy.tui.chat_pane import ChatPane
 from shimmy.tui.download_queue import DownloadQueue
 from shimmy.tui.help_screen import HelpScreen
 from shimmy.tui.hub_pane import HubPane
-from shimmy.tui.models_pane import ModelTable
+from shimmy.tui.models_pane import ModelsPane, ModelTable
 from tests.hub.fakehub import FakeHub
 from tests.tui.apps import make_app
 from tests.tui.fakes import FakeManager, FakeServer
@@ -126,7 +126,8 @@ async def test_search_download_then_list_and_chat(
         await pilot.press("f2")
         table = app.query_one(ModelTable)
         await settle(pilot, lambda: PULLED in table.rows, timeout=120)
-        assert str(table.get_row(PULLED)[1]) == "huggingface"
+        models = app.query_one(ModelsPane)
+        assert next(e for e in models.entries if e.name == PULLED).source == "huggingface"
         assert "smollm2-q4_k_m" in table.rows
         split = manager.registry.resolve("smollm2-q4_k_m")
         assert split.origin == SPLIT and len(split.parts) == 2

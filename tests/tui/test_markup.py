@@ -229,7 +229,8 @@ async def test_hub_repos_and_files_are_literal(monkeypatch: pytest.MonkeyPatch) 
         queue.post_message(DownloadQueue.Progressed(1, progress))
         await workers_done(pilot)
         shown = screen_text(app)
-        assert f"{files[0].repo_id}/{files[0].name}" in shown
+        row = "  ".join(["1.0 KB", files[0].name])  # Size, File; then the Repository
+        assert row in shown and files[0].repo_id in shown
         assert f"{files[0].name}: downloading" in shown
         assert f"Download {files[1].name} queued" in toasts(app)
         await click_text(pilot, "QUITNOW")

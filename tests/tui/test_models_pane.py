@@ -28,6 +28,12 @@ def _text(renderable: object) -> str:
     return console.export_text()
 
 
+async def _highlight(pilot: Pilot[Any], name: str) -> None:
+    table = pilot.app.query_one(ModelTable)
+    table.move_cursor(row=table.get_row_index(name))
+    await pilot.pause()
+
+
 async def _ready(app: ShimmyApp, pilot: Pilot[Any]) -> ModelsPane:
     """The pane once discovery's result has reached it (every test here finds a model)."""
     pane = app.query_one(ModelsPane)
@@ -42,7 +48,7 @@ async def test_lists_models_with_their_figures(
     broken.write_bytes(b"not a gguf file at all")
     manager.registry.model_dirs = (str(broken),)
     app = make_app(manager, server, serve=False)
-    async with app.run_test(size=(140, 30)) as pilot:
+    async with app.run_test(size=(200, 30)) as pilot:  # wide enough for every column
         pane = await _ready(app, pilot)
         table = app.query_one(ModelTable)
         assert table.has_focus
@@ -50,15 +56,19 @@ async def test_lists_models_with_their_figures(
         assert row[:7] == [SMOLLM2_NAME, "python", "98.4 MB", "Q4_1", "llama", "135M", "8192"]
         assert row[7] == "default"
         unusable = next(e for e in pane.entries if not e.usable)
-        assert str(table.get_row(unusable.name)[7]).startswith("unusable: ")
+        assert str(table.get_cell(unusable.name, "state")) == "unusable"
+        await _highlight(pilot, unusable.name)  # why: in the details panel
+        assert f"unusable    {unusable.error}"[:40] in _text(
+            app.query_one("#model-info", Static).content
+        )
 
 
-async def test_type_to_filter(manager: ModelManager, server: ServerControl) -> None:
+async def test_filter(manager: ModelManager, server: ServerControl) -> None:
     app = make_app(manager, server, serve=False)
     async with app.run_test() as pilot:
         await _ready(app, pilot)
         table = app.query_one(ModelTable)
-        await pilot.press("s", "m", "o")
+        await pilot.press("slash", "s", "m", "o")
         assert app.query_one("#model-filter", Input).value == "smo"
         assert table.row_count == 1
         await pilot.press("x", "y", "z")
@@ -77,13 +87,13 @@ async def test_probe_load_unload_default(manager: ModelManager, server: ServerCo
         report = await settle(pilot, lambda: not pane.busy and pane.reports.get(SMOLLM2_NAME))
         assert report and report.completion_tokens > 0 and report.sample.strip()
         assert manager.is_loaded(SMOLLM2_NAME)
-        assert str(table.get_row(SMOLLM2_NAME)[7]) == "loaded, default"
+        assert str(table.get_cell(SMOLLM2_NAME, "state")) == "loaded, default"
         shown = _text(app.query_one("#model-probe", Static).content)
         assert "load time" in shown and report.sample.strip()[:20] in shown
 
         await pilot.press("u")
         await settle(pilot, lambda: not pane.busy and not manager.is_loaded(SMOLLM2_NAME))
-        assert str(table.get_row(SMOLLM2_NAME)[7]) == "default"
+        assert str(table.get_cell(SMOLLM2_NAME, "state")) == "default"
 
         await pilot.press("l")
         await settle(pilot, lambda: not pane.busy and manager.is_loaded(SMOLLM2_NAME))

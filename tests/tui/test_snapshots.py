@@ -151,7 +151,7 @@ def test_models_probed_80x24(snap_compare: Any) -> None:
 
 def test_models_filtered(snap_compare: Any) -> None:
     assert snap_compare(
-        dashboard(), press=["l", "l", "a"], terminal_size=(100, 24), run_before=settle()
+        dashboard(), press=["slash", "l", "l", "a"], terminal_size=(100, 24), run_before=settle()
     )
 
 
@@ -172,6 +172,18 @@ def test_chat(snap_compare: Any, saved_chats: ChatStore) -> None:
 
     assert snap_compare(
         dashboard("chat", chats=saved_chats), terminal_size=(120, 36), run_before=settle(chat)
+    )
+
+
+def test_chat_80x24(snap_compare: Any, saved_chats: ChatStore) -> None:
+    """The classic terminal: the chat list hidden (ctrl+l shows it), the reply wide."""
+
+    async def chat(pilot: Pilot[Any]) -> None:
+        pane = await chat_ready(pilot)
+        pane.send("Give me three tips for writing clear code.")
+
+    assert snap_compare(
+        dashboard("chat", chats=saved_chats), terminal_size=(80, 24), run_before=settle(chat)
     )
 
 
@@ -260,29 +272,43 @@ def test_log(snap_compare: Any) -> None:
     assert snap_compare(dashboard("log"), terminal_size=(100, 24), run_before=settle())
 
 
+def test_log_80x24(snap_compare: Any) -> None:
+    assert snap_compare(dashboard("log"), terminal_size=(80, 24), run_before=settle())
+
+
 def test_help(snap_compare: Any) -> None:
     assert snap_compare(dashboard(), press=["f1"], terminal_size=(100, 40), run_before=settle())
 
 
+def test_help_80x24(snap_compare: Any) -> None:
+    assert snap_compare(dashboard(), press=["f1"], terminal_size=(80, 24), run_before=settle())
+
+
+async def browsing(pilot: Pilot[Any]) -> None:
+    """Fixed results and files (one on disk, one partly kept), a download held at
+    38% and one queued."""
+    pane = pilot.app.query_one(HubPane)
+    pane.query_one("#hub-query", Input).value = "smollm2"
+    pane.post_message(HubPane.SearchDone("smollm2", HUB_MODELS))
+    kept = [0, 40_090_000, HUB_FILES[2].size, 0]
+    pane.post_message(HubPane.FilesListed(HUB_MODELS[0].repo_id, HUB_FILES, HUB_FITS, kept))
+    await pilot.pause()
+    queue = pane.downloads
+    queue.add(HUB_FILES[1])
+    queue.add(HUB_FILES[3])
+    file = HUB_FILES[1]
+    progress = DownloadProgress(file, file.name, 40_090_000, file.size, 12_500_000, "downloading")
+    queue.post_message(DownloadQueue.Progressed(1, progress))
+    await pilot.pause()
+    pilot.app.clear_notifications()
+
+
 def test_hub(snap_compare: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    # No hub and no download: fixed results, and a download held at 38%.
+    # No hub and no download.
     monkeypatch.setattr(DownloadQueue, "_download", lambda self, job: None)
-
-    async def browsing(pilot: Pilot[Any]) -> None:
-        pane = pilot.app.query_one(HubPane)
-        pane.query_one("#hub-query", Input).value = "smollm2"
-        pane.post_message(HubPane.SearchDone("smollm2", HUB_MODELS))
-        pane.post_message(HubPane.FilesListed(HUB_MODELS[0].repo_id, HUB_FILES, HUB_FITS))
-        await pilot.pause()
-        queue = pane.downloads
-        queue.add(HUB_FILES[1])
-        queue.add(HUB_FILES[2])
-        file = HUB_FILES[1]
-        progress = DownloadProgress(
-            file, file.name, 40_090_000, file.size, 12_500_000, "downloading"
-        )
-        queue.post_message(DownloadQueue.Progressed(1, progress))
-        await pilot.pause()
-        pilot.app.clear_notifications()
-
     assert snap_compare(dashboard("hub"), terminal_size=(120, 34), run_before=settle(browsing))
+
+
+def test_hub_80x24(snap_compare: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(DownloadQueue, "_download", lambda self, job: None)
+    assert snap_compare(dashboard("hub"), terminal_size=(80, 24), run_before=settle(browsing))

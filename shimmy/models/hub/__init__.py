@@ -38,6 +38,7 @@ from shimmy.models.hub.transfer import (
     DownloadProgress,
     ProgressCallback,
     download,
+    on_disk,
     partial_bytes,
 )
 
@@ -57,6 +58,7 @@ __all__ = [
     "download",
     "find_pulled",
     "list_gguf_files",
+    "on_disk",
     "parse_pull_spec",
     "partial_bytes",
     "plan_pull",

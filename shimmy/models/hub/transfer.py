@@ -45,7 +45,7 @@ from shimmy.models.hub.checks import (
 )
 from shimmy.models.hub.client import ensure_online, hub_endpoint, hub_errors, streamed_get
 from shimmy.models.hub.files import HubFile, HubPart
-from shimmy.models.hub.pulled import record_pull
+from shimmy.models.hub.pulled import pulled_records, record_pull
 
 CHUNK_SIZE = 1024 * 1024  # progress and cancel are checked once per chunk
 PARTIAL_SUFFIX = ".shimmy.incomplete"
@@ -364,3 +364,26 @@ def partial_bytes(file: HubFile, cache_dir: Path | None = None) -> int:
                 with contextlib.suppress(OSError):
                     total += path.stat().st_size
     return total
+
+
+def on_disk(file: HubFile, cache_dir: Path | None = None) -> bool:
+    """Whether ``file`` is in the cache whole: every part's blob (named by its
+    sha256) at its full size, or, for parts kept in git (no sha256), a pull of
+    it on record whose files are all there. Nothing is hashed here: a download
+    hashes what it fetched, and downloading again checks a blob before use."""
+    blobs = repo_storage(file.repo_id, cache_dir) / BLOBS
+    if all(p.sha256 and SHA256_RE.fullmatch(p.sha256) for p in file.parts):
+        for part in file.parts:
+            try:
+                if (blobs / str(part.sha256)).stat().st_size != part.size:
+                    return False
+            except OSError:
+                return False
+        return True
+    return any(
+        r.get("repo_id") == file.repo_id
+        and r.get("name") == file.name
+        and r.get("paths")
+        and all(os.path.exists(p) for p in r["paths"])
+        for r in pulled_records()
+    )
