@@ -22,7 +22,7 @@ LEVEL_STYLES = {
 class LogPane(Vertical):
     """Log records, newest at the bottom."""
 
-    BINDINGS = [Binding("c", "clear", "Clear")]
+    BINDINGS = [Binding("c", "clear", "Clear", tooltip="Clear the log")]
 
     def compose(self) -> ComposeResult:
         log = RichLog(id="log-view", wrap=True, markup=False, max_lines=2000)

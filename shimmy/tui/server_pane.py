@@ -95,9 +95,14 @@ class ServerPane(VerticalScroll):
     """Server state and controls, live figures, loaded models, API requests."""
 
     BINDINGS = [
-        Binding("s", "app.toggle_server", "Start/stop"),
-        Binding("b", "edit_bind", "Address"),
-        Binding("o", "app.toggle_ollama", "Ollama API"),
+        Binding("s", "app.toggle_server", "Start/stop", tooltip="Start / stop the API server"),
+        Binding("b", "edit_bind", "Address", tooltip="Edit the server's address (HOST:PORT)"),
+        Binding(
+            "o",
+            "app.toggle_ollama",
+            "Ollama API",
+            tooltip="Switch Ollama's API (the second listener, --ollama) on / off",
+        ),
     ]
 
     # kwargs: Textual's widget options (id, classes...), handed on as they are.
