@@ -15,6 +15,7 @@ every notification is plain text (:meth:`ShimmyApp.notify`).
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Iterable
 from typing import Any, ClassVar
 
@@ -62,7 +63,20 @@ TAB_PANES: dict[str, type[ModelsPane | ChatPane | ServerPane | LogPane | HubPane
     "hub": HubPane,
 }
 TABS = tuple(TAB_PANES)
+# What the dashboard itself did (the server started, a download ended), for the Log tab.
+log = logging.getLogger("shimmy.dashboard")
 THEME_PREFERENCE = "theme"
+
+
+def log_server_state(message: ServerStateChanged) -> None:
+    """Say in the log what a listener did: started, stopped, or why it did not start."""
+    name = "Ollama's API" if message.listener == "ollama" else "API server"
+    if message.running:
+        log.info("%s listening on %s", name, message.url)
+    elif message.error:
+        log.error("%s not started: %s", name, message.error)
+    else:
+        log.info("%s off", name)
 
 
 class ShimmyApp(App[int]):
@@ -220,6 +234,7 @@ class ShimmyApp(App[int]):
 
     @on(ServerStateChanged)
     def _server_state(self, message: ServerStateChanged) -> None:
+        log_server_state(message)
         if message.listener == "ollama":
             if message.error:
                 error = f"Ollama's API is not served: {message.error}"
@@ -294,10 +309,21 @@ class ShimmyApp(App[int]):
 
     @on(DownloadQueue.Finished)
     def _download_finished(self, message: DownloadQueue.Finished) -> None:
+        self._log_download(message)
         # The download worker ran discovery again: list what it found (Models and Chat).
         if message.state == "done":
             for pane in self.query(ModelsPane):
                 pane.discover(refresh=False)
+
+    def _log_download(self, message: DownloadQueue.Finished) -> None:
+        jobs = [job for pane in self.query(HubPane) for job in pane.downloads.jobs]
+        what = next((job.label for job in jobs if job.id == message.job_id), "a file")
+        if message.state == "done":
+            log.info("downloaded %s: %s", what, message.model_name)
+        elif message.state == "failed":
+            log.error("download of %s failed: %s", what, message.error)
+        else:
+            log.info("download of %s cancelled", what)
 
     @on(LogRecordPosted)
     def _log_record(self, message: LogRecordPosted) -> None:
