@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from textual.app import SystemCommand
+from textual.markup import escape
 from textual.widget import Widget
 
 from shimmy.tui.keymap import ANYWHERE, KeyRow, Section
@@ -20,9 +21,9 @@ if TYPE_CHECKING:
 
 def command_help(row: KeyRow, section: Section) -> str:
     """The palette's line under a command: its key, and the tab it acts on. The
-    palette reads this as markup; every part of it is shimmy's own text."""
+    palette reads it as markup: a key such as "[" is escaped."""
     where = "" if section.id == ANYWHERE else f" · {section.title}"
-    return f"{row.keys}{where}"
+    return escape(f"{row.keys}{where}")
 
 
 def command_title(row: KeyRow, section: Section) -> str:
@@ -32,7 +33,7 @@ def command_title(row: KeyRow, section: Section) -> str:
         return binding.tooltip
     if section.id == ANYWHERE:
         return row.title
-    return f"{row.title} ({section.id})"
+    return f"{row.title} ({section.id.title()})"
 
 
 def bound_commands(app: ShimmyApp, sections: list[Section]) -> Iterator[SystemCommand]:
