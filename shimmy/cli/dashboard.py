@@ -36,7 +36,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     # the Log tab, llama.cpp's own stderr to a file.
     from shimmy.redact import RedactQueryStrings
 
-    log_handler = DashboardLogHandler()
+    log_handler = DashboardLogHandler(quiet_libraries=not args.verbose)
     log_handler.addFilter(RedactQueryStrings())
     previous = route_logging_to(log_handler, args.verbose)
     manager = open_manager(settings)

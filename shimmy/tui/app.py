@@ -15,7 +15,8 @@ every notification is plain text (:meth:`ShimmyApp.notify`).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable
+import logging
+from collections.abc import Iterable
 from typing import Any, ClassVar
 
 from textual import on, work
@@ -32,11 +33,13 @@ from shimmy.chats import ChatStore
 from shimmy.errors import ShimmyError
 from shimmy.tui.backend import DashboardBackend
 from shimmy.tui.chat_pane import ChatPane
+from shimmy.tui.commands import bound_commands, keyless_commands
 from shimmy.tui.download_queue import DownloadQueue
 from shimmy.tui.failures import notify_if_failed
 from shimmy.tui.footer import DashboardFooter
 from shimmy.tui.help_screen import HelpScreen
 from shimmy.tui.hub_pane import HubPane
+from shimmy.tui.keymap import Section, dashboard_keys, key_label, own_bindings
 from shimmy.tui.log_pane import LogPane
 from shimmy.tui.logsink import DashboardLogHandler
 from shimmy.tui.messages import (
@@ -47,6 +50,7 @@ from shimmy.tui.messages import (
     StatsUpdated,
 )
 from shimmy.tui.models_pane import ModelsPane
+from shimmy.tui.screen import DashboardScreen
 from shimmy.tui.server_pane import ServerPane
 
 DARK_THEME = "textual-dark"
@@ -60,7 +64,20 @@ TAB_PANES: dict[str, type[ModelsPane | ChatPane | ServerPane | LogPane | HubPane
     "hub": HubPane,
 }
 TABS = tuple(TAB_PANES)
+# What the dashboard itself did (the server started, a download ended), for the Log tab.
+log = logging.getLogger("shimmy.dashboard")
 THEME_PREFERENCE = "theme"
+
+
+def log_server_state(message: ServerStateChanged) -> None:
+    """Say in the log what a listener did: started, stopped, or why it did not start."""
+    name = "Ollama's API" if message.listener == "ollama" else "API server"
+    if message.running:
+        log.info("%s listening on %s", name, message.url)
+    elif message.error:
+        log.error("%s not started: %s", name, message.error)
+    else:
+        log.info("%s off", name)
 
 
 class ShimmyApp(App[int]):
@@ -77,14 +94,20 @@ class ShimmyApp(App[int]):
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (100, "-wide")]
     VERTICAL_BREAKPOINTS = [(0, "-short"), (32, "-tall")]
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("ctrl+q", "quit", "Quit", priority=True),
-        Binding("f1", "help", "Help"),
-        Binding("f2", "show_tab('models')", "Models"),
-        Binding("f3", "show_tab('chat')", "Chat"),
-        Binding("f4", "show_tab('server')", "Server"),
-        Binding("f5", "show_tab('log')", "Log"),
-        Binding("f6", "show_tab('hub')", "Hub"),
-        Binding("ctrl+t", "toggle_theme", "Theme", show=False),
+        Binding(
+            "ctrl+q",
+            "quit",
+            "Quit",
+            priority=True,
+            tooltip="Quit (stops the server and any reply)",
+        ),
+        Binding("f1", "help", "Help", tooltip="Help: every key, at the tab in use"),
+        Binding("f2", "show_tab('models')", "Models", tooltip="Go to the Models tab"),
+        Binding("f3", "show_tab('chat')", "Chat", tooltip="Go to the Chat tab"),
+        Binding("f4", "show_tab('server')", "Server", tooltip="Go to the Server tab"),
+        Binding("f5", "show_tab('log')", "Log", tooltip="Go to the Log tab"),
+        Binding("f6", "show_tab('hub')", "Hub", tooltip="Go to the Hub tab"),
+        Binding("ctrl+t", "toggle_theme", "Theme", show=False, tooltip="Dark / light theme"),
     ]
 
     def __init__(
@@ -215,6 +238,7 @@ class ShimmyApp(App[int]):
 
     @on(ServerStateChanged)
     def _server_state(self, message: ServerStateChanged) -> None:
+        log_server_state(message)
         if message.listener == "ollama":
             if message.error:
                 error = f"Ollama's API is not served: {message.error}"
@@ -294,10 +318,21 @@ class ShimmyApp(App[int]):
 
     @on(DownloadQueue.Finished)
     def _download_finished(self, message: DownloadQueue.Finished) -> None:
+        self._log_download(message)
         # The download worker ran discovery again: list what it found (Models and Chat).
         if message.state == "done":
             for pane in self.query(ModelsPane):
                 pane.discover(refresh=False)
+
+    def _log_download(self, message: DownloadQueue.Finished) -> None:
+        jobs = [job for pane in self.query(HubPane) for job in pane.downloads.jobs]
+        what = next((job.label for job in jobs if job.id == message.job_id), "a file")
+        if message.state == "done":
+            log.info("downloaded %s: %s", what, message.model_name)
+        elif message.state == "failed":
+            log.error("download of %s failed: %s", what, message.error)
+        else:
+            log.info("download of %s cancelled", what)
 
     @on(LogRecordPosted)
     def _log_record(self, message: LogRecordPosted) -> None:
@@ -322,9 +357,31 @@ class ShimmyApp(App[int]):
         if tab in TABS:
             self.refresh_bindings()
 
+    def key_sections(self) -> list[Section]:
+        """Every key, from the bindings: the help screen's and the palette's source."""
+        tab_keys = {
+            binding.action: key_label(binding.key)
+            for binding in own_bindings(self)
+            if binding.action.startswith("show_tab(")
+        }
+        tabs = []
+        for tab, pane_type in TAB_PANES.items():
+            title = tab.title()
+            key = tab_keys.get(f"show_tab('{tab}')")
+            tabs.append(
+                (
+                    tab,
+                    f"{title} ({key})" if key else title,
+                    self.query_one(f"#{tab}-pane", pane_type),
+                )
+            )
+        return dashboard_keys(self, tabs)
+
     def action_help(self) -> None:
+        """Show every key, scrolled to the tab in use."""
         if not isinstance(self.screen, HelpScreen):
-            self.push_screen(HelpScreen())
+            tab = self.query_one(TabbedContent).active
+            self.push_screen(HelpScreen(self.key_sections(), tab if tab in TABS else None))
 
     def action_toggle_theme(self) -> None:
         self.theme = LIGHT_THEME if self.theme == DARK_THEME else DARK_THEME
@@ -336,92 +393,15 @@ class ShimmyApp(App[int]):
     def remember_theme(self, theme: str) -> None:
         self.chats.set_preference(THEME_PREFERENCE, theme)
 
+    def get_default_screen(self) -> Screen[Any]:
+        return DashboardScreen(id="_default")
+
     # Screen[Any]: Textual's own signature (any screen, whatever it returns).
     def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
-        yield from super().get_system_commands(screen)
-        yield SystemCommand("Help", "Show the keys of every tab", self.action_help)
-        yield SystemCommand(
-            "Toggle dark / light",
-            "Switch between the dark and light theme",
-            self.action_toggle_theme,
-        )
-        for tab in TABS:
-            yield SystemCommand(
-                f"Go to {tab.title()}", f"Show the {tab} tab", lambda t=tab: self.action_show_tab(t)
-            )
-        models = self.query_one(ModelsPane)
-        for title, help_text, action in (
-            ("Probe model", "Load the selected model and time a short reply", models.action_probe),
-            ("Load model", "Load the selected model", models.action_load),
-            ("Unload model", "Unload the selected model", models.action_unload),
-            ("Set default model", "Make the selected model the default", models.action_set_default),
-            ("Refresh models", "Run model discovery again", models.action_refresh),
-        ):
-            yield SystemCommand(title, help_text, action)
-        chat = self.query_one(ChatPane)
-
-        def in_chat(action: Callable[[], object]) -> Callable[[], None]:
-            def run() -> None:
-                self.action_show_tab("chat")
-                action()
-
-            return run
-
-        for title, help_text, action in (
-            ("New chat", "Start a new conversation", chat.action_new_chat),
-            ("Regenerate reply", "Ask again for the last reply", chat.action_regenerate),
-            ("Stop reply", "Stop the reply being written", chat.action_stop),
-            ("Search chats", "Search every conversation's title and messages", chat.action_search),
-            ("Go to the chat list", "Pick a conversation to open", chat.action_focus_list),
-            (
-                "Go to the messages",
-                "Move between messages to copy, edit or delete",
-                chat.action_focus_messages,
-            ),
-            ("Rename chat", "Rename the open (or highlighted) conversation", chat.action_rename),
-            ("Delete chat", "Delete the open (or highlighted) conversation", chat.action_delete),
-            (
-                "Edit last message",
-                "Edit your last message and send it again",
-                chat.action_edit_last,
-            ),
-            (
-                "Copy last reply",
-                "Copy the last reply to the clipboard",
-                chat.action_copy_last_reply,
-            ),
-            (
-                "Copy last code block",
-                "Copy the last code block of the chat",
-                chat.action_copy_last_code,
-            ),
-            ("Show / hide chat list", "Show or hide the conversations", chat.action_toggle_sidebar),
-            (
-                "Show / hide chat settings",
-                "Model, system prompt, sampling, context",
-                chat.action_toggle_settings,
-            ),
-        ):
-            yield SystemCommand(title, help_text, in_chat(action))
-        yield SystemCommand(
-            "Start / stop server",
-            "Start or stop the embedded API server",
-            self.action_toggle_server,
-        )
-        hub = self.query_one(HubPane)
-
-        def search_hub() -> None:
-            self.action_show_tab("hub")
-            hub.action_focus_search()
-
-        yield SystemCommand("Search the hub", "Search Hugging Face for GGUF models", search_hub)
-        yield SystemCommand(
-            "Download model file", "Queue the selected file of the Hub tab", hub.action_download
-        )
-        yield SystemCommand("Cancel download", "Stop the running download", hub.action_cancel)
-        yield SystemCommand(
-            "Cancel all downloads", "Stop the running and queued downloads", hub.action_cancel_all
-        )
+        # Textual's Quit would sit beside ours (the same action) under another name.
+        yield from (c for c in super().get_system_commands(screen) if c.title != "Quit")
+        yield from bound_commands(self, self.key_sections())
+        yield from keyless_commands(self, self.query_one(ChatPane))
 
     # -- notifications -----------------------------------------------------------
 

@@ -119,14 +119,24 @@ class ChatLog(VerticalScroll):
 
     can_focus = True
 
+    KEYS_WHERE = "in the messages (shift+Tab from the message box)"
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("up,k", "move(-1)", "Up", show=False),
-        Binding("down,j", "move(1)", "Down", show=False),
-        Binding("home", "move_to(0)", "First", show=False),
-        Binding("end", "move_to(-1)", "Last", show=False),
-        Binding("c", "copy", "Copy"),
-        Binding("e", "edit", "Edit"),
-        Binding("x,delete", "delete", "Delete"),
+        Binding("up,k", "move(-1)", "Up", show=False, tooltip="The message or code block above"),
+        Binding("down,j", "move(1)", "Down", show=False, tooltip="The message or code block below"),
+        Binding("home", "move_to(0)", "First", show=False, tooltip="The first message"),
+        Binding("end", "move_to(-1)", "Last", show=False, tooltip="The last message"),
+        Binding("pageup", "page_up", "Page up", show=False, tooltip="Scroll the chat up a page"),
+        Binding(
+            "pagedown", "page_down", "Page down", show=False, tooltip="Scroll the chat down a page"
+        ),
+        Binding(
+            "c",
+            "copy",
+            "Copy",
+            tooltip="Copy the message or code block under the cursor (terminal clipboard, OSC 52)",
+        ),
+        Binding("e", "edit", "Edit", tooltip="Edit the message under the cursor"),
+        Binding("x,delete", "delete", "Delete", tooltip="Delete the message under the cursor"),
     ]
 
     @dataclass
@@ -225,7 +235,7 @@ class ChatLog(VerticalScroll):
             return
         text, what = found
         self.app.copy_to_clipboard(text)
-        self.notify(f"Copied {what} ({len(text)} characters)")
+        self.notify(f"Copied {what} to the clipboard ({len(text)} characters)")
 
     def action_edit(self) -> None:
         message = self.cursor_message

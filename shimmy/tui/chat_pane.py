@@ -69,12 +69,31 @@ class ChatPane(Vertical):
     """The conversation list, the conversation and its message box, the settings."""
 
     BINDINGS = [
-        Binding("escape", "stop", "Stop"),
-        Binding("ctrl+n", "new_chat", "New chat"),
-        Binding("ctrl+r", "regenerate", "Regenerate"),
-        Binding("ctrl+f", "search", "Search"),
-        Binding("ctrl+l", "focus_list", "Chats", show=False),
-        Binding("ctrl+b", "toggle_settings", "Settings", show=False),
+        Binding(
+            "escape", "stop", "Stop", tooltip="Stop the reply; cancel an edit; leave the search"
+        ),
+        Binding("ctrl+n", "new_chat", "New chat", tooltip="New chat (every chat is kept)"),
+        Binding(
+            "ctrl+r",
+            "regenerate",
+            "Regenerate",
+            tooltip="Ask again for the last reply (or retry a message that failed)",
+        ),
+        Binding("ctrl+f", "search", "Search", tooltip="Search every chat's title and messages"),
+        Binding(
+            "ctrl+l",
+            "focus_list",
+            "Chats",
+            show=False,
+            tooltip="Go to the chat list: Enter opens a chat",
+        ),
+        Binding(
+            "ctrl+b",
+            "toggle_settings",
+            "Settings",
+            show=False,
+            tooltip="Show / hide the chat settings: model, system prompt, sampling",
+        ),
     ]
 
     @dataclass
@@ -363,6 +382,14 @@ class ChatPane(Vertical):
             self.notify("No message of yours to edit yet")
             return
         self.edit(ask)
+
+    @on(Composer.ScrollRequested)
+    def _scroll_requested(self, event: Composer.ScrollRequested) -> None:
+        event.stop()
+        if event.pages < 0:
+            self.log_view.scroll_page_up()
+        else:
+            self.log_view.scroll_page_down()
 
     @on(Composer.EditLast)
     def _edit_last(self, event: Composer.EditLast) -> None:
@@ -733,14 +760,15 @@ class ChatPane(Vertical):
             self.notify("No reply to copy yet")
             return
         self.app.copy_to_clipboard(reply.text)
-        self.notify(f"Copied the reply ({len(reply.text)} characters)")
+        self.notify(f"Copied the reply to the clipboard ({len(reply.text)} characters)")
 
     def action_copy_last_code(self) -> None:
         for message in reversed(list(self.log_view.query(ChatMessage))):
             blocks = message.code_blocks()
             if blocks:
                 self.app.copy_to_clipboard(blocks[-1].code)
-                self.notify(f"Copied the code block ({len(blocks[-1].code)} characters)")
+                code = blocks[-1].code
+                self.notify(f"Copied the code block to the clipboard ({len(code)} characters)")
                 return
         self.notify("No code block to copy yet")
 

@@ -10,8 +10,10 @@ them from Enter. Up in an empty box edits the last message sent.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from textual import events
+from textual.binding import Binding, BindingType
 from textual.message import Message
 from textual.widgets import TextArea
 
@@ -41,6 +43,22 @@ class Composer(TextField):
     }
     """
 
+    KEYS_WHERE = "in the message box"
+    # The box is a few lines high: PgUp and PgDn scroll the conversation above it,
+    # as chat programs do, instead of paging through the box.
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("pageup", "scroll_chat(-1)", "Page up", show=False, tooltip="Scroll the chat up"),
+        Binding(
+            "pagedown", "scroll_chat(1)", "Page down", show=False, tooltip="Scroll the chat down"
+        ),
+    ]
+
+    @dataclass
+    class ScrollRequested(Message):
+        """PgUp (``pages`` -1) or PgDn (1) in the box: scroll the conversation."""
+
+        pages: int
+
     @dataclass
     class Submitted(Message):
         """Enter was pressed: ``text`` is the whole message."""
@@ -51,6 +69,9 @@ class Composer(TextField):
     @dataclass
     class EditLast(Message):
         """Up in an empty box: edit the last message sent (as in Slack or Discord)."""
+
+    def action_scroll_chat(self, pages: int) -> None:
+        self.post_message(self.ScrollRequested(pages))
 
     async def _on_key(self, event: events.Key) -> None:
         if self.read_only:

@@ -17,12 +17,34 @@ from textual.app import App
 
 from shimmy.tui.messages import LogRecordPosted
 
+# Libraries that log each HTTP request or lock at INFO (huggingface_hub's client,
+# httpx2, logs "HTTP Request: GET ..." for every hub call): below WARNING they are
+# chatter, not news, in the Log tab. By the first part of the logger's name.
+CHATTY_LIBRARIES = frozenset(
+    {"httpx", "httpx2", "httpcore", "huggingface_hub", "hf_xet", "filelock", "urllib3", "asyncio"}
+)
+
+
+class QuietLibraries(logging.Filter):
+    """Drops records below WARNING from :data:`CHATTY_LIBRARIES`. A filter on the
+    handler rather than logger levels: a library that sets its own logger's level
+    when imported (huggingface_hub does) cannot undo it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.WARNING:
+            return True
+        return record.name.partition(".")[0] not in CHATTY_LIBRARIES
+
 
 class DashboardLogHandler(logging.Handler):
-    """Keeps the last ``capacity`` records and forwards new ones to ``app``."""
+    """Keeps the last ``capacity`` records and forwards new ones to ``app``; with
+    ``quiet_libraries`` (the default; ``-v`` turns it off) HTTP clients' chatter
+    is left out."""
 
-    def __init__(self, capacity: int = 1000) -> None:
+    def __init__(self, capacity: int = 1000, *, quiet_libraries: bool = True) -> None:
         super().__init__()
+        if quiet_libraries:
+            self.addFilter(QuietLibraries())
         self.setFormatter(
             logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S")
         )
@@ -56,6 +78,7 @@ def route_logging_to(handler: DashboardLogHandler, verbose: bool) -> list[loggin
     previous = list(root.handlers)
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
-    for noisy in ("httpx", "httpcore", "huggingface_hub", "filelock", "asyncio"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    if not verbose:  # spares making records the handler would drop
+        for name in CHATTY_LIBRARIES:
+            logging.getLogger(name).setLevel(logging.WARNING)
     return previous

@@ -95,9 +95,14 @@ class ServerPane(VerticalScroll):
     """Server state and controls, live figures, loaded models, API requests."""
 
     BINDINGS = [
-        Binding("s", "app.toggle_server", "Start/stop"),
-        Binding("b", "edit_bind", "Address"),
-        Binding("o", "app.toggle_ollama", "Ollama API"),
+        Binding("s", "app.toggle_server", "Start/stop", tooltip="Start / stop the API server"),
+        Binding("b", "edit_bind", "Address", tooltip="Edit the server's address (HOST:PORT)"),
+        Binding(
+            "o",
+            "app.toggle_ollama",
+            "Ollama API",
+            tooltip="Switch Ollama's API (the second listener, --ollama) on / off",
+        ),
     ]
 
     # kwargs: Textual's widget options (id, classes...), handed on as they are.
@@ -148,7 +153,11 @@ class ServerPane(VerticalScroll):
         self._show_requests()
 
     def focus_default(self) -> None:
-        self.query_one("#request-log", DataTable).focus()
+        # Focus without scrolling to it: on a short terminal the requests table
+        # sits below the fold, and the state and controls at the top matter more
+        # (an animated scroll also left the tab at a different place each time).
+        self.query_one("#request-log", DataTable).focus(scroll_visible=False)
+        self.scroll_home(animate=False)
 
     # -- server state ------------------------------------------------------------
 
@@ -190,8 +199,9 @@ class ServerPane(VerticalScroll):
         if server.running:
             table.add_row("state", Text("● running", style="bold green"))
             table.add_row("url", Text(server.url or "", style="underline"))
+            # This listener's time up; the Live box has the process's.
             uptime = server.uptime_seconds
-            table.add_row("uptime", format_elapsed(uptime) if uptime is not None else "-")
+            table.add_row("serving for", format_elapsed(uptime) if uptime is not None else "-")
         elif error:
             table.add_row("state", Text("● not running", style="bold red"))
             table.add_row("why", plain(error, style="red"))
@@ -288,7 +298,7 @@ class ServerPane(VerticalScroll):
         table = self.query_one("#request-log", DataTable)
         newest = reversed(records[-LOG_ROWS:])
         sync_rows(table, [(str(record.id), request_row(record)) for record in newest])
-        table.border_subtitle = f"{len(records)} logged"
+        table.border_subtitle = f"{len(records)} API requests (chat replies are not listed)"
 
 
 def saved_prompts(model: LoadedModel) -> Text:
@@ -326,10 +336,12 @@ def figures_table(stats: ManagerStats, rate: float) -> Table:
     )
     table.add_row("tok/s now", f"{rate:.1f}", "average", f"{average:.1f}" if average else "-")
     table.add_row("active", str(stats.active), "queued", str(stats.queued))
+    # Every reply the models wrote, the Chat tab's included (the API requests table
+    # below lists HTTP requests only); shimmy's time up, not the server's.
     table.add_row(
-        "requests",
-        str(totals.requests) + (f" · {totals.failed} failed" if totals.failed else ""),
-        "uptime",
+        "replies",
+        f"{totals.requests} (API + chat)" + (f" · {totals.failed} failed" if totals.failed else ""),
+        "shimmy up",
         format_elapsed(stats.uptime_seconds),
     )
     table.add_row("tokens in", str(totals.prompt_tokens), "out", str(totals.completion_tokens))

@@ -7,6 +7,7 @@ The real model's replies are in test_chat_pane.py."""
 from __future__ import annotations
 
 import asyncio
+import io
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from rich.console import Console
 from textual import events
 from textual.command import CommandList, CommandPalette
 from textual.notifications import Notify
@@ -465,13 +467,22 @@ async def test_chat_actions_are_in_the_palette_and_the_help(store: ChatStore) ->
             str(commands.get_option_at_index(i).prompt).split("\n")[0]
             for i in range(commands.option_count)
         }
-        wanted = {"New chat", "Search chats", "Rename chat", "Delete chat", "Go to the chat list"}
+        wanted = {
+            "New chat (every chat is kept)",
+            "Search every chat's title and messages",
+            "Rename chat",
+            "Delete chat",
+            "Go to the chat list: Enter opens a chat",
+        }
         assert wanted <= titles, titles
         await pilot.press("escape")
         await pilot.press("f1")
         await settle(pilot, lambda: isinstance(pilot.app.screen, HelpScreen))
-        text = pilot.app.screen.query_one("Markdown").source  # type: ignore[attr-defined]
-        for key in ("ctrl+j", "ctrl+f", "ctrl+l", "↑", "copies", "rename", "delete"):
+        console = Console(width=200, record=True, file=io.StringIO())
+        for static in pilot.app.screen.query(Static):
+            console.print(static.content)
+        text = console.export_text()
+        for key in ("ctrl+j", "ctrl+f", "ctrl+l", "↑", "Copy", "Rename", "Delete"):
             assert key in text, key
 
 
