@@ -78,12 +78,17 @@ class HubPane(Vertical):
     """Search box, results, the selected repository's files, and the downloads."""
 
     BINDINGS = [
-        Binding("slash", "focus_search", "Search"),
-        Binding("d", "download", "Download"),
-        Binding("c", "cancel", "Cancel"),
-        Binding("x", "cancel_all", "Cancel all"),
+        Binding("slash", "focus_search", "Search", tooltip="Search Hugging Face for GGUF models"),
+        Binding("d", "download", "Download", tooltip="Download the selected file"),
+        Binding("c", "cancel", "Cancel", tooltip="Cancel the selected download"),
+        Binding("x", "cancel_all", "Cancel all", tooltip="Cancel every download"),
         # Not a letter: the search box takes letters, and this clears no file.
-        Binding("delete", "clear_downloads", "Clear list"),
+        Binding(
+            "delete",
+            "clear_downloads",
+            "Clear list",
+            tooltip="Clear finished downloads from the list",
+        ),
     ]
 
     @dataclass

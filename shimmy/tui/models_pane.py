@@ -94,13 +94,20 @@ class ModelsPane(Vertical):
     """Models, their state, and what can be done with them."""
 
     BINDINGS = [
-        Binding("p", "probe", "Probe"),
-        Binding("l", "load", "Load"),
-        Binding("u", "unload", "Unload"),
-        Binding("d", "set_default", "Default"),
-        Binding("r", "refresh", "Refresh"),
-        Binding("x,delete", "delete", "Delete"),
-        Binding("slash", "focus_filter", "Filter"),
+        Binding(
+            "p",
+            "probe",
+            "Probe",
+            tooltip="Probe the selected model: load it and time a short reply",
+        ),
+        Binding("l", "load", "Load", tooltip="Load the selected model"),
+        Binding("u", "unload", "Unload", tooltip="Unload the selected model"),
+        Binding("d", "set_default", "Default", tooltip="Make the selected model the default"),
+        Binding("r", "refresh", "Refresh", tooltip="Look for models again"),
+        Binding(
+            "x,delete", "delete", "Delete", tooltip="Delete a model shimmy pulled (asks first)"
+        ),
+        Binding("slash", "focus_filter", "Filter", tooltip="Filter the models by name"),
     ]
 
     filter_text: reactive[str] = reactive("")
