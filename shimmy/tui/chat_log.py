@@ -45,6 +45,7 @@ class ChatMessage(Vertical):
         super().__init__(classes=f"message {role}", **kwargs)
         self.role = role
         self.text = text
+        self.shown_text = text  # what is on screen, the streamed part of a reply too
         self.message_id = message_id
         self._figures = figures
         self._note = note
@@ -70,6 +71,9 @@ class ChatMessage(Vertical):
             yield Static(plain(self.text), classes="body")
         else:
             yield Markdown(self.text, classes="body")
+            streaming = Static(classes="streaming")
+            streaming.display = False
+            yield streaming
             yield Static(self._figures or Text("thinking…", style="dim italic"), classes="figures")
         note = Static(plain(self._note or "", style="dim italic"), classes="note")
         note.display = bool(self._note)
@@ -102,6 +106,29 @@ class ChatMessage(Vertical):
             self.query_one(".body", Static).update(plain(text))
         else:
             await self.markdown.update(text)
+
+    def stream_text(self, text: str) -> None:
+        """Show a reply that is still coming: drawn by Rich into one Static, not
+        Textual's Markdown, which mounts a widget per block and remounts the
+        last one (a whole list, in most replies) on every redraw, on the cores
+        that llama.cpp's threads need. The text is Markdown, never console
+        markup, whatever the model writes."""
+        from rich.markdown import Markdown as RichMarkdown
+
+        self.shown_text = text
+        streaming = self.query_one(".streaming", Static)
+        if not streaming.display:
+            self.markdown.display = False
+            streaming.display = True
+        streaming.update(RichMarkdown(text, code_theme="ansi_dark", hyperlinks=False))
+
+    async def finish_text(self, text: str) -> None:
+        """The reply is complete: drawn once by the Markdown widget, whose code
+        blocks the cursor can reach and copy."""
+        self.text = self.shown_text = text
+        await self.markdown.update(text)
+        self.markdown.display = True
+        self.query_one(".streaming", Static).display = False
 
     def code_blocks(self) -> list[MarkdownFence]:
         """The reply's code blocks, in order."""

@@ -15,7 +15,6 @@ import time
 from dataclasses import dataclass
 
 from rich.text import Text
-from textual.widgets import Markdown
 
 from shimmy.chats import ChatStore, Conversation, StoredMessage
 from shimmy.chats.export import reply_figures
@@ -179,29 +178,29 @@ class ReplyWriter:
 
     async def _stream(self, generation: ChatReply, reply: ChatMessage, reply_id: int) -> None:
         """Show the reply as it comes, and save it at least once a second meanwhile."""
-        stream = Markdown.get_stream(reply.markdown)
         done = asyncio.Event()
         saver = asyncio.create_task(self._keep_saving(generation, reply_id, done))
-        pending: list[str] = []
+        written: list[str] = []
+        shown = 0
         flushed = time.monotonic()
         try:
             async for piece in generation.stream():
-                pending.append(piece.text)
-                # Re-rendering Markdown costs CPU that llama.cpp's threads need
-                # (2 cores here): redraw a few times a second, not per token.
+                written.append(piece.text)
+                # Redrawing costs CPU that llama.cpp's threads need (2 cores
+                # here): a few times a second, not per token (ChatMessage.stream_text).
                 now = time.monotonic()
                 if now - flushed >= STREAM_INTERVAL:
-                    await stream.write("".join(pending))
-                    pending.clear()
+                    reply.stream_text("".join(written))
+                    shown = len(written)
                     flushed = now
-            if pending:
-                await stream.write("".join(pending))
+            if len(written) > shown:
+                reply.stream_text("".join(written))
         finally:
             # Let a save under way end first: cancelled, its thread could still write
             # an older text over the final one.
             done.set()
             await saver
-            await stream.stop()
+            await reply.finish_text("".join(written))
 
     async def _keep_saving(self, generation: ChatReply, reply_id: int, done: asyncio.Event) -> None:
         """Write what the reply holds every SAVE_INTERVAL until ``done``: on a clock

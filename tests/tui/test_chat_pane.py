@@ -45,7 +45,7 @@ async def test_chat_streams_a_reply(manager: ModelManager, server: ServerControl
         try:
             turns = list(app.query(ChatMessage))
             if len(turns) == 2:
-                lengths.add(len(turns[1].markdown.source))
+                lengths.add(len(turns[1].shown_text))
         except (ScreenStackError, NoMatches):  # before the screen or the reply is mounted
             return
 

@@ -20,6 +20,7 @@ from shimmy.errors import ShimmyError
 from shimmy.models.hub import DownloadProgress, Fit, HubFile, HubModel, HubPart
 from shimmy.models.registry import ModelEntry
 from shimmy.tui.app import ShimmyApp
+from shimmy.tui.chat_log import ChatLog
 from shimmy.tui.chat_pane import ChatMessage, ChatPane
 from shimmy.tui.download_queue import DownloadQueue
 from shimmy.tui.hub_pane import HubPane
@@ -313,5 +314,26 @@ async def test_chat_text_is_literal() -> None:
         assert "**real**" not in shown and "real" in shown  # Markdown is still Markdown
         await click_text(pilot, "TYPED")
         await assert_still_running(pilot)
+        await click_text(pilot, "QUITNOW")
+        await assert_still_running(pilot)
+
+
+async def test_a_reply_still_streaming_is_literal_too() -> None:
+    """While it comes, a reply is drawn by Rich's Markdown, not the Markdown
+    widget: console markup in it stays text there as well."""
+    manager = HostileChatManager()
+    app = app_over(manager, FakeServer(manager), "chat")
+    async with app.run_test(size=SIZE, notifications=True) as pilot:
+        await workers_done(pilot)
+        pane = app.query_one(ChatPane)
+        pane.settings.display = pane.sidebar.display = False  # the reply on one line
+        reply = ChatMessage("assistant")
+        await pane.query_one(ChatLog).mount(reply)
+        reply.stream_text(HOSTILE_REPLY)
+        await pilot.pause()
+        shown = screen_text(app)
+        for piece in ("[bold]b[/]", CLICK, LINK, AUTO, "[/bold]", "[on red]x[/on red]"):
+            assert piece in shown, shown
+        assert "**real**" not in shown and "real" in shown
         await click_text(pilot, "QUITNOW")
         await assert_still_running(pilot)
