@@ -101,6 +101,11 @@ class Settings:
     main_gpu: int = 0
     tensor_split: tuple[str, ...] = ()  # each GPU's share, like ("3", "1")
     rpc: tuple[str, ...] = ()  # llama.cpp RPC workers, "HOST:PORT" (`shimmy worker`)
+    # Memory for loaded models (shimmy/models/memory.py): a size like "8GB", or ""
+    # for the RAM available less a headroom. Idle models are unloaded, least
+    # recently used first, to make room; max_loaded_models caps the count (0: none).
+    memory_limit: str = ""
+    max_loaded_models: int = 0
     # Generations waiting per model before server_busy. A waiting request holds
     # only its prompt's tokens (at most a slot's context: ~20 MB for 256 waiting
     # 2,048-token prompts) and gives up at request_timeout, so the line can be as

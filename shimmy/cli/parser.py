@@ -167,6 +167,26 @@ def _offload_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _memory_flags(parser: argparse.ArgumentParser, *, command: bool) -> None:
+    """--memory-limit and --max-loaded-models: how many models stay loaded at once."""
+    group = parser.add_argument_group("loaded models")
+    group.add_argument(
+        "--memory-limit",
+        metavar="SIZE",
+        help="memory for loaded models, like 512MB or 8GB (default: the RAM available, "
+        "less a headroom); idle models are unloaded, least recently used first, to make room",
+        **_shared(command),
+    )
+    group.add_argument(
+        "--max-loaded-models",
+        type=int,
+        metavar="N",
+        help="most models loaded at once; the least recently used idle one makes way "
+        f"(default {Settings.max_loaded_models}: no cap)",
+        **_shared(command),
+    )
+
+
 def _ollama_flag(group: Any, *, command: bool) -> None:
     """--ollama [HOST:PORT]: Ollama's API on a second listener."""
     group.add_argument(
@@ -204,6 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _ollama_flag(dashboard, command=False)
     _model_flags(parser, command=False)
+    _memory_flags(parser, command=False)
     _security_flags(parser, command=False)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_serve(sub, bind)
@@ -235,6 +256,7 @@ def _add_serve(sub: Any, bind: str) -> None:
         help="load the default model on first use instead of in the background at start",
     )
     _model_flags(serve)
+    _memory_flags(serve, command=True)
     _engine_flags(serve)
 
 
@@ -307,6 +329,25 @@ def _add_local(sub: Any) -> None:
     _json_flag(probe)
     _model_flags(probe)
     _engine_flags(probe)
+
+    ps = sub.add_parser(
+        "ps",
+        help="list the models a running server has loaded: memory, slots, keep-alive left",
+    )
+    ps.add_argument(
+        "--bind",
+        metavar="HOST:PORT",
+        help=f"the server's address (default {Settings.host}:{Settings.port}, or the config's)",
+        **_shared(True),
+    )
+    ps.add_argument(
+        "--api-key",
+        action="append",
+        metavar="KEY",
+        help="the server's API key (or SHIMMY_API_KEY)",
+        **_shared(True),
+    )
+    _json_flag(ps)
 
     diag = sub.add_parser("diag", help="show system, build and model-folder diagnostics")
     _json_flag(diag)
