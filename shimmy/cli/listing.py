@@ -19,6 +19,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
     settings = settings_from(args)
     registry = ModelRegistry(settings.model_dirs)
+    registry.set_presets(settings.presets)  # the config's [models.NAME] tables
     entries = registry.entries()
     if args.json:
         print(json.dumps([_entry_json(e) for e in entries], indent=2))

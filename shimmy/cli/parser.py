@@ -22,6 +22,15 @@ from shimmy.models.generation import GenerationRequest, SamplingParams
 from shimmy.models.offload import CACHE_TYPES
 
 
+class _Given(argparse._StoreAction):
+    """Store the value and note that the flag was given (``args.given``): a model
+    preset's sampling defaults fill only the flags left at the engine's defaults."""
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option: Any = None) -> None:
+        super().__call__(parser, namespace, values, option)
+        namespace.given = getattr(namespace, "given", frozenset()) | {self.dest}
+
+
 def _shown(value: float) -> str:
     """A default as the help text shows it: 300.0 as 300, 0.7 as 0.7."""
     return f"{value:g}"
@@ -271,12 +280,14 @@ def _add_generate(sub: Any) -> None:
     )
     gen.add_argument(
         "--temperature",
+        action=_Given,
         type=float,
         default=SamplingParams.temperature,
         help=f"sampling temperature (default {_shown(SamplingParams.temperature)}; 0 = greedy)",
     )
     gen.add_argument(
         "--top-p",
+        action=_Given,
         type=float,
         default=SamplingParams.top_p,
         help="keep the likeliest tokens whose probabilities add up to this "
@@ -284,12 +295,14 @@ def _add_generate(sub: Any) -> None:
     )
     gen.add_argument(
         "--top-k",
+        action=_Given,
         type=int,
         default=SamplingParams.top_k,
         help=f"keep the K likeliest tokens (default {SamplingParams.top_k}; 0: off)",
     )
     gen.add_argument(
         "--min-p",
+        action=_Given,
         type=float,
         default=SamplingParams.min_p,
         help="drop tokens less likely than this fraction of the likeliest "
@@ -297,12 +310,13 @@ def _add_generate(sub: Any) -> None:
     )
     gen.add_argument(
         "--repeat-penalty",
+        action=_Given,
         type=float,
         default=SamplingParams.repeat_penalty,
         help="penalty on recently used tokens "
         f"(default {_shown(SamplingParams.repeat_penalty)}; 1: off)",
     )
-    gen.add_argument("--seed", type=int, help="seed for reproducible sampling")
+    gen.add_argument("--seed", type=int, action=_Given, help="seed for reproducible sampling")
     gen.add_argument(
         "--stop", action="append", default=[], metavar="TEXT", help="stop at this text (repeatable)"
     )

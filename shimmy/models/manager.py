@@ -28,6 +28,7 @@ from shimmy.models.memory import (
     estimate_entry,
     plan_room,
 )
+from shimmy.models.presets import apply_sampling, check_presets, preset_settings, with_system
 from shimmy.models.registry import ModelEntry, ModelRegistry
 from shimmy.models.tools import ToolRequest, plan_tools
 
@@ -119,7 +120,12 @@ class ModelManager:
     ) -> None:
         self.settings = settings
         self._memory_limit, self._max_models = check_memory_settings(settings)
+        check_presets(settings)
         self.registry = registry or ModelRegistry(settings.model_dirs)
+        # [models.NAME] presets: listed as models, each loaded with its own settings.
+        self._presets = {p.name: p for p in settings.presets}
+        if settings.presets:
+            self.registry.set_presets(settings.presets)
         self.remembered = remembered or RememberedDefault(Paths.from_env().data_dir / FILE_NAME)
         self._engines: dict[str, Engine] = {}
         self._load_locks: dict[str, threading.Lock] = {}
@@ -219,7 +225,7 @@ class ModelManager:
                 return engine
             if self._shutting_down:
                 raise ShimmyError("server_busy", "The server is shutting down")
-            options = self._engine_options()
+            options = self._engine_options(entry.name)
             self._make_room(entry, options)
             log.info("loading model %s from %s", entry.name, entry.path)
             try:
@@ -342,8 +348,11 @@ class ModelManager:
         thread.start()
         return thread
 
-    def _engine_options(self) -> EngineOptions:
-        return EngineOptions.from_settings(self.settings)
+    def _engine_options(self, name: str | None = None) -> EngineOptions:
+        preset = self._presets.get(name) if name else None
+        if preset is None:
+            return EngineOptions.from_settings(self.settings)
+        return EngineOptions.from_settings(preset_settings(self.settings, preset))
 
     # -- generating ----------------------------------------------------------
 
@@ -378,6 +387,9 @@ class ModelManager:
         left) stops the render at once with ``RenderCancelled``. ``keep_alive``:
         see :meth:`engine`."""
         with self._preparing(name, keep_alive) as engine:
+            preset = self._presets.get(engine.name)
+            messages = with_system(preset, messages)
+            sampling = apply_sampling(preset, sampling)
             plan = plan_tools(engine.template, messages, tools, grammar, engine.marker_tokens)
             request = GenerationRequest(
                 prompt_tokens=engine.chat_tokens(
@@ -409,6 +421,7 @@ class ModelManager:
         (Anthropic's count_tokens). Loads the model, whose tokenizer and template
         it takes."""
         engine = self.engine(name)
+        messages = with_system(self._presets.get(engine.name), messages)
         plan = plan_tools(engine.template, messages, tools, None, engine.marker_tokens)
         return len(engine.chat_tokens(plan.messages, tools=plan.template_tools, cancel=cancel))
 
@@ -416,6 +429,7 @@ class ModelManager:
         """The size of ``messages`` as ``submit_chat`` would send them (loading the
         model first if needed), so a chat can decide what fits before it sends."""
         engine = self.engine(name)
+        messages = with_system(self._presets.get(engine.name), messages)
         return ChatSize(engine.name, len(engine.chat_tokens(messages)), engine.n_ctx)
 
     def submit_prompt(
@@ -447,7 +461,7 @@ class ModelManager:
                 request = GenerationRequest(
                     prompt_tokens=tokens,
                     max_tokens=max_tokens,
-                    sampling=sampling,
+                    sampling=apply_sampling(self._presets.get(engine.name), sampling),
                     stop=tuple(stop),
                     grammar=grammar,
                     label=label,
