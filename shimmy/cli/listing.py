@@ -25,8 +25,10 @@ def cmd_list(args: argparse.Namespace) -> int:
         print(json.dumps([_entry_json(e) for e in entries], indent=2))
         return ExitCode.OK
     if not entries:
+        from shimmy.models.first_model import how_to_get_a_model
+
         print(
-            "No models found. Add a folder with --model-dirs, or see `shimmy diag`.",
+            f"No models found. {how_to_get_a_model()}. `shimmy diag` shows where shimmy looked.",
             file=sys.stderr,
         )
         return ExitCode.OK

@@ -192,10 +192,12 @@ class ModelManager:
                 wanted = self._default_override or self.settings.model
                 if wanted:
                     raise model_not_found(wanted)
+                from shimmy.models.first_model import how_to_get_a_model
+
                 raise ShimmyError(
                     "model_not_found",
                     "The specified model was not found",
-                    "No usable model was discovered; add one with --model or --model-dirs",
+                    f"No usable model was discovered. {how_to_get_a_model()}",
                 )
             return self.registry.resolve(default)
         return self.registry.resolve(name)

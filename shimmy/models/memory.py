@@ -118,6 +118,14 @@ def estimate_entry(entry: ModelEntry, options: EngineOptions) -> MemoryEstimate 
     return estimate_memory(info, options, weights_bytes=info.tensor_bytes if single else entry.size)
 
 
+def file_needs(size: int) -> int:
+    """A rough need for a model file of ``size`` bytes before its header is read
+    (the Hub tab, `shimmy pull`, a suggestion): the weights mapped whole and the
+    KV cache of shimmy's default slots, roughly a quarter of the weights again
+    (at least 256 MB)."""
+    return size + max(256 * 1000**2, size // 4)
+
+
 def parse_size(raw: str | int, *, what: str = "--memory-limit") -> int:
     """``512MB``, ``8GB``, ``1.5GiB``, ``800M`` or a count of bytes, as bytes.
 
