@@ -40,6 +40,8 @@ async def test_presets_are_rows_of_the_models_tab(preset_manager: ModelManager) 
             row = [str(c) for c in table.get_row("pirate")]
             assert row[:7] == ["pirate", "preset", "98.4 MB", "Q4_1", "llama", "135M", "8192"]
             assert str(table.get_row(SMOLLM2_NAME)[1]) == "python"
-            assert str(table.get_row("missing")[7]).startswith("unusable: no model or file")
+            assert str(table.get_row("missing")[7]) == "unusable"
+            missing = next(e for e in pane.entries if e.name == "missing")
+            assert (missing.error or "").startswith("no model or file 'no-such-model'")
     finally:
         server.stop()
