@@ -8,7 +8,9 @@ tests use to keep every run in its own temporary folder.
 
 from __future__ import annotations
 
+import math
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -73,6 +75,140 @@ def default_threads() -> int:
     return max(1, count)
 
 
+# [models.NAME] tables: the server settings a preset may change for its model,
+# each within these bounds (None: checked later, by the models layer's offload.py).
+PRESET_ENGINE_BOUNDS: dict[str, tuple[type, float, float] | None] = {
+    "ctx_size": (int, 0, 1 << 20),
+    "parallel": (int, 1, 256),
+    "threads": (int, 1, 1024),
+    "batch_size": (int, 1, 1 << 16),
+    "cache_ram": (int, 0, 1 << 20),
+    "spec": (bool, 0, 1),
+    "gpu_layers": None,
+    "flash_attn": None,
+    "cache_type_k": None,
+    "cache_type_v": None,
+    "main_gpu": (int, 0, 15),
+}
+# Sampling defaults a preset may set, with the native API's bounds.
+PRESET_SAMPLING_BOUNDS: dict[str, tuple[type, float, float]] = {
+    "temperature": (float, 0.0, 2.0),
+    "top_p": (float, 0.0, 1.0),
+    "top_k": (int, 0, 1 << 20),
+    "min_p": (float, 0.0, 1.0),
+    "repeat_penalty": (float, 0.0, 10.0),
+    "presence_penalty": (float, -2.0, 2.0),
+    "frequency_penalty": (float, -2.0, 2.0),
+    "seed": (int, 0, (1 << 32) - 1),
+    "repeat_last_n": (int, -1, 1 << 20),
+}
+MAX_PRESETS = 256
+MAX_SYSTEM_PROMPT = 64 * 1024  # characters
+PRESET_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,99}$")
+
+
+@dataclass(frozen=True)
+class ModelPreset:
+    """A ``[models.NAME]`` table of the config file: a model under its own name,
+    with the settings it loads with and the defaults its requests get."""
+
+    name: str
+    model: str  # a discovered name, a file path, or hf.co/ORG/REPO[:QUANT]
+    engine: tuple[tuple[str, Any], ...] = ()  # Settings fields, for this model only
+    sampling: tuple[tuple[str, float | int], ...] = ()  # SamplingParams defaults
+    system: str | None = None  # a system prompt, when a conversation has none
+    description: str | None = None
+
+
+def parse_presets(table: Any, source: Path | str) -> tuple[ModelPreset, ...]:
+    """The ``[models.NAME]`` tables, checked; ``invalid_request`` names the table
+    and the key that is wrong and says what is accepted."""
+    if not isinstance(table, dict):
+        raise ShimmyError("invalid_request", f"'models' in {source} must hold [models.NAME] tables")
+    if len(table) > MAX_PRESETS:
+        raise ShimmyError("invalid_request", f"{source} names more than {MAX_PRESETS} models")
+    presets = []
+    for raw_name, values in table.items():
+        name = str(raw_name).strip().lower()
+        where = f"[models.{str(raw_name)[:100]}] in {source}"
+        if not PRESET_NAME.match(name) or name == "default":
+            raise ShimmyError(
+                "invalid_request",
+                f"Bad model name {where}",
+                "letters, digits, '.', '_' and '-', at most 100, not 'default'",
+            )
+        if not isinstance(values, dict):
+            raise ShimmyError("invalid_request", f"{where} must be a table")
+        presets.append(_preset(name, values, where))
+    return tuple(presets)
+
+
+def _preset(name: str, values: dict[str, Any], where: str) -> ModelPreset:
+    model = values.get("model")
+    if not isinstance(model, str) or not model.strip() or len(model) > 4096:
+        raise ShimmyError(
+            "invalid_request",
+            f'{where} needs model = "NAME"',
+            "a name from `shimmy list`, a GGUF file's path, or hf.co/ORG/REPO:QUANT",
+        )
+    engine: list[tuple[str, Any]] = []
+    sampling: list[tuple[str, float | int]] = []
+    texts: dict[str, str | None] = {"system": None, "description": None}
+    for key, raw in values.items():
+        if key == "model":
+            continue
+        if key in texts:
+            if not isinstance(raw, str) or len(raw) > MAX_SYSTEM_PROMPT:
+                raise ShimmyError(
+                    "invalid_request",
+                    f"Bad {key} {where}",
+                    f"a string of at most {MAX_SYSTEM_PROMPT} characters",
+                )
+            texts[key] = raw
+        elif key in PRESET_SAMPLING_BOUNDS:
+            sampling.append((key, _bounded(key, raw, PRESET_SAMPLING_BOUNDS[key], where)))
+        elif key in PRESET_ENGINE_BOUNDS:
+            bounds = PRESET_ENGINE_BOUNDS[key]
+            if bounds is None:
+                if not isinstance(raw, str | int) or isinstance(raw, bool):
+                    raise ShimmyError("invalid_request", f"Bad {key} {where}", "a string")
+                engine.append((key, str(raw)[:100]))
+            else:
+                engine.append((key, _bounded(key, raw, bounds, where)))
+        else:
+            known = ["model", "system", "description", *PRESET_ENGINE_BOUNDS]
+            raise ShimmyError(
+                "invalid_request",
+                f"Unknown key '{str(key)[:100]}' {where}",
+                "known keys: " + ", ".join([*known, *PRESET_SAMPLING_BOUNDS]),
+            )
+    return ModelPreset(
+        name,
+        model.strip(),
+        tuple(engine),
+        tuple(sampling),
+        texts["system"],
+        texts["description"],
+    )
+
+
+def _bounded(key: str, raw: Any, bounds: tuple[type, float, float], where: str) -> Any:
+    kind, low, high = bounds
+    if kind is bool:
+        if not isinstance(raw, bool):
+            raise ShimmyError("invalid_request", f"Bad {key} {where}", "true or false")
+        return raw
+    ok = isinstance(raw, int | float) and not isinstance(raw, bool)
+    if ok and kind is int:
+        ok = isinstance(raw, int)
+    if not ok or not math.isfinite(raw) or not low <= raw <= high:
+        what = "a whole number" if kind is int else "a number"
+        raise ShimmyError(
+            "invalid_request", f"Bad {key} {where}", f"{what} from {low:g} to {high:g}"
+        )
+    return kind(raw)
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything a shimmy process can be told."""
@@ -101,6 +237,11 @@ class Settings:
     main_gpu: int = 0
     tensor_split: tuple[str, ...] = ()  # each GPU's share, like ("3", "1")
     rpc: tuple[str, ...] = ()  # llama.cpp RPC workers, "HOST:PORT" (`shimmy worker`)
+    # Memory for loaded models (shimmy/models/memory.py): a size like "8GB", or ""
+    # for the RAM available less a headroom. Idle models are unloaded, least
+    # recently used first, to make room; max_loaded_models caps the count (0: none).
+    memory_limit: str = ""
+    max_loaded_models: int = 0
     # Generations waiting per model before server_busy. A waiting request holds
     # only its prompt's tokens (at most a slot's context: ~20 MB for 256 waiting
     # 2,048-token prompts) and gives up at request_timeout, so the line can be as
@@ -118,6 +259,8 @@ class Settings:
     insecure: bool = False  # allow a non-loopback bind without an API key
     preload: bool = True  # load the default model in the background at start
     chats_db: str | None = None  # the chats database (default: chats.db in the data folder)
+    # [models.NAME] tables of the config file (config file only: no flag, no variable)
+    presets: tuple[ModelPreset, ...] = ()
     verbose: bool = False
 
     def with_overrides(self, **values: Any) -> Settings:
@@ -175,13 +318,17 @@ def load_settings(paths: Paths | None = None, **flags: Any) -> Settings:
             raise ShimmyError(
                 "invalid_request", f"Cannot read config file {config_file}", str(exc)
             ) from exc
+        if "models" in data:
+            values["presets"] = parse_presets(data.pop("models"), config_file)
         for key, raw in data.items():
             name = key.replace("-", "_")
-            if name not in defaults:
+            if name not in defaults or name == "presets":
                 raise ShimmyError("invalid_request", f"Unknown setting '{key}' in {config_file}")
             values[name] = _coerce(name, raw, defaults[name])
 
     for name, default in defaults.items():
+        if name == "presets":
+            continue
         raw = os.environ.get(_ENV_PREFIX + name.upper())
         if raw is not None and raw != "":
             values[name] = _coerce(name, raw, default)

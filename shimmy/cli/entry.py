@@ -21,6 +21,7 @@ from shimmy.cli.generate import cmd_generate
 from shimmy.cli.listing import cmd_list
 from shimmy.cli.parser import build_parser
 from shimmy.cli.probe import cmd_probe
+from shimmy.cli.ps import cmd_ps
 from shimmy.cli.pull import cmd_pull, cmd_rm
 from shimmy.cli.search import cmd_search
 from shimmy.cli.serve import cmd_serve
@@ -36,6 +37,7 @@ COMMANDS: dict[str | None, Callable[[argparse.Namespace], int]] = {
     "list": cmd_list,
     "probe": cmd_probe,
     "diag": cmd_diag,
+    "ps": cmd_ps,
     "search": cmd_search,
     "pull": cmd_pull,
     "rm": cmd_rm,

@@ -20,6 +20,10 @@ def _read_prompt(args: argparse.Namespace) -> str:
     return sys.stdin.read()
 
 
+# The sampling flags of `generate`, by their SamplingParams names.
+SAMPLED_FLAGS = frozenset({"temperature", "top_p", "top_k", "min_p", "repeat_penalty", "seed"})
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
     """Generate from --prompt (or stdin) with the default model; -v logs the figures."""
     from shimmy.models.generation import SamplingParams
@@ -45,6 +49,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
                 min_p=args.min_p,
                 repeat_penalty=args.repeat_penalty,
                 seed=args.seed,
+                # A preset's defaults fill the flags not given (presets.py).
+                unset=SAMPLED_FLAGS - getattr(args, "given", frozenset()),
             ),
             stop=args.stop,
             raw=args.raw,

@@ -19,13 +19,16 @@ def cmd_list(args: argparse.Namespace) -> int:
 
     settings = settings_from(args)
     registry = ModelRegistry(settings.model_dirs)
+    registry.set_presets(settings.presets)  # the config's [models.NAME] tables
     entries = registry.entries()
     if args.json:
         print(json.dumps([_entry_json(e) for e in entries], indent=2))
         return ExitCode.OK
     if not entries:
+        from shimmy.models.first_model import how_to_get_a_model
+
         print(
-            "No models found. Add a folder with --model-dirs, or see `shimmy diag`.",
+            f"No models found. {how_to_get_a_model()}. `shimmy diag` shows where shimmy looked.",
             file=sys.stderr,
         )
         return ExitCode.OK

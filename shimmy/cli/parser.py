@@ -22,6 +22,15 @@ from shimmy.models.generation import GenerationRequest, SamplingParams
 from shimmy.models.offload import CACHE_TYPES
 
 
+class _Given(argparse._StoreAction):
+    """Store the value and note that the flag was given (``args.given``): a model
+    preset's sampling defaults fill only the flags left at the engine's defaults."""
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option: Any = None) -> None:
+        super().__call__(parser, namespace, values, option)
+        namespace.given = getattr(namespace, "given", frozenset()) | {self.dest}
+
+
 def _shown(value: float) -> str:
     """A default as the help text shows it: 300.0 as 300, 0.7 as 0.7."""
     return f"{value:g}"
@@ -167,6 +176,26 @@ def _offload_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _memory_flags(parser: argparse.ArgumentParser, *, command: bool) -> None:
+    """--memory-limit and --max-loaded-models: how many models stay loaded at once."""
+    group = parser.add_argument_group("loaded models")
+    group.add_argument(
+        "--memory-limit",
+        metavar="SIZE",
+        help="memory for loaded models, like 512MB or 8GB (default: the RAM available, "
+        "less a headroom); idle models are unloaded, least recently used first, to make room",
+        **_shared(command),
+    )
+    group.add_argument(
+        "--max-loaded-models",
+        type=int,
+        metavar="N",
+        help="most models loaded at once; the least recently used idle one makes way "
+        f"(default {Settings.max_loaded_models}: no cap)",
+        **_shared(command),
+    )
+
+
 def _ollama_flag(group: Any, *, command: bool) -> None:
     """--ollama [HOST:PORT]: Ollama's API on a second listener."""
     group.add_argument(
@@ -204,6 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _ollama_flag(dashboard, command=False)
     _model_flags(parser, command=False)
+    _memory_flags(parser, command=False)
     _security_flags(parser, command=False)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_serve(sub, bind)
@@ -235,6 +265,7 @@ def _add_serve(sub: Any, bind: str) -> None:
         help="load the default model on first use instead of in the background at start",
     )
     _model_flags(serve)
+    _memory_flags(serve, command=True)
     _engine_flags(serve)
 
 
@@ -249,12 +280,14 @@ def _add_generate(sub: Any) -> None:
     )
     gen.add_argument(
         "--temperature",
+        action=_Given,
         type=float,
         default=SamplingParams.temperature,
         help=f"sampling temperature (default {_shown(SamplingParams.temperature)}; 0 = greedy)",
     )
     gen.add_argument(
         "--top-p",
+        action=_Given,
         type=float,
         default=SamplingParams.top_p,
         help="keep the likeliest tokens whose probabilities add up to this "
@@ -262,12 +295,14 @@ def _add_generate(sub: Any) -> None:
     )
     gen.add_argument(
         "--top-k",
+        action=_Given,
         type=int,
         default=SamplingParams.top_k,
         help=f"keep the K likeliest tokens (default {SamplingParams.top_k}; 0: off)",
     )
     gen.add_argument(
         "--min-p",
+        action=_Given,
         type=float,
         default=SamplingParams.min_p,
         help="drop tokens less likely than this fraction of the likeliest "
@@ -275,12 +310,13 @@ def _add_generate(sub: Any) -> None:
     )
     gen.add_argument(
         "--repeat-penalty",
+        action=_Given,
         type=float,
         default=SamplingParams.repeat_penalty,
         help="penalty on recently used tokens "
         f"(default {_shown(SamplingParams.repeat_penalty)}; 1: off)",
     )
-    gen.add_argument("--seed", type=int, help="seed for reproducible sampling")
+    gen.add_argument("--seed", type=int, action=_Given, help="seed for reproducible sampling")
     gen.add_argument(
         "--stop", action="append", default=[], metavar="TEXT", help="stop at this text (repeatable)"
     )
@@ -307,6 +343,25 @@ def _add_local(sub: Any) -> None:
     _json_flag(probe)
     _model_flags(probe)
     _engine_flags(probe)
+
+    ps = sub.add_parser(
+        "ps",
+        help="list the models a running server has loaded: memory, slots, keep-alive left",
+    )
+    ps.add_argument(
+        "--bind",
+        metavar="HOST:PORT",
+        help=f"the server's address (default {Settings.host}:{Settings.port}, or the config's)",
+        **_shared(True),
+    )
+    ps.add_argument(
+        "--api-key",
+        action="append",
+        metavar="KEY",
+        help="the server's API key (or SHIMMY_API_KEY)",
+        **_shared(True),
+    )
+    _json_flag(ps)
 
     diag = sub.add_parser("diag", help="show system, build and model-folder diagnostics")
     _json_flag(diag)

@@ -10,6 +10,7 @@ import argparse
 from typing import TYPE_CHECKING
 
 from shimmy.config import Settings, load_settings
+from shimmy.models.memory import check_memory_settings
 from shimmy.models.offload import Offload
 
 if TYPE_CHECKING:
@@ -42,12 +43,15 @@ def settings_from(args: argparse.Namespace) -> Settings:
         main_gpu=getattr(args, "main_gpu", None),
         tensor_split=_listed(getattr(args, "tensor_split", None)),
         rpc=_listed(getattr(args, "rpc", None)),
+        memory_limit=getattr(args, "memory_limit", None),
+        max_loaded_models=getattr(args, "max_loaded_models", None),
         ollama=getattr(args, "ollama", None),
         verbose=args.verbose or None,
     )
     check_keys(settings.api_keys)
     check_cors_origins(settings.cors_origins)
     Offload.from_settings(settings)  # a bad GPU or cache flag is refused before anything starts
+    check_memory_settings(settings)
     return settings
 
 

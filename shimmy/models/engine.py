@@ -41,6 +41,7 @@ from shimmy.models.generation import (
     TokenLogprob,
     wake_readers,
 )
+from shimmy.models.memory import estimate_entry
 from shimmy.models.offload import Offload
 from shimmy.models.promptcache import PromptCache, common_prefix, continues_a_conversation
 from shimmy.models.slots import Slot, assign_slots, shared_tokens
@@ -136,6 +137,7 @@ class Engine:
         self._model, self._context = _load(entry, options)
         self.load_seconds = time.perf_counter() - started
         self.rss_delta = max(0, process_rss() - rss_before)
+        self.estimate = estimate_entry(entry, options)
         self.n_parallel = options.parallel
         self.n_ctx = self._context.n_ctx // options.parallel  # per request
         self._slots = [Slot(seq=i) for i in range(options.parallel)]
@@ -299,10 +301,12 @@ class Engine:
                 choice.cancel()
 
     def memory_bytes(self) -> int:
-        """Weights, the KV cache of every slot and the saved prompts (compute
-        buffers not counted)."""
-        kv = self._model.kv_bytes_per_token(self.options.offload) * self._context.n_ctx
-        return self._model.size_bytes() + kv + self._prompt_cache.size_bytes
+        """The load's estimate (weights, the KV cache of every slot, compute buffers:
+        memory.py) and the saved prompts."""
+        if self.estimate is None:
+            kv = self._model.kv_bytes_per_token(self.options.offload) * self._context.n_ctx
+            return self._model.size_bytes() + kv + self._prompt_cache.size_bytes
+        return self.estimate.total + self._prompt_cache.size_bytes
 
     def close(self, timeout: float = 10.0) -> None:
         """Cancel everything queued or running, stop the thread, free llama.cpp memory."""

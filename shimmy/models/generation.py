@@ -42,6 +42,9 @@ class SamplingParams:
     # Added to the logits of these tokens before anything else (OpenAI's
     # logit_bias: -100 all but bans a token, 100 all but forces it).
     logit_bias: tuple[tuple[int, float], ...] = ()
+    # The fields above the request did not set (its dialect's defaults stand in):
+    # a preset's defaults (presets.py) may fill them. Not part of equality.
+    unset: frozenset[str] = field(default=frozenset(), compare=False)
 
 
 @dataclass(frozen=True)

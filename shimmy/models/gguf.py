@@ -174,6 +174,10 @@ class GGUFInfo:
     kind: str  # "model", "lora", "mmproj", "vocab" or "other"
     # The small scalar key/values (no arrays, no long strings), for display.
     metadata: Mapping[str, Scalar] = field(default_factory=dict, hash=False, repr=False)
+    # Bytes of tensor data this file holds (the weights llama.cpp maps) and the
+    # vocabulary's size (tokenizer.ggml.tokens): what a load will need (memory.py).
+    tensor_bytes: int | None = None
+    vocab_size: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (the header cache stores this)."""
@@ -576,6 +580,8 @@ def _parse(r: _Reader) -> GGUFInfo:
         split_count=split_count,
         kind=_kind(head, tensor_count, split_count),
         metadata=metadata,
+        tensor_bytes=data_end if tensor_count else None,
+        vocab_size=head.tokens_count or None,
     )
 
 

@@ -21,6 +21,14 @@ from shimmy.models.default_choice import FILE_NAME, RememberedDefault, longest_h
 from shimmy.models.embeddings import EmbeddingModels, Embeddings
 from shimmy.models.engine import Engine, EngineOptions, process_rss
 from shimmy.models.generation import FINISH_ERROR, Generation, GenerationRequest, SamplingParams
+from shimmy.models.memory import (
+    Budget,
+    Resident,
+    check_memory_settings,
+    estimate_entry,
+    plan_room,
+)
+from shimmy.models.presets import apply_sampling, check_presets, preset_settings, with_system
 from shimmy.models.registry import ModelEntry, ModelRegistry
 from shimmy.models.tools import ToolRequest, plan_tools
 
@@ -49,6 +57,9 @@ class LoadedModel:
     # many of them the model produced itself (accepted).
     drafted_tokens: int = 0
     accepted_tokens: int = 0
+    # Seconds until it is unloaded for being idle (None: never); while it is
+    # busy, its whole keep-alive (the countdown starts when it goes idle).
+    unloads_in: float | None = None
 
     @property
     def acceptance(self) -> float | None:
@@ -93,6 +104,8 @@ class ManagerStats:
     default_model: str | None = None
     uptime_seconds: float = 0.0
     extra: dict[str, object] = field(default_factory=dict)
+    memory_limit: int | None = None  # --memory-limit in bytes (None: the RAM available)
+    max_loaded_models: int = 0  # 0: no cap
 
 
 class ModelManager:
@@ -106,11 +119,22 @@ class ModelManager:
         remembered: RememberedDefault | None = None,
     ) -> None:
         self.settings = settings
+        self._memory_limit, self._max_models = check_memory_settings(settings)
+        check_presets(settings)
         self.registry = registry or ModelRegistry(settings.model_dirs)
+        # [models.NAME] presets: listed as models, each loaded with its own settings.
+        self._presets = {p.name: p for p in settings.presets}
+        if settings.presets:
+            self.registry.set_presets(settings.presets)
         self.remembered = remembered or RememberedDefault(Paths.from_env().data_dir / FILE_NAME)
         self._engines: dict[str, Engine] = {}
         self._load_locks: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
+        # Making room is one decision at a time (what to unload, what a load may
+        # take); the loads themselves run side by side. Bytes promised to loads
+        # under way, by model:
+        self._room_lock = threading.Lock()
+        self._loading: dict[str, int] = {}
         self._decode_lock = threading.Lock()
         self._embeddings = EmbeddingModels(
             ctx_size=settings.ctx_size, threads=settings.threads, decode_lock=self._decode_lock
@@ -168,10 +192,12 @@ class ModelManager:
                 wanted = self._default_override or self.settings.model
                 if wanted:
                     raise model_not_found(wanted)
+                from shimmy.models.first_model import how_to_get_a_model
+
                 raise ShimmyError(
                     "model_not_found",
                     "The specified model was not found",
-                    "No usable model was discovered; add one with --model or --model-dirs",
+                    f"No usable model was discovered. {how_to_get_a_model()}",
                 )
             return self.registry.resolve(default)
         return self.registry.resolve(name)
@@ -201,13 +227,16 @@ class ModelManager:
                 return engine
             if self._shutting_down:
                 raise ShimmyError("server_busy", "The server is shutting down")
+            options = self._engine_options(entry.name)
+            self._make_room(entry, options)
             log.info("loading model %s from %s", entry.name, entry.path)
-            engine = Engine(
-                entry,
-                self._engine_options(),
-                decode_lock=self._decode_lock,
-                on_finish=self._count,
-            )
+            try:
+                engine = Engine(
+                    entry, options, decode_lock=self._decode_lock, on_finish=self._count
+                )
+            finally:
+                with self._lock:
+                    self._loading.pop(entry.name, None)
             with self._lock:
                 self._engines[entry.name] = engine
                 if self._shutting_down:  # shutdown began while this model loaded
@@ -217,6 +246,56 @@ class ModelManager:
 
     def load(self, name: str | None) -> Engine:
         return self.engine(name)
+
+    def _make_room(self, entry: ModelEntry, options: EngineOptions) -> None:
+        """Check that ``entry`` fits the memory budget and the --max-loaded-models
+        cap, unloading idle models (least recently used first) to make it fit,
+        and promise it the memory until its load ends. Raises as
+        :func:`~shimmy.models.memory.plan_room` does; unloads nothing then."""
+        estimate = estimate_entry(entry, options)
+        need = estimate.total if estimate is not None else entry.size
+        with self._room_lock:
+            for _attempt in range(3):  # a model chosen to go may get a request first
+                with self._lock:
+                    resident = [
+                        Resident(
+                            name,
+                            engine.memory_bytes(),
+                            engine.idle and not self._in_preparation.get(name),
+                            engine.last_used,
+                        )
+                        for name, engine in self._engines.items()
+                    ]
+                    loading = tuple(self._loading.values())
+                budget = Budget.now(self._memory_limit, self._max_models)
+                evict = plan_room(entry.name, need, resident, budget, loading=loading)
+                taken = [self._take_if_idle(name) for name in evict]
+                for name, engine in zip(evict, taken, strict=True):
+                    if engine is not None:
+                        log.info("unloading %s to make room for %s", name, entry.name)
+                        self._embeddings.unload(name)
+                        engine.close()
+                if all(engine is not None for engine in taken):
+                    break
+            else:
+                raise ShimmyError(
+                    "server_busy",
+                    f"Model '{entry.name}' cannot load yet: the models it would replace are busy",
+                    headers={"Retry-After": "5"},
+                )
+            with self._lock:
+                self._loading[entry.name] = need
+
+    def _take_if_idle(self, name: str) -> Engine | None:
+        """Remove and return ``name``'s engine if it is idle with no request being
+        prepared for it (checked and removed under one lock)."""
+        with self._lock:
+            engine = self._engines.get(name)
+            if engine is None or not engine.idle or self._in_preparation.get(name):
+                return None
+            del self._engines[name]
+            self._keep_alive.pop(name, None)
+            return engine
 
     def unload(self, name: str | None) -> bool:
         """Unload a model; false if it was not loaded. Running generations are cancelled."""
@@ -271,8 +350,11 @@ class ModelManager:
         thread.start()
         return thread
 
-    def _engine_options(self) -> EngineOptions:
-        return EngineOptions.from_settings(self.settings)
+    def _engine_options(self, name: str | None = None) -> EngineOptions:
+        preset = self._presets.get(name) if name else None
+        if preset is None:
+            return EngineOptions.from_settings(self.settings)
+        return EngineOptions.from_settings(preset_settings(self.settings, preset))
 
     # -- generating ----------------------------------------------------------
 
@@ -307,6 +389,9 @@ class ModelManager:
         left) stops the render at once with ``RenderCancelled``. ``keep_alive``:
         see :meth:`engine`."""
         with self._preparing(name, keep_alive) as engine:
+            preset = self._presets.get(engine.name)
+            messages = with_system(preset, messages)
+            sampling = apply_sampling(preset, sampling)
             plan = plan_tools(engine.template, messages, tools, grammar, engine.marker_tokens)
             request = GenerationRequest(
                 prompt_tokens=engine.chat_tokens(
@@ -338,6 +423,7 @@ class ModelManager:
         (Anthropic's count_tokens). Loads the model, whose tokenizer and template
         it takes."""
         engine = self.engine(name)
+        messages = with_system(self._presets.get(engine.name), messages)
         plan = plan_tools(engine.template, messages, tools, None, engine.marker_tokens)
         return len(engine.chat_tokens(plan.messages, tools=plan.template_tools, cancel=cancel))
 
@@ -345,6 +431,7 @@ class ModelManager:
         """The size of ``messages`` as ``submit_chat`` would send them (loading the
         model first if needed), so a chat can decide what fits before it sends."""
         engine = self.engine(name)
+        messages = with_system(self._presets.get(engine.name), messages)
         return ChatSize(engine.name, len(engine.chat_tokens(messages)), engine.n_ctx)
 
     def submit_prompt(
@@ -376,7 +463,7 @@ class ModelManager:
                 request = GenerationRequest(
                     prompt_tokens=tokens,
                     max_tokens=max_tokens,
-                    sampling=sampling,
+                    sampling=apply_sampling(self._presets.get(engine.name), sampling),
                     stop=tuple(stop),
                     grammar=grammar,
                     label=label,
@@ -493,6 +580,7 @@ class ModelManager:
                 saved_prompt_hits=e.prompt_cache.hits,
                 drafted_tokens=e.drafted,
                 accepted_tokens=e.accepted,
+                unloads_in=self.unloads_in(e.name),
             )
             for e in engines
         ]
@@ -504,6 +592,8 @@ class ModelManager:
             queued=sum(e.queued for e in engines),
             default_model=self.default_model_name,
             uptime_seconds=now - self._started,
+            memory_limit=self._memory_limit,
+            max_loaded_models=self._max_models,
         )
 
     # -- lifetime ------------------------------------------------------------

@@ -14,12 +14,13 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from shimmy.config import Paths
+from shimmy.config import ModelPreset, Paths
 from shimmy.errors import ShimmyError, model_not_found
 from shimmy.models.aliases import Alias, ModelAliases, same_file
 from shimmy.models.discovery import Discovery, ModelEntry, describe_file, discover_models
 from shimmy.models.grouping import model_name, split_parts
 from shimmy.models.header_cache import HeaderCache
+from shimmy.models.presets import preset_entries
 from shimmy.models.sources import SearchPlace
 
 __all__ = ["Alias", "ModelEntry", "ModelRegistry", "SearchPlace"]
@@ -39,6 +40,16 @@ class ModelRegistry:
         self._lock = threading.Lock()  # one discovery at a time
         self._discovery: Discovery | None = None
         self._operator_files: dict[str, ModelEntry] = {}
+        self._presets: tuple[ModelPreset, ...] = ()
+        # The presets' entries, for the discovery and operator files they were made from.
+        self._preset_cache: tuple[object, list[ModelEntry]] | None = None
+
+    def set_presets(self, presets: Sequence[ModelPreset]) -> None:
+        """List these ``[models.NAME]`` presets as models (presets.py); a preset
+        named as a discovered model takes its place."""
+        with self._lock:
+            self._presets = tuple(presets)
+            self._preset_cache = None
 
     def refresh(self) -> list[ModelEntry]:
         """Run discovery again and return the new entries."""
@@ -61,12 +72,40 @@ class ModelRegistry:
     def entries(self) -> list[ModelEntry]:
         """The listed models, sorted by name (discovers on the first call), with
         the files the operator named (``resolve_operator``)."""
-        listed = list(self._current().entries)
-        if not self._operator_files:
+        discovery = self._current()
+        listed = list(discovery.entries)
+        if self._operator_files:
+            names = {e.name for e in listed}
+            extra = [e for n, e in self._operator_files.items() if n not in names]
+            listed = sorted(listed + extra, key=lambda e: e.name)
+        if not self._presets:
             return listed
-        names = {e.name for e in listed}
-        extra = [e for n, e in self._operator_files.items() if n not in names]
-        return sorted(listed + extra, key=lambda e: e.name)
+        presets = self._preset_entries(discovery, listed)
+        named = {e.name for e in presets}
+        return sorted([e for e in listed if e.name not in named] + presets, key=lambda e: e.name)
+
+    def _preset_entries(self, discovery: Discovery, listed: list[ModelEntry]) -> list[ModelEntry]:
+        key = (id(discovery), len(self._operator_files), self._presets)
+        cached = self._preset_cache
+        if cached is not None and cached[0] == key:  # discovery is kept: its id is its own
+            return cached[1]
+
+        def alias_of(name: str) -> ModelEntry | None:
+            alias = self.aliases.get(name)
+            if alias is None:
+                return None
+            try:
+                return self.aliased(alias, listed)
+            except ShimmyError:
+                return None
+
+        def file_entry(text: str) -> ModelEntry | None:
+            path = _existing_file(text)
+            return self._entry_for_path(path, listed) if path is not None else None
+
+        entries = preset_entries(self._presets, listed, alias_of=alias_of, file_entry=file_entry)
+        self._preset_cache = (key, entries)
+        return entries
 
     def places(self) -> list[SearchPlace]:
         """Every place the last discovery searched, with how many models it found."""

@@ -200,6 +200,7 @@ class ChatPane(Vertical):
         """Offer these models besides the default (called after each discovery)."""
         self.settings.set_models(names, default)
         self._models_known = True
+        self._show_hint(no_model=not names and default is None)
         if self._wanted_model is not _NOT_YET:
             wanted = self._wanted_model
             self._wanted_model = _NOT_YET
@@ -209,6 +210,16 @@ class ChatPane(Vertical):
         """A new conversation with ``name`` (Enter on the Models tab); the open one is kept."""
         self.action_new_chat()
         self._choose_model(name)
+
+    def _show_hint(self, *, no_model: bool) -> None:
+        """The hint of an empty chat: how to chat, or, with no model at all, how
+        to get one."""
+        text = HINT
+        if no_model:
+            from shimmy.models.first_model import how_to_get_a_model
+
+            text = f"No model to chat with yet. {how_to_get_a_model(in_dashboard=True)}."
+        self.query_one("#chat-hint", Static).update(Text(text, style="dim"))
 
     def default_changed(self, default: str | None) -> None:
         """The default model changed (``d`` on the Models tab)."""

@@ -11,6 +11,7 @@ when it ends, fails or is stopped: a killed process loses at most a second of it
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from dataclasses import dataclass
 
@@ -32,6 +33,13 @@ from shimmy.tui.chat_settings import ChatSettings
 STREAM_INTERVAL = 0.25
 # Seconds between saves of a streaming reply: a killed process loses at most this.
 SAVE_INTERVAL = 1.0
+
+
+# The sampling fields the chat's settings do not set.
+CHAT_UNSET = frozenset(f.name for f in dataclasses.fields(SamplingParams)) - {
+    "temperature",
+    "unset",
+}
 
 
 @dataclass(frozen=True)
@@ -119,7 +127,10 @@ class ReplyWriter:
                 model,
                 window.messages,
                 max_tokens=settings.max_tokens,
-                sampling=SamplingParams(temperature=settings.temperature),
+                sampling=SamplingParams(
+                    temperature=settings.temperature,
+                    unset=CHAT_UNSET,  # a model preset's defaults fill the rest
+                ),
                 label="chat",
             )
             self.generation = generation

@@ -185,9 +185,11 @@ class ModelsPane(Vertical):
         self.entries = message.entries
         self.rebuild()
         if not self.entries:
+            from shimmy.models.first_model import how_to_get_a_model
+
             self.query_one("#model-info", Static).update(
-                "No models found.\n\nAdd a folder with --model-dirs, set SHIMMY_MODEL_PATHS, "
-                "or run `shimmy diag` to see where shimmy looked."
+                f"No models found.\n\n{how_to_get_a_model(in_dashboard=True)} "
+                "(or SHIMMY_MODEL_PATHS).\n\n`shimmy diag` shows where shimmy looked."
             )
 
     def visible_entries(self) -> list[ModelEntry]:

@@ -91,6 +91,16 @@ def request_row(record: RequestRecord) -> tuple[Text | str, ...]:
     )
 
 
+def idle_cell(model: LoadedModel) -> str:
+    """How long a model has been idle and, with a keep-alive, when it unloads."""
+    from shimmy.units import format_time_left
+
+    idle = format_elapsed(model.idle_seconds)
+    if model.unloads_in is None or model.busy:
+        return idle
+    return f"{idle}, unloads in {format_time_left(model.unloads_in)}"
+
+
 class ServerPane(VerticalScroll):
     """Server state and controls, live figures, loaded models, API requests."""
 
@@ -280,7 +290,7 @@ class ServerPane(VerticalScroll):
                 state,
                 saved_prompts(model),
                 drafts(model),
-                format_elapsed(model.idle_seconds),
+                idle_cell(model),
             )
             rows.append((model.name, cells))
         if not stats.loaded:

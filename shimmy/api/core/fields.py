@@ -35,19 +35,21 @@ def stop_strings(stop: str | list[str] | None) -> tuple[str, ...]:
     return tuple(s for s in stop if s)
 
 
-SAMPLING_FIELDS = tuple(f.name for f in dataclasses.fields(SamplingParams))
+SAMPLING_FIELDS = tuple(f.name for f in dataclasses.fields(SamplingParams) if f.name != "unset")
 
 
 def sampling_of(body: BaseModel) -> SamplingParams:
     """The engine's sampling parameters from those a request body has, by name
     (a body without a field leaves the engine's default; ``logit_bias`` comes as
-    OpenAI's map of token ids to biases)."""
+    OpenAI's map of token ids to biases). The fields the request did not send
+    are marked ``unset``, for a model preset's defaults to fill."""
     fields = type(body).model_fields
     values = {name: getattr(body, name) for name in SAMPLING_FIELDS if name in fields}
     bias = values.pop("logit_bias", None)
     if bias:
         values["logit_bias"] = tuple((int(token), float(value)) for token, value in bias.items())
-    return SamplingParams(**values)
+    unset = frozenset(SAMPLING_FIELDS) - body.model_fields_set
+    return SamplingParams(**values, unset=unset)
 
 
 MAX_LOGIT_BIAS = 1024  # tokens a request may bias

@@ -70,8 +70,10 @@ def estimate_fit(size: int) -> Fit:
     roughly a quarter of the weights again (at least 256 MB)."""
     import psutil
 
+    from shimmy.models.memory import file_needs
+
     memory = psutil.virtual_memory()
-    needed = size + max(256 * 1000**2, size // 4)
+    needed = file_needs(size)
     if needed <= memory.available:
         verdict: Literal["fits", "tight", "too_large"] = "fits"
     elif needed <= memory.total:

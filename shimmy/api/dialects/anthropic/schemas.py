@@ -17,6 +17,7 @@ fields. ``seed`` is accepted as an extension, as in the OpenAI dialect.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -286,6 +287,11 @@ class MessagesBody(CountTokensBody):
             top_p=1.0 if self.top_p is None else self.top_p,
             top_k=_ENGINE.top_k if self.top_k is None else self.top_k,
             seed=self.seed,
+            # A model preset's defaults fill what the request did not send, and
+            # the fields Anthropic's API has no name for.
+            unset=frozenset(f.name for f in dataclasses.fields(SamplingParams))
+            - {"unset"}
+            - self.model_fields_set,
         )
 
     def stop_strings(self) -> tuple[str, ...]:

@@ -124,8 +124,47 @@ def build_router(manager: ModelManager) -> APIRouter:
             },
         }
 
+    @router.get("/api/ps")
+    async def ps() -> dict[str, Any]:
+        """The loaded models with their memory, slots and keep-alive left (`shimmy ps`)."""
+        return await run_in_threadpool(loaded_models, manager)
+
     serve_websocket(router, manager)
     return router
+
+
+def loaded_models(manager: ModelManager) -> dict[str, Any]:
+    """``GET /api/ps``: each loaded model, and the memory budget they share."""
+    from shimmy.models.memory import Budget
+
+    stats = manager.stats()
+    budget = Budget.now(stats.memory_limit, stats.max_loaded_models)
+    models = [
+        {
+            "name": m.name,
+            "memory_bytes": m.memory_bytes,
+            "memory": format_gb(m.memory_bytes),
+            "context_length": m.n_ctx,
+            "slots": m.slots,
+            "slots_busy": m.slots_busy,
+            "queued": m.queued,
+            "keep_alive_seconds": manager.keep_alive_of(m.name),
+            "unloads_in_seconds": None if m.unloads_in is None else round(m.unloads_in, 1),
+            "idle_seconds": round(m.idle_seconds, 1) if not m.busy else 0.0,
+            "load_seconds": round(m.load_seconds, 2),
+        }
+        for m in sorted(stats.loaded, key=lambda m: m.name)
+    ]
+    return {
+        "models": models,
+        "memory": {
+            "used_bytes": sum(m.memory_bytes for m in stats.loaded),
+            "limit_bytes": budget.limit,
+            "available_bytes": budget.available,
+            "headroom_bytes": budget.headroom,
+            "max_loaded_models": budget.max_models,
+        },
+    }
 
 
 async def _events(generation: Generation) -> AsyncIterator[str]:

@@ -13,6 +13,7 @@ size /api/ps shows, and a prompt that does not fit is refused with 400.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from typing import Annotated, Any
@@ -46,6 +47,7 @@ LONGEST_KEEP_ALIVE = 292 * 365 * 86400.0
 
 # Ollama's own defaults (its api.DefaultOptions), which its clients expect when
 # they send no options: not the engine's.
+SAMPLING_NAMES = frozenset(f.name for f in dataclasses.fields(SamplingParams)) - {"unset"}
 OLLAMA_SAMPLING = SamplingParams(
     temperature=0.8,
     top_p=0.9,
@@ -162,9 +164,11 @@ class Options(_Body):
             )
             if getattr(self, name) is not None
         }
+        given = frozenset(values)  # the options sent; a model preset fills the others
         if values.get("seed", 0) < 0:
             values["seed"] = None
-        return SamplingParams(**{**vars(OLLAMA_SAMPLING), **values})
+        defaults = {k: v for k, v in vars(OLLAMA_SAMPLING).items() if k != "unset"}
+        return SamplingParams(**{**defaults, **values}, unset=SAMPLING_NAMES - given)
 
 
 class _Generating(_Body):
