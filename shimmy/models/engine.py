@@ -345,12 +345,12 @@ class Engine:
         """Time decode steps of each of CALIBRATION_SIZES tokens, every token
         with its logits as a drafted one has, so that the first drafts are sized
         by this machine's costs (a sequence's cache is empty before its first
-        request; the second of two rounds is kept, the first warms up)."""
+        request). A first one-token step warms up and is not kept."""
         context, batch = self._context, self._context.batch
         token = self._model.single_token(" the") or 0
         sizes = [n for n in CALIBRATION_SIZES if n <= min(context.n_batch, batch.room)]
-        for keep in (False, True):
-            for n in sizes:
+        for keep, round_sizes in ((False, sizes[:1]), (True, sizes)):
+            for n in round_sizes:
                 batch.clear()
                 for position in range(n):
                     batch.add(token, position, 0, True)
