@@ -225,10 +225,12 @@ class Settings:
     parallel: int = 4  # request slots per loaded model, decoded together
     batch_size: int = 512
     cache_ram: int = 1024  # MiB per model for prompts whose slot was taken (0: off)
-    # n-gram speculative decoding (shimmy/models/speculation.py): on, since the
-    # drafts are sized by what steps cost on the machine (bench/RESULTS.md: 1.30x
-    # on a reply that repeats its prompt, no loss on ordinary chat)
-    spec: bool = True
+    # n-gram speculative decoding (shimmy/models/speculation.py). It pays where
+    # replies repeat their prompt (bench/RESULTS.md: 1.30x, no loss on chat) but
+    # stays off by default: drafts change the batch shapes llama.cpp computes a
+    # token in, and its CPU kernels round differently by shape, so the same
+    # greedy request could give another text the next time.
+    spec: bool = False
     # Where layers and the KV cache live (shimmy/models/offload.py checks them).
     # "auto" offloads what fits in free GPU memory, none on a CPU-only build.
     gpu_layers: str = "auto"  # "auto", "all" or a count of layers

@@ -94,14 +94,14 @@ def test_spec_flag_setting_and_variable_reach_the_engine_options(tmp_path, monke
     from shimmy.models.manager import ModelManager
 
     monkeypatch.setenv("SHIMMY_HOME", str(tmp_path))
-    assert load_settings().spec is True  # on by default (bench/RESULTS.md)
-    monkeypatch.setenv("SHIMMY_SPEC", "false")
     assert load_settings().spec is False
-    settings = settings_from(build_parser().parse_args(["serve", "--spec", "on"]))
-    assert settings.spec is True
+    monkeypatch.setenv("SHIMMY_SPEC", "true")
+    assert load_settings().spec is True
     settings = settings_from(build_parser().parse_args(["serve", "--spec", "off"]))
+    assert settings.spec is False
+    settings = settings_from(build_parser().parse_args(["serve", "--spec", "on"]))
     manager = ModelManager(settings)
-    assert manager._engine_options().spec is False
+    assert manager._engine_options().spec is True
     manager.close()
 
 

@@ -59,7 +59,7 @@ def test_generate_defaults_are_the_engines_and_the_seeds() -> None:
             256,
             "restored when they come back (default 256; 0: off)",
         ),
-        (["serve"], Settings, "spec", False, "(n-gram speculative decoding; default off)"),
+        (["serve"], Settings, "spec", True, "(n-gram speculative decoding; default on)"),
         (["serve"], Settings, "keep_alive", 30.0, "after this long idle (default 30; negative"),
         ([], Settings, "request_timeout", 9.5, "longest one generation may take (default 9.5)"),
         ([], Settings, "port", 8080, "embedded server address (default 127.0.0.1:8080)"),
