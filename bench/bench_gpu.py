@@ -28,6 +28,9 @@ import httpx
 SLOTS = 8
 CTX_PER_SLOT = 2048
 THREADS = 8
+# bench_server.py's settings, repeated: this script runs on a GPU machine where
+# llama-cpp-python is copied, not installed, and bench_server reads its version
+# from the installed package when imported.
 SAMPLING = {
     "temperature": 0.7,
     "top_k": 40,

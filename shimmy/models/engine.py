@@ -908,13 +908,13 @@ def _load(entry: ModelEntry, options: EngineOptions) -> tuple[Model, Context]:
 
     if options.parallel < 1:
         raise ShimmyError("invalid_request", "--parallel must be at least 1")
+    from shimmy.models.memory import estimate_entry
     from shimmy.models.placement import gpu_layers_for
 
     offload = options.offload
-    trained = info.context_length or options.ctx_size
-    kv_tokens = context_per_sequence(options.ctx_size, trained) * options.parallel
-    weights = sum(part.stat().st_size for part in entry.parts)
-    gpu_layers = gpu_layers_for(info, weights, offload, kv_tokens)
+    estimate = estimate_entry(dataclasses.replace(entry, info=info), options)
+    assert estimate is not None  # the header was just read
+    gpu_layers = gpu_layers_for(info, estimate, offload)
     model = load_model(entry.name, entry.path, offload, gpu_layers)
     per_slot = context_per_sequence(options.ctx_size, model.n_ctx_train or options.ctx_size)
     try:

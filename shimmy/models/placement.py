@@ -13,6 +13,7 @@ import logging
 import threading
 
 from shimmy.models.gguf import GGUFInfo
+from shimmy.models.memory import MemoryEstimate
 from shimmy.models.offload import Offload
 
 log = logging.getLogger(__name__)
@@ -25,8 +26,9 @@ NO_GPU_WARNING = (
 )
 
 
-def gpu_layers_for(info: GGUFInfo, weights_bytes: int, offload: Offload, kv_tokens: int) -> int:
-    """llama.cpp's ``n_gpu_layers`` for the model ``info`` describes."""
+def gpu_layers_for(info: GGUFInfo, estimate: MemoryEstimate, offload: Offload) -> int:
+    """llama.cpp's ``n_gpu_layers`` for the model ``info`` describes, whose
+    weights and KV cache take what ``estimate`` (memory.py) says."""
     from shimmy.models.backends import add_rpc_servers, offload_devices
 
     if offload.rpc:
@@ -37,18 +39,10 @@ def gpu_layers_for(info: GGUFInfo, weights_bytes: int, offload: Offload, kv_toke
             _warned.set()
             log.warning(NO_GPU_WARNING)
         return 0
-    arch = info.architecture or ""
-    meta = info.metadata
-    n_layer = _int(meta.get(f"{arch}.block_count"))
-    n_embd = _int(meta.get(f"{arch}.embedding_length"))
-    n_head = max(1, _int(meta.get(f"{arch}.attention.head_count")))
-    n_head_kv = _int(meta.get(f"{arch}.attention.head_count_kv")) or n_head
-    per_layer = n_head_kv * (n_embd // n_head)
-    kv_bytes = offload.kv_bytes_per_token(n_layer, per_layer, per_layer) * kv_tokens
     return offload.layers_to_offload(
-        n_layer=n_layer,
-        weights_bytes=weights_bytes,
-        kv_bytes=kv_bytes,
+        n_layer=_int(info.metadata.get(f"{info.architecture or ''}.block_count")),
+        weights_bytes=estimate.weights,
+        kv_bytes=estimate.kv_cache,
         free_bytes=sum(d.free_bytes for d in gpus),
     )
 

@@ -18,6 +18,7 @@ from shimmy.errors import ShimmyError
 from shimmy.models import placement
 from shimmy.models.engine import EngineOptions, _load
 from shimmy.models.gguf import read_gguf_info
+from shimmy.models.memory import MemoryEstimate
 from shimmy.models.offload import AUTO_HEADROOM_BYTES, Offload, parse_gpu_layers
 from shimmy.models.registry import ModelRegistry
 
@@ -154,9 +155,10 @@ def test_gpu_layers_on_a_cpu_only_build_warn_once_and_run_on_the_cpu(
     monkeypatch.setattr(placement, "_warned", placement.threading.Event())
     monkeypatch.setattr("shimmy.models.backends.offload_devices", lambda: [])
     info = read_gguf_info(smollm2_path)
+    estimate = MemoryEstimate(weights=10**8, kv_cache=10**6, compute=0, runtime=0)
     with caplog.at_level(logging.WARNING):
         for _ in range(3):
-            assert placement.gpu_layers_for(info, 10**8, Offload(gpu_layers=-1), 1024) == 0
+            assert placement.gpu_layers_for(info, estimate, Offload(gpu_layers=-1)) == 0
     assert caplog.text.count(placement.NO_GPU_WARNING) == 1
 
 
