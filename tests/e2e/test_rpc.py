@@ -151,3 +151,14 @@ def test_diag_lists_the_devices_llama_cpp_sees(home):
     assert cpu and cpu[0]["total_bytes"] > 0
     text = run_shimmy(["diag"], isolated_env(home), cwd=home).stdout
     assert "devices (llama.cpp):" in text and "CPU" in text
+
+
+def test_a_worker_asked_for_a_device_that_is_not_there_names_the_ones_that_are(home):
+    result = run_shimmy(
+        ["worker", "--bind", f"127.0.0.1:{free_port()}", "--device", "CUDA7"],
+        isolated_env(home),
+        cwd=home,
+    )
+    assert result.returncode == 2
+    assert "No device named 'CUDA7'" in result.stderr and "CPU" in result.stderr
+    assert "Traceback" not in result.stderr
