@@ -17,6 +17,7 @@ are ever reused.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -25,7 +26,7 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -103,6 +104,8 @@ def process_rss() -> int:
 # An idle engine waits this long for more arrivals before decoding (see _receive).
 ARRIVAL_GAP = 0.003
 ARRIVAL_WINDOW = 0.025
+# ... and up to this long while other requests for it are still being rendered.
+ARRIVAL_PREPARING = 0.2
 
 
 class Engine:
@@ -127,6 +130,7 @@ class Engine:
         self._inbox: queue.SimpleQueue[Generation | None] = queue.SimpleQueue()
         self._waiting: deque[Generation] = deque()
         self._pending = 0  # submitted and not finished (waiting or running)
+        self._arriving = 0  # being rendered and tokenized for this engine (see arriving)
         self._pending_lock = threading.Lock()
         self._closed = False
         self._draining = False
@@ -195,6 +199,20 @@ class Engine:
 
     def detokenize(self, tokens: Sequence[int]) -> str:
         return self._model.detokenize(tokens)
+
+    @contextlib.contextmanager
+    def arriving(self) -> Iterator[None]:
+        """Around preparing a request for this engine (rendering its template,
+        tokenizing): an idle engine that has just received a request waits for
+        the ones being prepared beside it (``ARRIVAL_PREPARING`` at most), so that
+        a burst of clients starts in one decode step (see :meth:`_receive`)."""
+        with self._pending_lock:
+            self._arriving += 1
+        try:
+            yield
+        finally:
+            with self._pending_lock:
+                self._arriving -= 1
 
     def submit(self, request: GenerationRequest) -> Generation:
         """Queue a generation and return its handle at once.
@@ -367,29 +385,40 @@ class Engine:
         False once the engine is closed.
 
         When the engine was idle, it lingers while requests keep arriving (each
-        within ``ARRIVAL_GAP`` of the last, ``ARRIVAL_WINDOW`` at most), so that
-        clients starting together begin in one step: decoding the first alone
-        would keep llama.cpp's threads spinning on every core while the HTTP
-        thread is still reading the others, and they would start a step later."""
+        within ``ARRIVAL_GAP`` of the last, ``ARRIVAL_WINDOW`` at most, or
+        ``ARRIVAL_PREPARING`` while others are still being rendered: see
+        :meth:`arriving`), so that clients starting together begin in one step:
+        decoding the first alone would keep llama.cpp's threads spinning on every
+        core while the HTTP threads are still preparing the others, and those would
+        start a step or two later, their preparation slowed by the decode."""
         idle = all(s.free for s in self._slots) and not self._waiting
-        lingering_until = 0.0
+        first_arrival: float | None = None
         while True:
-            timeout = lingering_until - time.monotonic()
             try:
                 if idle:
                     item = self._next_while_idle()
-                elif timeout > 0:
-                    item = self._inbox.get(timeout=min(timeout, ARRIVAL_GAP))
+                elif first_arrival is not None and self._lingering(first_arrival):
+                    item = self._inbox.get(timeout=ARRIVAL_GAP)
                 else:
                     item = self._inbox.get_nowait()
             except queue.Empty:
+                if first_arrival is not None and self._awaiting_preparations(first_arrival):
+                    continue
                 return True
             if item is None:
                 return False
             self._waiting.append(item)
             if idle:
-                lingering_until = time.monotonic() + ARRIVAL_WINDOW
+                first_arrival = time.monotonic()
             idle = False
+
+    def _lingering(self, first_arrival: float) -> bool:
+        return time.monotonic() - first_arrival < ARRIVAL_WINDOW or self._awaiting_preparations(
+            first_arrival
+        )
+
+    def _awaiting_preparations(self, first_arrival: float) -> bool:
+        return self._arriving > 0 and time.monotonic() - first_arrival < ARRIVAL_PREPARING
 
     def _next_while_idle(self) -> Generation | None:
         """The next submission; until it comes, save the conversations that idle

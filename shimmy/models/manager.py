@@ -495,7 +495,9 @@ class ModelManager:
         with self._lock:
             self._in_preparation[key] = self._in_preparation.get(key, 0) + 1
         try:
-            yield self.engine(name, keep_alive=keep_alive)
+            engine = self.engine(name, keep_alive=keep_alive)
+            with engine.arriving():
+                yield engine
         finally:
             with self._lock:
                 self._in_preparation[key] -= 1

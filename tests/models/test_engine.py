@@ -10,6 +10,7 @@ import pytest
 
 from shimmy.config import Settings
 from shimmy.errors import ShimmyError
+from shimmy.models import engine as engine_module
 from shimmy.models.generation import GenerationRequest, SamplingParams
 from shimmy.models.manager import ModelManager
 from shimmy.models.registry import ModelRegistry
@@ -134,6 +135,39 @@ def test_requests_arriving_together_at_an_idle_engine_start_in_one_step(engine):
         if spreads[-1] < 0.03:
             break
     assert min(spreads) < 0.03, spreads
+
+
+def test_an_idle_engine_waits_for_requests_still_being_prepared(engine, monkeypatch):
+    """Clients of a burst reach the engine over tens of milliseconds (each request
+    is parsed, rendered and tokenized first). An idle engine that has one request
+    waits while others are being prepared for it (``Engine.arriving``), past its
+    usual arrival window, so that they start in one step. The bound on that wait
+    is made long here, so that only the rule is tested."""
+    monkeypatch.setattr(engine_module, "ARRIVAL_PREPARING", 60.0)
+    assert engine.slots_busy == 0
+
+    def request(topic: str) -> GenerationRequest:
+        tokens = engine.chat_tokens([{"role": "user", "content": f"Two facts about {topic}."}])
+        return GenerationRequest(tokens, max_tokens=2, sampling=GREEDY)
+
+    with engine.arriving():
+        first = engine.submit(request("owls"))
+        time.sleep(5 * engine_module.ARRIVAL_WINDOW)  # the case: a late second arrival
+        assert first.started_at is None
+        second = engine.submit(request("bats"))
+    assert first.wait(30) and second.wait(30)
+    assert first.started_at is not None and second.started_at is not None
+    assert abs(second.started_at - first.started_at) < 0.01
+
+
+def test_the_wait_for_requests_being_prepared_is_bounded(engine):
+    """A preparation that never ends (a slow template) holds the first request
+    back for ``ARRIVAL_PREPARING`` at most."""
+    tokens = engine.chat_tokens([{"role": "user", "content": "Name a bird."}])
+    with engine.arriving():
+        generation = engine.submit(GenerationRequest(tokens, max_tokens=2, sampling=GREEDY))
+        assert generation.wait(30)
+    assert generation.finish_reason == "length"
 
 
 def test_concurrent_requests_complete_independently(engine):

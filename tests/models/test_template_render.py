@@ -14,6 +14,7 @@ import psutil
 import pytest
 
 from shimmy.errors import ShimmyError
+from shimmy.models import template_render
 from shimmy.models.template_render import RenderCancelled, RenderLimits, TemplateRenderer
 from tests.waiting import eventually
 
@@ -122,6 +123,36 @@ def test_a_good_render_is_not_held_up_by_a_looping_one(renderer):
     finally:
         thread.join(10)
     assert len(errors) == 1 and "too long" in str(errors[0])
+
+
+def test_a_burst_of_quick_renders_waits_for_the_idle_worker_instead_of_starting_more(
+    monkeypatch,
+):
+    """A render takes a millisecond or two and a new worker process far longer, so
+    renders arriving together wait for the one worker there (the time they would
+    wait before starting their own is made long here, so that only the policy is
+    tested): eight renders at once, one process."""
+    monkeypatch.setattr(template_render, "SPAWN_AFTER_S", 60.0)
+    renderer = TemplateRenderer(RenderLimits(timeout=5.0), max_workers=4, max_idle=2)
+    try:
+        assert renderer.render("{{ 1 }}", {}) == "1"
+        (worker,) = renderer.worker_pids()
+        results: list[str] = []
+        gate = threading.Barrier(8)
+
+        def render(n: int) -> None:
+            gate.wait(10)
+            results.append(renderer.render("{{ n * 2 }}", {"n": n}))
+
+        threads = [threading.Thread(target=render, args=(n,)) for n in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert sorted(results, key=int) == [str(2 * n) for n in range(8)]
+        assert renderer.worker_pids() == [worker]
+    finally:
+        renderer.close()
 
 
 def test_renders_past_max_workers_wait_and_can_be_cancelled(renderer):
