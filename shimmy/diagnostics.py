@@ -58,7 +58,7 @@ def _cpu_model() -> str:
 
 def _llama_cpp_info() -> dict[str, Any]:
     try:
-        import llama_cpp
+        from shimmy.models.llama_bindings import llama_cpp
     except Exception as exc:  # a broken build must still let diag report it
         return {"error": f"llama_cpp does not import: {exc}"}
     info: dict[str, Any] = {"version": getattr(llama_cpp, "__version__", None)}

@@ -79,7 +79,7 @@ def _llama_ggml() -> Any:
     the dynamic loader hands back the copy already loaded for libllama."""
     import sys
 
-    import llama_cpp  # loads libllama, and with it the libggml it links to
+    from shimmy.models.llama_bindings import llama_cpp  # loads libllama and its libggml
 
     if sys.platform.startswith("linux"):
         try:

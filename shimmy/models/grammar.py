@@ -167,10 +167,10 @@ def grammar_for_schema(schema: Any) -> str:
 
 
 def _convert_and_parse(schema: Mapping[str, Any]) -> str:
-    from llama_cpp.llama_grammar import json_schema_to_gbnf
+    from shimmy.models.llama_bindings import llama_grammar
 
     try:
-        grammar = json_schema_to_gbnf(json.dumps(schema))
+        grammar = llama_grammar.json_schema_to_gbnf(json.dumps(schema))
     except Exception as exc:  # the converter raises bare ValueError/KeyError/...
         raise ShimmyError(
             "invalid_request",
@@ -218,7 +218,7 @@ def _parse(vocab: Any, grammar: str, trigger_tokens: Sequence[int] = ()) -> Any:
     lazy, waiting for one of ``trigger_tokens``, when there are any."""
     import ctypes
 
-    import llama_cpp
+    from shimmy.models.llama_bindings import llama_cpp
 
     if trigger_tokens:
         tokens = (llama_cpp.llama_token * len(trigger_tokens))(*trigger_tokens)

@@ -18,10 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import llama_cpp
-
 from shimmy.errors import ShimmyError
 from shimmy.models.grammar import init_grammar_sampler
+from shimmy.models.llama_bindings import llama_cpp
 from shimmy.models.offload import Offload
 
 _backend_lock = threading.Lock()

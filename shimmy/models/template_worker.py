@@ -30,10 +30,14 @@ import struct
 import sys
 from datetime import datetime
 from functools import lru_cache
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
-import jinja2
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+if TYPE_CHECKING:
+    import jinja2
+
+# Jinja is imported by the worker only (main warms it up before READY): shimmy
+# imports this module for the protocol's constants, and Jinja would add 9 MB to
+# its resident memory.
 
 READY = b"R"
 STATUS_OK = b"o"  # the rendered prompt
@@ -70,6 +74,9 @@ def _tojson(value: Any, indent: int | None = None, **_: Any) -> str:
 
 @lru_cache(maxsize=32)
 def _compile(source: str) -> jinja2.Template:
+    import jinja2
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
     # As transformers renders chat templates: some use {% break %} / {% continue %}.
     env = ImmutableSandboxedEnvironment(
         trim_blocks=True,
@@ -85,6 +92,8 @@ def _compile(source: str) -> jinja2.Template:
 
 def render(source: str, context: dict[str, Any], max_output: int) -> tuple[bytes, str]:
     """``(status, text)`` for one render; never raises but for ``MemoryError``."""
+    import jinja2
+
     try:
         template = _compile(source)
     except jinja2.TemplateError as exc:

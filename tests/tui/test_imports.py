@@ -62,3 +62,26 @@ def test_the_dashboard_paints_before_importing_the_heavy_packages(tmp_path: Path
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_a_server_imports_llama_cpps_bindings_only() -> None:
+    """shimmy drives llama.cpp through llama-cpp-python's ctypes bindings; the
+    package's high-level API (numpy, its Jinja chat formats: 29 MB resident) and
+    Jinja itself (the template workers render) stay out of the serving process
+    (shimmy/models/llama_bindings.py). The bindings and the grammar converter are
+    there, with the package's version."""
+    code = (
+        "import sys\n"
+        "import shimmy.cli.serve, shimmy.api.app, shimmy.models.manager, shimmy.diagnostics\n"
+        "import shimmy.models.llamacpp, shimmy.models.grammar, shimmy.models.tools.formats\n"
+        "import shimmy.models.backends\n"
+        "shimmy.models.backends.devices()\n"
+        "import llama_cpp\n"
+        "assert llama_cpp.llama_backend_init and llama_cpp.llama_grammar.SchemaConverter\n"
+        "assert llama_cpp.__version__, 'no version'\n"
+        "print(sorted(m for m in ('numpy', 'llama_cpp.llama', 'llama_cpp.llama_chat_format',"
+        " 'jinja2') if m in sys.modules))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

@@ -280,9 +280,9 @@ class ArgumentRules:
     schema (llama.cpp's converter, as for response_format), plus the format's own."""
 
     def __init__(self) -> None:
-        from llama_cpp.llama_grammar import SchemaConverter
+        from shimmy.models.llama_bindings import llama_grammar
 
-        self._converter = SchemaConverter(
+        self._converter = llama_grammar.SchemaConverter(
             prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False
         )
         self._arguments: dict[str, str] = {}
