@@ -93,10 +93,14 @@ def _print(answer: dict[str, Any], url: str) -> None:
     used = memory.get("used_bytes")
     if isinstance(used, int):
         limit = memory.get("limit_bytes")
+        cgroup = memory.get("cgroup_limit_bytes")
+        available = format_gb(memory.get("available_bytes") or 0)
         if isinstance(limit, int):
             room = f"of the {format_gb(limit)} --memory-limit"
+        elif isinstance(cgroup, int):
+            room = f"with {available} available under a {format_gb(cgroup)} cgroup limit"
         else:
-            room = f"with {format_gb(memory.get('available_bytes') or 0)} of RAM available"
+            room = f"with {available} of RAM available"
         cap = memory.get("max_loaded_models")
         capped = f"; at most {cap} models loaded" if cap else ""
         print(f"\nmemory: {format_gb(used)} estimated for loaded models, {room}{capped}")

@@ -1,5 +1,6 @@
 """What a model will take in host memory before it is loaded, and how much
-memory shimmy may use (``--memory-limit``, else the RAM available now).
+memory shimmy may use (``--memory-limit``, else the RAM available now, or less
+under the limit of the process's cgroup: cgroup.py).
 
 The estimate is made from the GGUF header alone, so the manager can refuse or
 make room before llama.cpp allocates anything (a load that runs out of memory
@@ -26,9 +27,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from shimmy.errors import ShimmyError
+from shimmy.models.cgroup import CgroupMemory, cgroup_memory
 from shimmy.models.offload import FLASH_ATTN
 
 if TYPE_CHECKING:
@@ -173,13 +176,49 @@ def headroom_bytes(total: int) -> int:
     return min(2048 * MIB, max(256 * MIB, total // 10))
 
 
-def available_memory() -> tuple[int, int]:
-    """(available, total) bytes of RAM now, as the kernel counts them (page cache
-    that can be dropped is available)."""
+@dataclass(frozen=True)
+class SystemMemory:
+    """The memory this process may use now: the RAM's figures, as the kernel
+    counts them (page cache that can be dropped is available), bounded by the
+    limit of the process's cgroup where that is tighter (cgroup.py)."""
+
+    ram_available: int
+    ram_total: int
+    cgroup: CgroupMemory | None = None
+
+    @property
+    def available(self) -> int:
+        if self.cgroup is None:
+            return self.ram_available
+        return min(self.ram_available, self.cgroup.available)
+
+    @property
+    def total(self) -> int:
+        if self.cgroup is None:
+            return self.ram_total
+        return min(self.ram_total, self.cgroup.limit)
+
+    @property
+    def cgroup_bounds(self) -> bool:
+        """Whether the cgroup's limit, not the RAM, is what bounds the figures."""
+        cgroup = self.cgroup
+        return cgroup is not None and (
+            cgroup.available < self.ram_available or cgroup.limit < self.ram_total
+        )
+
+
+def system_memory(root: Path = Path("/")) -> SystemMemory:
+    """The RAM now, and the cgroup limit read under ``root`` (cgroup.py)."""
     import psutil
 
     memory = psutil.virtual_memory()
-    return int(memory.available), int(memory.total)
+    return SystemMemory(int(memory.available), int(memory.total), cgroup_memory(root))
+
+
+def available_memory() -> tuple[int, int]:
+    """(available, total) bytes this process may use now (:func:`system_memory`)."""
+    memory = system_memory()
+    return memory.available, memory.total
 
 
 @dataclass(frozen=True)
@@ -194,18 +233,38 @@ class Resident:
 
 @dataclass(frozen=True)
 class Budget:
-    """What may be used now: the --memory-limit (None: none) and the RAM
-    available less the headroom left to the rest of the machine."""
+    """What may be used now: the --memory-limit (None: none) and the memory
+    available (RAM, or less under a cgroup limit) less the headroom left to the
+    rest of the machine."""
 
     limit: int | None
     available: int
     headroom: int
     max_models: int = 0  # 0: no cap on the count
+    cgroup_limit: int | None = None  # the cgroup's limit, when it bounds ``available``
 
     @classmethod
     def now(cls, limit: int | None, max_models: int = 0) -> Budget:
-        available, total = available_memory()
-        return cls(limit, available, headroom_bytes(total), max_models)
+        memory = system_memory()
+        cgroup_limit = memory.cgroup.limit if memory.cgroup and memory.cgroup_bounds else None
+        return cls(
+            limit,
+            memory.available,
+            headroom_bytes(memory.total),
+            max_models,
+            cgroup_limit=cgroup_limit,
+        )
+
+    def describe_available(self) -> str:
+        """What ``available`` is: of the RAM, or under the cgroup's limit."""
+        from shimmy.units import format_gb
+
+        if self.cgroup_limit is None:
+            return f"{format_gb(self.available)} of RAM available"
+        return (
+            f"{format_gb(self.available)} available under the cgroup memory limit "
+            f"of {format_gb(self.cgroup_limit)}"
+        )
 
 
 def plan_room(
@@ -267,7 +326,7 @@ def plan_room(
         if budget.limit is not None:
             parts.append(f"--memory-limit {format_gb(budget.limit)}")
         parts.append(
-            f"{format_gb(budget.available)} of RAM available, "
+            f"{budget.describe_available()}, "
             f"{format_gb(budget.headroom)} of it kept for the rest of the machine"
         )
         if resident:

@@ -162,6 +162,7 @@ def loaded_models(manager: ModelManager) -> dict[str, Any]:
             "limit_bytes": budget.limit,
             "available_bytes": budget.available,
             "headroom_bytes": budget.headroom,
+            "cgroup_limit_bytes": budget.cgroup_limit,
             "max_loaded_models": budget.max_models,
         },
     }
