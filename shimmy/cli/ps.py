@@ -82,7 +82,7 @@ def _print(answer: dict[str, Any], url: str) -> None:
             rows.append(
                 (
                     str(m.get("name")),
-                    str(m.get("memory")),
+                    _memory(m),
                     str(m.get("context_length")),
                     f"{m.get('slots_busy')}/{m.get('slots')} busy",
                     str(m.get("queued")),
@@ -104,6 +104,16 @@ def _print(answer: dict[str, Any], url: str) -> None:
         cap = memory.get("max_loaded_models")
         capped = f"; at most {cap} models loaded" if cap else ""
         print(f"\nmemory: {format_gb(used)} estimated for loaded models, {room}{capped}")
+
+
+def _memory(model: dict[str, Any]) -> str:
+    """Its host memory, and the GPU memory of the layers it offloaded, if any."""
+    from shimmy.units import format_gb
+
+    gpu = model.get("gpu_memory_bytes")
+    if isinstance(gpu, int) and gpu > 0:
+        return f"{model.get('memory')} + {format_gb(gpu)} GPU"
+    return str(model.get("memory"))
 
 
 def _unloads(model: dict[str, Any]) -> str:

@@ -8,11 +8,13 @@ dashboard all share the same instance (DESIGN.md, "One manager, shared").
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from shimmy.config import Paths, Settings
 from shimmy.errors import ShimmyError, model_not_found
@@ -28,9 +30,13 @@ from shimmy.models.memory import (
     estimate_entry,
     plan_room,
 )
+from shimmy.models.placement import Placement, placement_for
 from shimmy.models.presets import apply_sampling, check_presets, preset_settings, with_system
 from shimmy.models.registry import ModelEntry, ModelRegistry
 from shimmy.models.tools import ToolRequest, plan_tools
+
+if TYPE_CHECKING:
+    from shimmy.models.backends import Device
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +66,8 @@ class LoadedModel:
     # Seconds until it is unloaded for being idle (None: never); while it is
     # busy, its whole keep-alive (the countdown starts when it goes idle).
     unloads_in: float | None = None
+    # GPU memory of its offloaded layers (weights and KV cache); memory_bytes is the host's.
+    gpu_memory_bytes: int = 0
 
     @property
     def acceptance(self) -> float | None:
@@ -134,7 +142,7 @@ class ModelManager:
         # take); the loads themselves run side by side. Bytes promised to loads
         # under way, by model:
         self._room_lock = threading.Lock()
-        self._loading: dict[str, int] = {}
+        self._loading: dict[str, tuple[int, int]] = {}  # (host, GPU)
         self._decode_lock = threading.Lock()
         self._embeddings = EmbeddingModels(
             ctx_size=settings.ctx_size, threads=settings.threads, decode_lock=self._decode_lock
@@ -227,8 +235,8 @@ class ModelManager:
                 return engine
             if self._shutting_down:
                 raise ShimmyError("server_busy", "The server is shutting down")
-            options = self._engine_options(entry.name)
-            self._make_room(entry, options)
+            options, placement = self._place(entry, self._engine_options(entry.name))
+            self._make_room(entry, placement)
             log.info("loading model %s from %s", entry.name, entry.path)
             try:
                 engine = Engine(
@@ -247,13 +255,25 @@ class ModelManager:
     def load(self, name: str | None) -> Engine:
         return self.engine(name)
 
-    def _make_room(self, entry: ModelEntry, options: EngineOptions) -> None:
-        """Check that ``entry`` fits the memory budget and the --max-loaded-models
-        cap, unloading idle models (least recently used first) to make it fit,
-        and promise it the memory until its load ends. Raises as
-        :func:`~shimmy.models.memory.plan_room` does; unloads nothing then."""
+    def _place(self, entry: ModelEntry, options: EngineOptions) -> tuple[EngineOptions, Placement]:
+        """Where ``entry``'s memory will go (placement.py): its GPU layers, decided
+        once here ("auto" included) and handed to the load in the options, and
+        the host and GPU bytes they leave. A model without a header counts its
+        file's size, all of it in host memory."""
         estimate = estimate_entry(entry, options)
-        need = estimate.total if estimate is not None else entry.size
+        if entry.info is None or estimate is None:
+            return options, Placement(0, entry.size)
+        placement = placement_for(entry.info, estimate, options.offload)
+        offload = dataclasses.replace(options.offload, gpu_layers=placement.gpu_layers)
+        return dataclasses.replace(options, offload=offload), placement
+
+    def _make_room(self, entry: ModelEntry, placement: Placement) -> None:
+        """Check that ``entry`` fits the memory budget (host memory, and GPU memory
+        for the layers it offloads) and the --max-loaded-models cap, unloading
+        idle models (least recently used first) to make it fit, and promise it
+        the memory until its load ends. Raises as
+        :func:`~shimmy.models.memory.plan_room` does; unloads nothing then."""
+        need, need_gpu = placement.host_bytes, placement.gpu_bytes
         with self._room_lock:
             for _attempt in range(3):  # a model chosen to go may get a request first
                 with self._lock:
@@ -263,12 +283,24 @@ class ModelManager:
                             engine.memory_bytes(),
                             engine.idle and not self._in_preparation.get(name),
                             engine.last_used,
+                            engine.gpu_bytes,
                         )
                         for name, engine in self._engines.items()
                     ]
-                    loading = tuple(self._loading.values())
-                budget = Budget.now(self._memory_limit, self._max_models)
-                evict = plan_room(entry.name, need, resident, budget, loading=loading)
+                    loading = tuple(host for host, _ in self._loading.values())
+                    loading_gpu = sum(gpu for _, gpu in self._loading.values())
+                budget = Budget.now(
+                    self._memory_limit, self._max_models, gpus=self._gpus() if need_gpu else ()
+                )
+                evict = plan_room(
+                    entry.name,
+                    need,
+                    resident,
+                    budget,
+                    loading=loading,
+                    need_gpu=need_gpu,
+                    loading_gpu=loading_gpu,
+                )
                 taken = [self._take_if_idle(name) for name in evict]
                 for name, engine in zip(evict, taken, strict=True):
                     if engine is not None:
@@ -284,7 +316,14 @@ class ModelManager:
                     headers={"Retry-After": "5"},
                 )
             with self._lock:
-                self._loading[entry.name] = need
+                self._loading[entry.name] = (need, need_gpu)
+
+    @staticmethod
+    def _gpus() -> list[Device]:
+        """The devices layers go to, with their free memory now."""
+        from shimmy.models.backends import offload_devices
+
+        return offload_devices()
 
     def _take_if_idle(self, name: str) -> Engine | None:
         """Remove and return ``name``'s engine if it is idle with no request being
@@ -581,6 +620,7 @@ class ModelManager:
                 drafted_tokens=e.drafted,
                 accepted_tokens=e.accepted,
                 unloads_in=self.unloads_in(e.name),
+                gpu_memory_bytes=e.gpu_bytes,
             )
             for e in engines
         ]

@@ -1,5 +1,5 @@
 """What `shimmy diag` and `shimmy ps` say of the memory budget: whether a cgroup
-limit is what bounds it."""
+limit is what bounds it, and a model's memory on the GPUs beside the host's."""
 
 from __future__ import annotations
 
@@ -95,11 +95,11 @@ def loaded(name: str, memory_bytes: int, gpu_bytes: int) -> dict[str, Any]:
     }
 
 
-def test_ps_shows_the_cgroup_limit(
+def test_ps_shows_gpu_memory_and_the_cgroup_limit(
     isolated_home: Path, fake_server: tuple[str, dict[str, Any]], capsys: pytest.CaptureFixture[str]
 ) -> None:
     bind, answer = fake_server
-    answer["models"] = [loaded("on-cpu", 488 * MIB, 0)]
+    answer["models"] = [loaded("on-gpu", 120 * MIB, 2048 * MIB), loaded("on-cpu", 488 * MIB, 0)]
     answer["memory"] = {
         "used_bytes": 608 * MIB,
         "limit_bytes": None,
@@ -110,7 +110,8 @@ def test_ps_shows_the_cgroup_limit(
     assert main(["ps", "--bind", bind]) == 0
     out = capsys.readouterr().out
     rows = {line.split()[0]: line for line in out.splitlines() if line.startswith("on-")}
-    assert "488MB" in rows["on-cpu"]
+    assert "120MB + 2.0GB GPU" in rows["on-gpu"]
+    assert "488MB" in rows["on-cpu"] and "GPU" not in rows["on-cpu"]
     assert "with 1.0GB available under a 2.0GB cgroup limit" in out
     # Without a cgroup limit (an older server, too), the RAM as before.
     answer["memory"]["cgroup_limit_bytes"] = None

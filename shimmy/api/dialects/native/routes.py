@@ -144,6 +144,7 @@ def loaded_models(manager: ModelManager) -> dict[str, Any]:
             "name": m.name,
             "memory_bytes": m.memory_bytes,
             "memory": format_gb(m.memory_bytes),
+            "gpu_memory_bytes": m.gpu_memory_bytes,
             "context_length": m.n_ctx,
             "slots": m.slots,
             "slots_busy": m.slots_busy,
