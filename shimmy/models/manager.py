@@ -22,6 +22,7 @@ from shimmy.models.chat import Message
 from shimmy.models.default_choice import FILE_NAME, RememberedDefault, longest_here
 from shimmy.models.embeddings import EmbeddingModels, Embeddings
 from shimmy.models.engine import Engine, EngineOptions, process_rss
+from shimmy.models.first_use_pull import FirstUsePulls
 from shimmy.models.generation import FINISH_ERROR, Generation, GenerationRequest, SamplingParams
 from shimmy.models.memory import (
     Budget,
@@ -158,6 +159,8 @@ class ModelManager:
         self._keep_alive: dict[str, float | None] = {}
         self._in_preparation: dict[str, int] = {}  # requests not yet submitted, by model
         self._reap_now = threading.Event()
+        # Presets' Hugging Face models, pulled on first use: one download per model.
+        self._pulls = FirstUsePulls()
         self._reaper = threading.Thread(target=self._reap_idle, name="shimmy-reaper", daemon=True)
         self._reaper.start()
 
@@ -235,6 +238,7 @@ class ModelManager:
                 return engine
             if self._shutting_down:
                 raise ShimmyError("server_busy", "The server is shutting down")
+            entry = self._on_disk(entry)
             options, placement = self._place(entry, self._engine_options(entry.name))
             self._make_room(entry, placement)
             log.info("loading model %s from %s", entry.name, entry.path)
@@ -254,6 +258,27 @@ class ModelManager:
 
     def load(self, name: str | None) -> Engine:
         return self.engine(name)
+
+    def _on_disk(self, entry: ModelEntry) -> ModelEntry:
+        """``entry`` itself, or for a preset whose Hugging Face model is not on this
+        machine yet, the entry once it is pulled (first_use_pull.py): the download
+        is shared with everyone asking for that model meanwhile, and the registry
+        is refreshed so that every name for it sees the file."""
+        if entry.pull is None:
+            return entry
+        current = self.registry.resolve(entry.name)  # pulled meanwhile, for another preset?
+        if current.pull is None:
+            return current
+        self._pulls.pull(current)
+        self.registry.refresh()
+        pulled = self.registry.resolve(entry.name)
+        if pulled.pull is not None or not pulled.usable:
+            raise ShimmyError(
+                "model_load_failed",
+                f"Model '{entry.name}' was pulled ({entry.pull}) but cannot be used",
+                pulled.error or "the file pulled is not the one its name says",
+            )
+        return pulled
 
     def _place(self, entry: ModelEntry, options: EngineOptions) -> tuple[EngineOptions, Placement]:
         """Where ``entry``'s memory will go (placement.py): its GPU layers, decided
@@ -555,7 +580,7 @@ class ModelManager:
         entry = self.resolve(name)
         with self._lock:
             self._keep_alive[entry.name] = keep_alive
-        return self._embeddings.embed(entry, inputs, truncate=truncate)
+        return self._embeddings.embed(self._on_disk(entry), inputs, truncate=truncate)
 
     @property
     def decode_lock(self) -> threading.Lock:
@@ -572,6 +597,7 @@ class ModelManager:
         with self._lock:
             self._shutting_down = True
             engines = list(self._engines.values())
+        self._pulls.close()
         for engine in engines:
             engine.cancel_all()
 
@@ -678,9 +704,10 @@ class ModelManager:
         return max(0.2, min(5.0, min(positive) / 4)) if positive else 1.0
 
     def close(self) -> None:
-        """Cancel all work and unload every model."""
+        """Cancel all work, stop the downloads of presets' models, and unload every model."""
         self._closed.set()
         self._reap_now.set()
+        self._pulls.close()
         with self._lock:
             engines = list(self._engines.values())
             self._engines.clear()
