@@ -150,6 +150,7 @@ def collect_diagnostics(settings: Settings, registry: ModelRegistry) -> dict[str
         "models": {
             "total": len(entries),
             "usable": sum(1 for e in entries if e.usable),
-            "unusable": sum(1 for e in entries if not e.usable),
+            "to_pull": sum(1 for e in entries if e.offered and not e.usable),
+            "unusable": sum(1 for e in entries if not e.offered),
         },
     }

@@ -57,7 +57,8 @@ def cmd_diag(args: argparse.Namespace) -> int:
             (
                 "models",
                 f"{models['total']} found, {models['usable']} usable, "
-                f"{models['unusable']} unusable",
+                + (f"{models['to_pull']} pulled on first use, " if models["to_pull"] else "")
+                + f"{models['unusable']} unusable",
             ),
         ],
         width=KEY_WIDTH,

