@@ -6,11 +6,14 @@ import importlib.metadata
 import os
 import platform
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shimmy import __version__
 from shimmy.config import Paths, Settings, chats_path
 from shimmy.models.registry import ModelRegistry
+
+if TYPE_CHECKING:
+    from shimmy.models.memory import SystemMemory
 
 _PACKAGES = (
     "llama-cpp-python",
@@ -88,11 +91,28 @@ def _llama_cpp_info() -> dict[str, Any]:
     return info
 
 
+def _cgroup(memory: SystemMemory) -> dict[str, Any] | None:
+    """The cgroup memory limit this process runs under (None: none), and whether
+    it, not the RAM, bounds the memory budget."""
+    cgroup = memory.cgroup
+    if cgroup is None:
+        return None
+    return {
+        "version": cgroup.version,
+        "path": cgroup.path,
+        "limit_bytes": cgroup.limit,
+        "available_bytes": cgroup.available,
+        "bounds_budget": memory.cgroup_bounds,
+    }
+
+
 def collect_diagnostics(settings: Settings, registry: ModelRegistry) -> dict[str, Any]:
     import psutil
 
+    from shimmy.models.memory import system_memory
+
     paths = Paths.from_env()
-    memory = psutil.virtual_memory()
+    memory = system_memory()
     places = [
         {"source": p.source, "path": str(p.path), "exists": p.path.exists(), "models": p.count}
         for p in registry.places()
@@ -111,7 +131,11 @@ def collect_diagnostics(settings: Settings, registry: ModelRegistry) -> dict[str
             else None,
             "features": _cpu_flags(),
         },
-        "memory": {"total_bytes": memory.total, "available_bytes": memory.available},
+        "memory": {
+            "total_bytes": memory.ram_total,
+            "available_bytes": memory.ram_available,
+            "cgroup": _cgroup(memory),
+        },
         "generation_threads": settings.threads,
         "llama_cpp": _llama_cpp_info(),
         "packages": {name: _version(name) for name in _PACKAGES},
@@ -126,6 +150,7 @@ def collect_diagnostics(settings: Settings, registry: ModelRegistry) -> dict[str
         "models": {
             "total": len(entries),
             "usable": sum(1 for e in entries if e.usable),
-            "unusable": sum(1 for e in entries if not e.usable),
+            "to_pull": sum(1 for e in entries if e.offered and not e.usable),
+            "unusable": sum(1 for e in entries if not e.offered),
         },
     }

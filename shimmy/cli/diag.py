@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import Any
 
 from shimmy.cli.output import print_fields
 from shimmy.cli.settings import settings_from
@@ -40,6 +41,7 @@ def cmd_diag(args: argparse.Namespace) -> int:
                 f"{format_bytes(mem['total_bytes'])} total, "
                 f"{format_bytes(mem['available_bytes'])} available",
             ),
+            ("cgroup", _cgroup(mem["cgroup"])),
             ("threads", f"{data['generation_threads']} for generation"),
             (
                 "llama.cpp",
@@ -55,7 +57,8 @@ def cmd_diag(args: argparse.Namespace) -> int:
             (
                 "models",
                 f"{models['total']} found, {models['usable']} usable, "
-                f"{models['unusable']} unusable",
+                + (f"{models['to_pull']} pulled on first use, " if models["to_pull"] else "")
+                + f"{models['unusable']} unusable",
             ),
         ],
         width=KEY_WIDTH,
@@ -73,6 +76,22 @@ def cmd_diag(args: argparse.Namespace) -> int:
         state = f"{place['models']} models" if place["exists"] else "missing"
         print(f"  {place['source']:<12} {place['path']}  ({state})")
     return ExitCode.OK
+
+
+def _cgroup(cgroup: dict[str, Any] | None) -> str:
+    """The cgroup memory limit, and whether it is what bounds shimmy's memory budget."""
+    from shimmy.units import format_bytes
+
+    if cgroup is None:
+        return "no memory limit"
+    text = (
+        f"memory limit {format_bytes(cgroup['limit_bytes'])}, "
+        f"{format_bytes(cgroup['available_bytes'])} available "
+        f"(v{cgroup['version']}, {cgroup['path']})"
+    )
+    if cgroup["bounds_budget"]:
+        return text + ": the memory budget is bounded by it, not by the RAM"
+    return text + ": the RAM is tighter"
 
 
 def _repacking(enabled: bool | None) -> str:

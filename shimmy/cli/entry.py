@@ -59,6 +59,9 @@ def _setup_logging(verbose: bool) -> None:
     root.setLevel(logging.DEBUG if verbose else logging.WARNING)
     # uvicorn's error logger says "Started server process" etc.: useful, not noisy.
     logging.getLogger("uvicorn.error").setLevel(logging.INFO)
+    # A preset's model pulled on first use holds its requests for the whole
+    # download: its progress is worth a line every tenth of the way.
+    logging.getLogger("shimmy.models.first_use_pull").setLevel(logging.INFO)
     if not verbose:
         logging.getLogger("httpx").setLevel(logging.WARNING)
 

@@ -43,11 +43,19 @@ def cmd_list(args: argparse.Namespace) -> int:
                 e.architecture or "-",
                 format_params(e.parameter_count) if e.parameter_count else "-",
                 str(e.context_length or "-"),
-                "ok" if e.usable else f"unusable: {e.error}",
+                _state(e),
             )
         )
     print_table(rows)
     return ExitCode.OK
+
+
+def _state(e: Any) -> str:
+    if e.usable:
+        return "ok"
+    if e.offered:
+        return f"pulled on first use ({e.pull})"
+    return f"unusable: {e.error}"
 
 
 def _entry_json(e: Any) -> dict[str, Any]:
@@ -64,4 +72,5 @@ def _entry_json(e: Any) -> dict[str, Any]:
         "context_length": e.context_length,
         "usable": e.usable,
         "error": e.error,
+        "pull": e.pull,
     }

@@ -82,7 +82,7 @@ def _print(answer: dict[str, Any], url: str) -> None:
             rows.append(
                 (
                     str(m.get("name")),
-                    str(m.get("memory")),
+                    _memory(m),
                     str(m.get("context_length")),
                     f"{m.get('slots_busy')}/{m.get('slots')} busy",
                     str(m.get("queued")),
@@ -93,13 +93,27 @@ def _print(answer: dict[str, Any], url: str) -> None:
     used = memory.get("used_bytes")
     if isinstance(used, int):
         limit = memory.get("limit_bytes")
+        cgroup = memory.get("cgroup_limit_bytes")
+        available = format_gb(memory.get("available_bytes") or 0)
         if isinstance(limit, int):
             room = f"of the {format_gb(limit)} --memory-limit"
+        elif isinstance(cgroup, int):
+            room = f"with {available} available under a {format_gb(cgroup)} cgroup limit"
         else:
-            room = f"with {format_gb(memory.get('available_bytes') or 0)} of RAM available"
+            room = f"with {available} of RAM available"
         cap = memory.get("max_loaded_models")
         capped = f"; at most {cap} models loaded" if cap else ""
         print(f"\nmemory: {format_gb(used)} estimated for loaded models, {room}{capped}")
+
+
+def _memory(model: dict[str, Any]) -> str:
+    """Its host memory, and the GPU memory of the layers it offloaded, if any."""
+    from shimmy.units import format_gb
+
+    gpu = model.get("gpu_memory_bytes")
+    if isinstance(gpu, int) and gpu > 0:
+        return f"{model.get('memory')} + {format_gb(gpu)} GPU"
+    return str(model.get("memory"))
 
 
 def _unloads(model: dict[str, Any]) -> str:

@@ -47,10 +47,20 @@ class ModelEntry:
     # When the file arrived on this machine (its newest part's mtime; 0: unknown):
     # the default model, when nobody chose one, is the one here longest.
     modified: float = 0.0
+    # A preset's Hugging Face model (hf.co/ORG/REPO[:QUANT]) not on this machine
+    # yet: the entry stands for it (no file, no header), and loading it pulls it
+    # first (presets.py, first_use_pull.py). Only the operator's config makes one.
+    pull: str | None = None
 
     @property
     def usable(self) -> bool:
         return self.error is None and self.info is not None
+
+    @property
+    def offered(self) -> bool:
+        """Whether clients are offered it: usable, or a preset's model that is
+        pulled when it is first loaded."""
+        return self.usable or (self.pull is not None and self.error is None)
 
     @property
     def architecture(self) -> str | None:

@@ -59,6 +59,7 @@ from shimmy.models.textstream import TextStream
 if TYPE_CHECKING:
     from shimmy.config import Settings
     from shimmy.models.llamacpp import Context, Model
+    from shimmy.models.placement import Placement
     from shimmy.models.registry import ModelEntry
 
 log = logging.getLogger(__name__)
@@ -138,7 +139,7 @@ class Engine:
 
         rss_before = process_rss()
         started = time.perf_counter()
-        self._model, self._context = _load(entry, options)
+        self._model, self._context, self.placement = _load(entry, options)
         self.load_seconds = time.perf_counter() - started
         self.rss_delta = max(0, process_rss() - rss_before)
         self.estimate = estimate_entry(entry, options)
@@ -319,12 +320,18 @@ class Engine:
                 choice.cancel()
 
     def memory_bytes(self) -> int:
-        """The load's estimate (weights, the KV cache of every slot, compute buffers:
-        memory.py) and the saved prompts."""
+        """Host memory: the load's estimate (weights, the KV cache of every slot,
+        compute buffers: memory.py) less what its GPU layers hold (placement.py),
+        and the saved prompts."""
         if self.estimate is None:
             kv = self._model.kv_bytes_per_token(self.options.offload) * self._context.n_ctx
             return self._model.size_bytes() + kv + self._prompt_cache.size_bytes
-        return self.estimate.total + self._prompt_cache.size_bytes
+        return self.placement.host_bytes + self._prompt_cache.size_bytes
+
+    @property
+    def gpu_bytes(self) -> int:
+        """GPU memory: the weights and KV cache of the layers offloaded (placement.py)."""
+        return self.placement.gpu_bytes
 
     def close(self, timeout: float = 10.0) -> None:
         """Cancel everything queued or running, stop the thread, free llama.cpp memory."""
@@ -913,7 +920,7 @@ class Engine:
             self._finished(self._waiting.popleft(), reason, error)
 
 
-def _load(entry: ModelEntry, options: EngineOptions) -> tuple[Model, Context]:
+def _load(entry: ModelEntry, options: EngineOptions) -> tuple[Model, Context, Placement]:
     if not entry.usable:
         raise ShimmyError(
             "model_invalid", f"Model '{entry.name}' cannot be used", entry.error or None
@@ -938,13 +945,13 @@ def _load(entry: ModelEntry, options: EngineOptions) -> tuple[Model, Context]:
     if options.parallel < 1:
         raise ShimmyError("invalid_request", "--parallel must be at least 1")
     from shimmy.models.memory import estimate_entry
-    from shimmy.models.placement import gpu_layers_for
+    from shimmy.models.placement import placement_for
 
     offload = options.offload
     estimate = estimate_entry(dataclasses.replace(entry, info=info), options)
     assert estimate is not None  # the header was just read
-    gpu_layers = gpu_layers_for(info, estimate, offload)
-    model = load_model(entry.name, entry.path, offload, gpu_layers)
+    placement = placement_for(info, estimate, offload)
+    model = load_model(entry.name, entry.path, offload, placement.gpu_layers)
     per_slot = context_per_sequence(options.ctx_size, model.n_ctx_train or options.ctx_size)
     try:
         context = Context(
@@ -958,7 +965,7 @@ def _load(entry: ModelEntry, options: EngineOptions) -> tuple[Model, Context]:
     except ShimmyError:
         model.close()
         raise
-    return model, context
+    return model, context, placement
 
 
 def _choice(request: GenerationRequest, index: int) -> GenerationRequest:

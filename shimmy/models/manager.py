@@ -8,11 +8,13 @@ dashboard all share the same instance (DESIGN.md, "One manager, shared").
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from shimmy.config import Paths, Settings
 from shimmy.errors import ShimmyError, model_not_found
@@ -20,6 +22,7 @@ from shimmy.models.chat import Message
 from shimmy.models.default_choice import FILE_NAME, RememberedDefault, longest_here
 from shimmy.models.embeddings import EmbeddingModels, Embeddings
 from shimmy.models.engine import Engine, EngineOptions, process_rss
+from shimmy.models.first_use_pull import FirstUsePulls
 from shimmy.models.generation import FINISH_ERROR, Generation, GenerationRequest, SamplingParams
 from shimmy.models.memory import (
     Budget,
@@ -28,9 +31,13 @@ from shimmy.models.memory import (
     estimate_entry,
     plan_room,
 )
+from shimmy.models.placement import Placement, placement_for
 from shimmy.models.presets import apply_sampling, check_presets, preset_settings, with_system
 from shimmy.models.registry import ModelEntry, ModelRegistry
 from shimmy.models.tools import ToolRequest, plan_tools
+
+if TYPE_CHECKING:
+    from shimmy.models.backends import Device
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +67,8 @@ class LoadedModel:
     # Seconds until it is unloaded for being idle (None: never); while it is
     # busy, its whole keep-alive (the countdown starts when it goes idle).
     unloads_in: float | None = None
+    # GPU memory of its offloaded layers (weights and KV cache); memory_bytes is the host's.
+    gpu_memory_bytes: int = 0
 
     @property
     def acceptance(self) -> float | None:
@@ -134,7 +143,7 @@ class ModelManager:
         # take); the loads themselves run side by side. Bytes promised to loads
         # under way, by model:
         self._room_lock = threading.Lock()
-        self._loading: dict[str, int] = {}
+        self._loading: dict[str, tuple[int, int]] = {}  # (host, GPU)
         self._decode_lock = threading.Lock()
         self._embeddings = EmbeddingModels(
             ctx_size=settings.ctx_size, threads=settings.threads, decode_lock=self._decode_lock
@@ -150,6 +159,8 @@ class ModelManager:
         self._keep_alive: dict[str, float | None] = {}
         self._in_preparation: dict[str, int] = {}  # requests not yet submitted, by model
         self._reap_now = threading.Event()
+        # Presets' Hugging Face models, pulled on first use: one download per model.
+        self._pulls = FirstUsePulls()
         self._reaper = threading.Thread(target=self._reap_idle, name="shimmy-reaper", daemon=True)
         self._reaper.start()
 
@@ -227,8 +238,9 @@ class ModelManager:
                 return engine
             if self._shutting_down:
                 raise ShimmyError("server_busy", "The server is shutting down")
-            options = self._engine_options(entry.name)
-            self._make_room(entry, options)
+            entry = self._on_disk(entry)
+            options, placement = self._place(entry, self._engine_options(entry.name))
+            self._make_room(entry, placement)
             log.info("loading model %s from %s", entry.name, entry.path)
             try:
                 engine = Engine(
@@ -247,13 +259,46 @@ class ModelManager:
     def load(self, name: str | None) -> Engine:
         return self.engine(name)
 
-    def _make_room(self, entry: ModelEntry, options: EngineOptions) -> None:
-        """Check that ``entry`` fits the memory budget and the --max-loaded-models
-        cap, unloading idle models (least recently used first) to make it fit,
-        and promise it the memory until its load ends. Raises as
-        :func:`~shimmy.models.memory.plan_room` does; unloads nothing then."""
+    def _on_disk(self, entry: ModelEntry) -> ModelEntry:
+        """``entry`` itself, or for a preset whose Hugging Face model is not on this
+        machine yet, the entry once it is pulled (first_use_pull.py): the download
+        is shared with everyone asking for that model meanwhile, and the registry
+        is refreshed so that every name for it sees the file."""
+        if entry.pull is None:
+            return entry
+        current = self.registry.resolve(entry.name)  # pulled meanwhile, for another preset?
+        if current.pull is None:
+            return current
+        self._pulls.pull(current)
+        self.registry.refresh()
+        pulled = self.registry.resolve(entry.name)
+        if pulled.pull is not None or not pulled.usable:
+            raise ShimmyError(
+                "model_load_failed",
+                f"Model '{entry.name}' was pulled ({entry.pull}) but cannot be used",
+                pulled.error or "the file pulled is not the one its name says",
+            )
+        return pulled
+
+    def _place(self, entry: ModelEntry, options: EngineOptions) -> tuple[EngineOptions, Placement]:
+        """Where ``entry``'s memory will go (placement.py): its GPU layers, decided
+        once here ("auto" included) and handed to the load in the options, and
+        the host and GPU bytes they leave. A model without a header counts its
+        file's size, all of it in host memory."""
         estimate = estimate_entry(entry, options)
-        need = estimate.total if estimate is not None else entry.size
+        if entry.info is None or estimate is None:
+            return options, Placement(0, entry.size)
+        placement = placement_for(entry.info, estimate, options.offload)
+        offload = dataclasses.replace(options.offload, gpu_layers=placement.gpu_layers)
+        return dataclasses.replace(options, offload=offload), placement
+
+    def _make_room(self, entry: ModelEntry, placement: Placement) -> None:
+        """Check that ``entry`` fits the memory budget (host memory, and GPU memory
+        for the layers it offloads) and the --max-loaded-models cap, unloading
+        idle models (least recently used first) to make it fit, and promise it
+        the memory until its load ends. Raises as
+        :func:`~shimmy.models.memory.plan_room` does; unloads nothing then."""
+        need, need_gpu = placement.host_bytes, placement.gpu_bytes
         with self._room_lock:
             for _attempt in range(3):  # a model chosen to go may get a request first
                 with self._lock:
@@ -263,12 +308,24 @@ class ModelManager:
                             engine.memory_bytes(),
                             engine.idle and not self._in_preparation.get(name),
                             engine.last_used,
+                            engine.gpu_bytes,
                         )
                         for name, engine in self._engines.items()
                     ]
-                    loading = tuple(self._loading.values())
-                budget = Budget.now(self._memory_limit, self._max_models)
-                evict = plan_room(entry.name, need, resident, budget, loading=loading)
+                    loading = tuple(host for host, _ in self._loading.values())
+                    loading_gpu = sum(gpu for _, gpu in self._loading.values())
+                budget = Budget.now(
+                    self._memory_limit, self._max_models, gpus=self._gpus() if need_gpu else ()
+                )
+                evict = plan_room(
+                    entry.name,
+                    need,
+                    resident,
+                    budget,
+                    loading=loading,
+                    need_gpu=need_gpu,
+                    loading_gpu=loading_gpu,
+                )
                 taken = [self._take_if_idle(name) for name in evict]
                 for name, engine in zip(evict, taken, strict=True):
                     if engine is not None:
@@ -284,7 +341,14 @@ class ModelManager:
                     headers={"Retry-After": "5"},
                 )
             with self._lock:
-                self._loading[entry.name] = need
+                self._loading[entry.name] = (need, need_gpu)
+
+    @staticmethod
+    def _gpus() -> list[Device]:
+        """The devices layers go to, with their free memory now."""
+        from shimmy.models.backends import offload_devices
+
+        return offload_devices()
 
     def _take_if_idle(self, name: str) -> Engine | None:
         """Remove and return ``name``'s engine if it is idle with no request being
@@ -518,7 +582,7 @@ class ModelManager:
         entry = self.resolve(name)
         with self._lock:
             self._keep_alive[entry.name] = keep_alive
-        return self._embeddings.embed(entry, inputs, truncate=truncate)
+        return self._embeddings.embed(self._on_disk(entry), inputs, truncate=truncate)
 
     @property
     def decode_lock(self) -> threading.Lock:
@@ -535,6 +599,7 @@ class ModelManager:
         with self._lock:
             self._shutting_down = True
             engines = list(self._engines.values())
+        self._pulls.close()
         for engine in engines:
             engine.cancel_all()
 
@@ -583,6 +648,7 @@ class ModelManager:
                 drafted_tokens=e.drafted,
                 accepted_tokens=e.accepted,
                 unloads_in=self.unloads_in(e.name),
+                gpu_memory_bytes=e.gpu_bytes,
             )
             for e in engines
         ]
@@ -640,9 +706,10 @@ class ModelManager:
         return max(0.2, min(5.0, min(positive) / 4)) if positive else 1.0
 
     def close(self) -> None:
-        """Cancel all work and unload every model."""
+        """Cancel all work, stop the downloads of presets' models, and unload every model."""
         self._closed.set()
         self._reap_now.set()
+        self._pulls.close()
         with self._lock:
             engines = list(self._engines.values())
             self._engines.clear()

@@ -1,5 +1,6 @@
 """What a model will take in host memory before it is loaded, and how much
-memory shimmy may use (``--memory-limit``, else the RAM available now).
+memory shimmy may use (``--memory-limit``, else the RAM available now, or less
+under the limit of the process's cgroup: cgroup.py).
 
 The estimate is made from the GGUF header alone, so the manager can refuse or
 make room before llama.cpp allocates anything (a load that runs out of memory
@@ -18,21 +19,27 @@ llama.cpp reserves its compute buffer for the worst step (a logits row for
 every token of a batch: 98 MiB for SmolLM2 at batch 512), but shimmy asks for
 the logits of a sequence's last token only, so most of that reservation is
 never touched and never becomes resident; the estimate counts what a step
-does touch. Layers offloaded to a GPU are counted here too: the figure is the
-most the host may need.
+does touch. Layers offloaded to a GPU take their weights and KV cache out of
+host memory: placement.py splits the estimate, and :func:`plan_room` checks the
+host part against the RAM (or the cgroup's limit: cgroup.py) and the GPU part
+against the GPUs' free memory.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from shimmy.errors import ShimmyError
+from shimmy.models.cgroup import CgroupMemory, cgroup_memory
 from shimmy.models.offload import FLASH_ATTN
 
 if TYPE_CHECKING:
     from shimmy.config import Settings
+    from shimmy.models.backends import Device
     from shimmy.models.discovery import ModelEntry
     from shimmy.models.engine import EngineOptions
     from shimmy.models.gguf import GGUFInfo
@@ -173,13 +180,49 @@ def headroom_bytes(total: int) -> int:
     return min(2048 * MIB, max(256 * MIB, total // 10))
 
 
-def available_memory() -> tuple[int, int]:
-    """(available, total) bytes of RAM now, as the kernel counts them (page cache
-    that can be dropped is available)."""
+@dataclass(frozen=True)
+class SystemMemory:
+    """The memory this process may use now: the RAM's figures, as the kernel
+    counts them (page cache that can be dropped is available), bounded by the
+    limit of the process's cgroup where that is tighter (cgroup.py)."""
+
+    ram_available: int
+    ram_total: int
+    cgroup: CgroupMemory | None = None
+
+    @property
+    def available(self) -> int:
+        if self.cgroup is None:
+            return self.ram_available
+        return min(self.ram_available, self.cgroup.available)
+
+    @property
+    def total(self) -> int:
+        if self.cgroup is None:
+            return self.ram_total
+        return min(self.ram_total, self.cgroup.limit)
+
+    @property
+    def cgroup_bounds(self) -> bool:
+        """Whether the cgroup's limit, not the RAM, is what bounds the figures."""
+        cgroup = self.cgroup
+        return cgroup is not None and (
+            cgroup.available < self.ram_available or cgroup.limit < self.ram_total
+        )
+
+
+def system_memory(root: Path = Path("/")) -> SystemMemory:
+    """The RAM now, and the cgroup limit read under ``root`` (cgroup.py)."""
     import psutil
 
     memory = psutil.virtual_memory()
-    return int(memory.available), int(memory.total)
+    return SystemMemory(int(memory.available), int(memory.total), cgroup_memory(root))
+
+
+def available_memory() -> tuple[int, int]:
+    """(available, total) bytes this process may use now (:func:`system_memory`)."""
+    memory = system_memory()
+    return memory.available, memory.total
 
 
 @dataclass(frozen=True)
@@ -187,25 +230,52 @@ class Resident:
     """A loaded model as the budget sees it."""
 
     name: str
-    bytes: int
+    bytes: int  # host memory
     evictable: bool  # idle, with no request being prepared for it
     last_used: float  # time.monotonic() of its last request
+    gpu_bytes: int = 0  # its offloaded layers' weights and KV cache, on the GPUs
 
 
 @dataclass(frozen=True)
 class Budget:
-    """What may be used now: the --memory-limit (None: none) and the RAM
-    available less the headroom left to the rest of the machine."""
+    """What may be used now: the --memory-limit (None: none), the memory
+    available (RAM, or less under a cgroup limit) less the headroom left to the
+    rest of the machine, and the GPUs with their free memory."""
 
     limit: int | None
     available: int
     headroom: int
     max_models: int = 0  # 0: no cap on the count
+    cgroup_limit: int | None = None  # the cgroup's limit, when it bounds ``available``
+    gpus: tuple[Device, ...] = ()  # asked for only when layers go to them
+
+    @property
+    def gpu_free(self) -> int:
+        return sum(d.free_bytes for d in self.gpus)
 
     @classmethod
-    def now(cls, limit: int | None, max_models: int = 0) -> Budget:
-        available, total = available_memory()
-        return cls(limit, available, headroom_bytes(total), max_models)
+    def now(cls, limit: int | None, max_models: int = 0, gpus: Sequence[Device] = ()) -> Budget:
+        memory = system_memory()
+        cgroup_limit = memory.cgroup.limit if memory.cgroup and memory.cgroup_bounds else None
+        return cls(
+            limit,
+            memory.available,
+            headroom_bytes(memory.total),
+            max_models,
+            cgroup_limit=cgroup_limit,
+            gpus=tuple(gpus),
+        )
+
+    def describe_available(self) -> str:
+        """What ``available`` is: of the RAM, or under the cgroup's limit."""
+        from shimmy.units import format_gb
+
+        if self.cgroup_limit is None:
+            return f"{format_gb(self.available)} of RAM available"
+        return (
+            f"{format_gb(self.available)} available under the cgroup memory limit "
+            f"of {format_gb(self.cgroup_limit)}"
+        )
 
 
 def plan_room(
@@ -215,10 +285,15 @@ def plan_room(
     budget: Budget,
     *,
     loading: tuple[int, ...] = (),
+    need_gpu: int = 0,
+    loading_gpu: int = 0,
 ) -> tuple[str, ...]:
     """The loaded models to unload, least recently used first, so that ``name``
-    (needing ``need`` bytes) fits the budget beside the rest; ``loading``: the
-    bytes promised to each load still under way. Unloads nothing it need not.
+    (needing ``need`` bytes of host memory and ``need_gpu`` of GPU memory) fits
+    the budget beside the rest; ``loading``: the host bytes promised to each
+    load still under way, ``loading_gpu``: the GPU bytes promised to them all.
+    Unloads nothing it need not: when only GPU memory is short, only models
+    with layers on the GPUs make way.
 
     Raises ``server_busy`` (503) when it would fit once busy models are done
     and unloaded, else ``model_load_failed``, each with both figures."""
@@ -233,23 +308,35 @@ def plan_room(
         ram = room_ram + freed
         return ram if room_limit is None else min(ram, room_limit + freed)
 
+    def gpu_room(freed: int) -> int:
+        # The GPUs' free memory already leaves out what loaded models hold there.
+        return budget.gpu_free - loading_gpu + freed
+
     def full(evicted: int) -> bool:
         return budget.max_models > 0 and count - evicted >= budget.max_models
 
+    def host_fits(freed: int, evicted: int) -> bool:
+        return need <= room(freed) and not full(evicted)
+
+    def gpu_fits(freed: int) -> bool:
+        return need_gpu <= 0 or need_gpu <= gpu_room(freed)
+
     idle = sorted((r for r in resident if r.evictable), key=lambda r: r.last_used)
     evict: list[str] = []
-    freed = 0
+    freed = freed_gpu = 0
     for candidate in idle:
-        if need <= room(freed) and not full(len(evict)):
+        if host_fits(freed, len(evict)) and gpu_fits(freed_gpu):
             break
+        if host_fits(freed, len(evict)) and candidate.gpu_bytes <= 0:
+            continue  # only GPU memory is short, and this one holds none
         evict.append(candidate.name)
         freed += candidate.bytes
-    if need <= room(freed) and not full(len(evict)):
+        freed_gpu += candidate.gpu_bytes
+    if host_fits(freed, len(evict)) and gpu_fits(freed_gpu):
         return tuple(evict)
 
     busy = [r for r in resident if not r.evictable]
     busy_bytes = sum(r.bytes for r in busy)
-    could_fit = need <= room(freed + busy_bytes)
     if full(len(evict)):
         message = (
             f"Model '{name}' cannot load: {budget.max_models} model(s) are loaded "
@@ -257,7 +344,8 @@ def plan_room(
         )
         details = "loaded and busy: " + ", ".join(r.name for r in busy)
         code = "server_busy" if busy else "model_load_failed"
-    else:
+    elif need > room(freed):
+        could_fit = need <= room(freed + busy_bytes)
         free = max(0, room(freed))
         message = (
             f"Model '{name}' needs about {format_gb(need)} of memory, "
@@ -267,7 +355,7 @@ def plan_room(
         if budget.limit is not None:
             parts.append(f"--memory-limit {format_gb(budget.limit)}")
         parts.append(
-            f"{format_gb(budget.available)} of RAM available, "
+            f"{budget.describe_available()}, "
             f"{format_gb(budget.headroom)} of it kept for the rest of the machine"
         )
         if resident:
@@ -275,6 +363,27 @@ def plan_room(
             parts.append(f"loaded: {loaded}")
         if busy and could_fit:
             parts.append("busy models may free memory when their requests end")
+        details = "; ".join(parts)
+        code = "server_busy" if busy and could_fit else "model_load_failed"
+    else:
+        could_fit = gpu_fits(freed_gpu + sum(r.gpu_bytes for r in busy))
+        message = (
+            f"Model '{name}' needs about {format_gb(need_gpu)} of GPU memory for the "
+            f"layers it offloads, but only {format_gb(max(0, gpu_room(freed_gpu)))} "
+            "is free on the GPUs"
+        )
+        gpus = ", ".join(
+            f"{d.name} {format_gb(d.free_bytes)} free of {format_gb(d.total_bytes)}"
+            for d in budget.gpus
+        )
+        parts = [f"GPUs: {gpus or 'none'}"]
+        on_gpus = [r for r in resident if r.gpu_bytes > 0]
+        if on_gpus:
+            loaded = ", ".join(f"{r.name} {format_gb(r.gpu_bytes)}" for r in on_gpus)
+            parts.append(f"loaded on the GPUs: {loaded}")
+        if busy and could_fit:
+            parts.append("busy models may free GPU memory when their requests end")
+        parts.append("offload fewer layers (--gpu-layers N, or auto: as many as fit)")
         details = "; ".join(parts)
         code = "server_busy" if busy and could_fit else "model_load_failed"
     headers = {"Retry-After": "5"} if code == "server_busy" else None

@@ -37,15 +37,20 @@ def probe_model(manager: ModelManager, name: str | None, *, max_tokens: int = 32
     """Validate, load and test-generate ``name`` (the default model when None).
 
     Raises ``ShimmyError`` (``model_not_found``, ``model_invalid``,
-    ``model_load_failed``, ``generation_failed``) with a one-line reason.
+    ``model_load_failed``, ``generation_failed``; ``download_failed`` for a
+    preset's model pulled on first use) with a one-line reason.
     """
     entry = manager.resolve(name)
+    was_loaded = manager.is_loaded(entry.name)
+    if entry.pull is not None:
+        # A preset's Hugging Face model not pulled yet: loading it pulls it first.
+        manager.engine(entry.name)
+        entry = manager.resolve(entry.name)
     started = time.perf_counter()
     # Read the header afresh: the file may have changed since discovery, and
     # llama.cpp must never see a file that fails the check.
     info = read_gguf_info(entry.path)
     header_seconds = time.perf_counter() - started
-    was_loaded = manager.is_loaded(entry.name)
     engine = manager.engine(entry.name)
     generation = manager.submit_prompt(
         entry.name,

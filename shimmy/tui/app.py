@@ -304,7 +304,7 @@ class ShimmyApp(App[int]):
     @on(ModelsPane.EntriesLoaded)
     def _entries_loaded(self, message: ModelsPane.EntriesLoaded) -> None:
         for pane in self.query(ChatPane):
-            pane.set_models([e.name for e in message.entries if e.usable], message.default)
+            pane.set_models([e.name for e in message.entries if e.offered], message.default)
 
     @on(ModelsPane.ChatRequested)
     def _chat_requested(self, message: ModelsPane.ChatRequested) -> None:

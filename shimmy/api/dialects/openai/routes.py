@@ -97,13 +97,13 @@ def build_router(manager: ModelManager) -> APIRouter:
         loaded = set(manager.loaded_names())
         return {
             "object": "list",
-            "data": [model_object(e, e.name in loaded) for e in entries if e.usable],
+            "data": [model_object(e, e.name in loaded) for e in entries if e.offered],
         }
 
     @router.get("/models/{model_id:path}")
     async def get_model(model_id: str) -> dict[str, Any]:
         entry = await run_in_threadpool(manager.resolve, model_id)
-        if not entry.usable:
+        if not entry.offered:
             raise ShimmyError(
                 "model_not_found",
                 "The specified model was not found",
