@@ -62,7 +62,7 @@ from bench_server import (
     shimmy_command,
     smollm2_path,
 )
-from results import replace_section
+from results import replace_subsections
 
 CTX_PER_SLOT = 8192  # room for the long prompt in any slot
 GREEDY = {
@@ -346,18 +346,20 @@ def main() -> int:
     args = parser.parse_args()
     model = smollm2_path()
     binary = build_llama_server()
-    lines = [
-        "## Speed against llama-server",
-        "",
+    intro = (
+        "Each block below comes from the run it names (`bench/bench_speed.py --modes ...`; "
+        "a run replaces only the blocks of its modes). Every run: SmolLM2-135M-Instruct Q4_1, "
+        f"{THREADS} threads, {SLOTS} slots of {CTX_PER_SLOT} tokens; llama-server built from "
+        "the llama.cpp vendored in llama-cpp-python; servers taking turns in every round; "
+        "medians, and the median of the rounds' own ratios."
+    )
+    run = (
         f"Run on {time.strftime('%Y-%m-%d %H:%M')} with `.venv/bin/python bench/bench_speed.py"
         f"{' ' + ' '.join(sys.argv[1:]) if sys.argv[1:] else ''}`: {platform.machine()}, "
-        f"{os.cpu_count()} cores, {psutil.virtual_memory().total / 1024**3:.0f} GiB; "
-        f"SmolLM2-135M-Instruct Q4_1, {THREADS} threads, {SLOTS} slots of {CTX_PER_SLOT} "
-        f"tokens; llama-server from llama-cpp-python {LLAMA_VERSION}'s llama.cpp. "
-        f"{args.rounds} rounds, servers taking turns; medians, and the median of the rounds' "
-        "own ratios.",
-        "",
-    ]
+        f"{os.cpu_count()} cores, {psutil.virtual_memory().total / 1024**3:.0f} GiB, "
+        f"llama-cpp-python {LLAMA_VERSION}, {args.rounds} rounds."
+    )
+    lines: list[str] = []
     chart: dict[str, dict[str, float]] = {}
 
     if "echo" in args.modes:
@@ -377,6 +379,8 @@ def main() -> int:
             stopped(servers)
         lines += [
             "### Echo-heavy, 1 client (a 300-token function returned with a name changed)",
+            "",
+            run,
             "",
             "| server | decode tok/s | tokens | shimmy --spec on vs this |",
             "|---|---|---|---|",
@@ -416,6 +420,8 @@ def main() -> int:
             stopped(servers)
         lines += [
             "### Ordinary chat, 1 and 8 clients (128 tokens, the server benchmark's sampling)",
+            "",
+            run,
             "",
             "| server | 1 client tok/s | 8 clients total tok/s | 8 clients TTFT (s) "
             "| peak RSS (MB) |",
@@ -469,6 +475,8 @@ def main() -> int:
         lines += [
             "### A ~6,000-token prompt arriving while four streams decode",
             "",
+            run,
+            "",
             "| server | streams' worst gap (s) | long prompt's TTFT (s) |",
             "|---|---|---|",
             *(
@@ -484,6 +492,8 @@ def main() -> int:
     if "burst" in args.modes:
         lines += [
             "### A burst of 8 clients, each sending again when answered (greedy, 128 tokens)",
+            "",
+            run,
             "",
             "| server | median TTFT (s) | first wave | second wave |",
             "|---|---|---|---|",
@@ -501,6 +511,8 @@ def main() -> int:
     if "scale" in args.modes:
         lines += [
             "### 16 and 32 clients (128 tokens)",
+            "",
+            run,
             "",
             "| server | 16 clients total tok/s | 32 clients total tok/s |",
             "|---|---|---|",
@@ -527,6 +539,8 @@ def main() -> int:
         lines += [
             f"### Memory after {args.creep_requests} one-shot requests (8 at a time, 24 tokens)",
             "",
+            run,
+            "",
             "| server | RSS before (MB) | after (MB) | growth (MB) |",
             "|---|---|---|---|",
             *(
@@ -538,12 +552,15 @@ def main() -> int:
             "- target: shimmy's growth under 100 MB",
             "",
         ]
-    report = "\n".join(lines)
-    replace_section("## Speed against llama-server", report, args.out / "RESULTS.md")
+    blocks = ["### " + block.strip("\n") for block in "\n".join(lines).split("### ")[1:]]
     if chart:
         write_chart(chart, args.out / "speed.png")
-        report += "\n![decode tokens/s, shimmy and llama-server](speed.png)\n"
-        replace_section("## Speed against llama-server", report, args.out / "RESULTS.md")
+        blocks.append(
+            "### Decode speed chart\n\n" + run + "\n\n"
+            "![decode tokens/s, shimmy and llama-server](speed.png)"
+        )
+    replace_subsections("## Speed against llama-server", intro, blocks, args.out / "RESULTS.md")
+    report = "\n\n".join(blocks)
     print(report)
     return 0
 

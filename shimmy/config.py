@@ -84,6 +84,7 @@ PRESET_ENGINE_BOUNDS: dict[str, tuple[type, float, float] | None] = {
     "batch_size": (int, 1, 1 << 16),
     "cache_ram": (int, 0, 1 << 20),
     "spec": (bool, 0, 1),
+    "draft_min": (int, 0, 64),
     "gpu_layers": None,
     "flash_attn": None,
     "cache_type_k": None,
@@ -231,6 +232,9 @@ class Settings:
     # token in, and its CPU kernels round differently by shape, so the same
     # greedy request could give another text the next time.
     spec: bool = False
+    # With --spec on, a slot that has a draft drafts at least this many tokens of
+    # it, whatever its measured costs say (llama-server's --draft-min; 0: as they say).
+    draft_min: int = 0
     # Where layers and the KV cache live (shimmy/models/offload.py checks them).
     # "auto" offloads what fits in free GPU memory, none on a CPU-only build.
     gpu_layers: str = "auto"  # "auto", "all" or a count of layers

@@ -102,7 +102,14 @@ def test_spec_flag_setting_and_variable_reach_the_engine_options(tmp_path, monke
     settings = settings_from(build_parser().parse_args(["serve", "--spec", "on"]))
     manager = ModelManager(settings)
     assert manager._engine_options().spec is True
+    assert manager._engine_options().draft_min == 0
     manager.close()
+    # --draft-min reaches the engine, within 0..MAX_DRAFT.
+    for given, used in (("4", 4), ("1000", 64), ("-3", 0)):
+        args = build_parser().parse_args(["serve", "--spec", "on", "--draft-min", given])
+        manager = ModelManager(settings_from(args))
+        assert manager._engine_options().draft_min == used
+        manager.close()
 
 
 def test_cache_ram_flag_reaches_the_engine_options(tmp_path, monkeypatch):

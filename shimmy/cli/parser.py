@@ -137,6 +137,14 @@ def _engine_flags(parser: argparse.ArgumentParser) -> None:
         f"(n-gram speculative decoding; default {'on' if Settings.spec else 'off'})",
     )
     group.add_argument(
+        "--draft-min",
+        type=int,
+        metavar="TOKENS",
+        help="with --spec on, draft at least this many tokens whenever the request's "
+        "text offers them, whatever the measured step costs say "
+        f"(default {Settings.draft_min}: as they say; at most 64)",
+    )
+    group.add_argument(
         "--keep-alive",
         type=float,
         metavar="SECONDS",

@@ -35,6 +35,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         batch_size=getattr(args, "batch_size", None),
         cache_ram=getattr(args, "cache_ram", None),
         spec=None if getattr(args, "spec", None) is None else args.spec == "on",
+        draft_min=getattr(args, "draft_min", None),
         keep_alive=getattr(args, "keep_alive", None),
         gpu_layers=getattr(args, "gpu_layers", None),
         flash_attn=getattr(args, "flash_attn", None),

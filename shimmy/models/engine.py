@@ -52,6 +52,7 @@ from shimmy.models.speculation import (
     DecodeCost,
     DraftOdds,
     NgramIndex,
+    at_least,
     plan_drafts,
 )
 from shimmy.models.textstream import TextStream
@@ -78,6 +79,7 @@ class EngineOptions:
     request_timeout: float  # wall-clock seconds from submit to the last token
     prompt_cache_bytes: int  # host memory for prompts whose slot was taken
     spec: bool = True  # n-gram speculative decoding
+    draft_min: int = 0  # tokens a slot with a draft drafts at least (see Settings)
     offload: Offload = Offload()  # GPU layers, flash attention, KV cache types, RPC
 
     @classmethod
@@ -91,6 +93,7 @@ class EngineOptions:
             request_timeout=settings.request_timeout,
             prompt_cache_bytes=max(0, settings.cache_ram) * 1024 * 1024,
             spec=settings.spec,
+            draft_min=min(max(0, settings.draft_min), MAX_DRAFT),
             offload=Offload.from_settings(settings),
         )
 
@@ -691,6 +694,7 @@ class Engine:
         # Then their drafts, verified in the same decode (shimmy/models/speculation.py).
         if self.options.spec:
             offers = [self._offer(slot) for slot in deciding]
+            room = batch.room - (self._context.n_batch // 2)
             lengths = plan_drafts(
                 self.decode_cost,
                 len(deciding),
@@ -698,8 +702,12 @@ class Engine:
                     (slot.odds.chance, len(offer))
                     for slot, offer in zip(deciding, offers, strict=True)
                 ],
-                batch.room - (self._context.n_batch // 2),
+                room,
             )
+            if self.options.draft_min:
+                lengths = at_least(
+                    lengths, [len(offer) for offer in offers], self.options.draft_min, room
+                )
             for slot, offer, length in zip(deciding, offers, lengths, strict=True):
                 slot.draft = offer[:length]
                 # Without a draft the slot keeps the first token it would have

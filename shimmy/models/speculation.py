@@ -168,6 +168,20 @@ class DecodeCost:
         return times[low] + share * (times[high] - times[low])
 
 
+def at_least(
+    lengths: Sequence[int], available: Sequence[int], minimum: int, room: int
+) -> list[int]:
+    """``lengths`` raised to ``minimum`` (or all a slot has to draft, if fewer),
+    slot by slot in order while the ``room`` lasts (``--draft-min``)."""
+    raised = list(lengths)
+    left = room - sum(raised)
+    for i, have in enumerate(available):
+        extra = min(max(0, min(minimum, have) - raised[i]), max(0, left))
+        raised[i] += extra
+        left -= extra
+    return raised
+
+
 def plan_drafts(
     cost: DecodeCost, base: int, offers: Sequence[tuple[float, int]], room: int
 ) -> list[int]:

@@ -28,7 +28,9 @@ def server(tmp_path_factory, smollm2_path) -> Iterator[Server]:
     (bad / "broken-model.gguf").write_bytes(b"GGUF\x03\x00\x00\x00" + b"\x00" * 7)
     env = isolated_env(root)
     srv = start_server(
-        ["--model-dirs", str(bad), "--ctx-size", "1024", "--spec", "on"], env, cwd=root
+        ["--model-dirs", str(bad), "--ctx-size", "1024", "--spec", "on", "--draft-min", "4"],
+        env,
+        cwd=root,
     )
     yield srv
     srv.stop()
@@ -355,7 +357,9 @@ def test_metrics_count_a_generation_and_show_the_engine(client):
 
 def test_metrics_count_drafted_and_accepted_tokens(client):
     """A reply that repeats its prompt is drafted from it (this server runs with
-    --spec on): both counters grow, and accepted never passes drafted."""
+    --spec on and --draft-min 4, so that it drafts whatever its step timings, taken
+    on a machine the other tests keep busy, say): both counters grow, and
+    accepted never passes drafted."""
     model = (("model", MODEL),)
     before = scrape(client)
     body = {

@@ -11,6 +11,7 @@ from shimmy.models.speculation import (
     DecodeCost,
     DraftOdds,
     NgramIndex,
+    at_least,
     plan_drafts,
 )
 
@@ -102,3 +103,13 @@ def test_a_busy_batch_gives_its_drafts_to_the_slots_most_likely_to_be_right():
     cpu = cost_of({1: 0.010, 8: 0.050, 16: 0.080, 32: 0.130, 64: 0.220})
     lengths = plan_drafts(cpu, 8, [(0.95, 40), (0.2, 40), (0.0, 0)] + [(0.5, 0)] * 5, 500)
     assert lengths[0] > 0 and lengths[1] == 0 and lengths[2:] == [0] * 6
+
+
+def test_draft_min_raises_each_slots_draft_while_the_batch_has_room():
+    """--draft-min: a slot with a draft drafts at least that many of its tokens
+    (all of them when it has fewer), whatever the plan said, first slots first
+    while the room lasts; a longer planned draft stays as planned."""
+    assert at_least([0, 0, 0], [8, 2, 0], 4, 64) == [4, 2, 0]
+    assert at_least([6, 0], [8, 8], 4, 64) == [6, 4]
+    assert at_least([0, 0, 0], [8, 8, 8], 4, 6) == [4, 2, 0]
+    assert at_least([3, 0], [8, 8], 4, 0) == [3, 0]
