@@ -386,6 +386,7 @@ def test_embeddings_float_and_base64_agree(sdk, http):
         ),
         (chat_body(messages=[{"role": "wizard", "content": "x"}]), "role"),
         (chat_body(temperature="hot"), "temperature"),
+        (chat_body(extra_body={"top_k": 2**64}), "top_k"),
         (chat_body(response_format={"type": "xml"}), "xml"),
         (
             chat_body(response_format={"type": "json_schema", "json_schema": {"schema": 3}}),

@@ -260,6 +260,7 @@ def test_unknown_model_is_model_not_found(client):
         json.dumps({"model": MODEL, "prompt": "x", "max_tokens": 0}).encode(),
         json.dumps({"model": MODEL, "prompt": "x", "temperature": "hot"}).encode(),
         json.dumps({"model": MODEL, "prompt": "x", "temperature": -1}).encode(),
+        json.dumps({"model": MODEL, "prompt": "x", "top_k": 2**64}).encode(),
         json.dumps({"model": MODEL, "prompt": "x", "stream": "yes"}).encode(),
     ],
 )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from shimmy.api.core.fields import check_stop, sampling_of, stop_strings
+from shimmy.api.core.fields import MAX_TOP_K, check_stop, sampling_of, stop_strings
 from shimmy.models.generation import DEFAULT_MAX_TOKENS, SamplingParams
 
 # The engine's defaults are the seed's (SEED-API.md), stated once beside it.
@@ -28,7 +28,7 @@ class GenerateBody(BaseModel):
     stream: bool = False
     # Beyond the seed: the rest of the engine's sampling parameters.
     top_p: float = Field(default=_SAMPLING.top_p, gt=0.0, le=1.0)
-    top_k: int = Field(default=_SAMPLING.top_k, ge=0)
+    top_k: int = Field(default=_SAMPLING.top_k, ge=0, le=MAX_TOP_K)
     min_p: float = Field(default=_SAMPLING.min_p, ge=0.0, le=1.0)
     repeat_penalty: float = Field(default=_SAMPLING.repeat_penalty, gt=0.0)
     seed: int | None = None

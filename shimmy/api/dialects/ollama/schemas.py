@@ -27,7 +27,7 @@ from pydantic import (
     model_validator,
 )
 
-from shimmy.api.core.fields import check_stop, stop_strings
+from shimmy.api.core.fields import MAX_TOP_K, check_stop, stop_strings
 from shimmy.models.generation import SamplingParams
 from shimmy.models.grammar import JSON_OBJECT_GBNF, grammar_for_schema
 from shimmy.models.tools import Tool, ToolRequest
@@ -38,7 +38,6 @@ MAX_MESSAGES = 4096
 MAX_NAME = 300  # a model name, as long as an alias may be
 MAX_ARGUMENTS = 256 * 1024  # a call's arguments in the history, as JSON text
 MAX_DURATION_TEXT = 64
-MAX_TOP_K = 1 << 20  # more than any vocabulary; llama.cpp takes an int32
 MAX_PENALTY_WINDOW = 1 << 20  # repeat_last_n, within llama.cpp's int32
 FOREVER = -1.0  # a keep-alive that never runs out
 # Longer than this is forever: Go's longest duration (about 292 years), which

@@ -15,7 +15,13 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from shimmy.api.core.fields import check_logit_bias, check_stop, sampling_of, stop_strings
+from shimmy.api.core.fields import (
+    MAX_TOP_K,
+    check_logit_bias,
+    check_stop,
+    sampling_of,
+    stop_strings,
+)
 from shimmy.errors import ShimmyError
 from shimmy.models.generation import SamplingParams
 from shimmy.models.tools import Tool, ToolChoice, ToolRequest
@@ -166,7 +172,7 @@ class _Sampling(_Body):
     stream_options: StreamOptions | None = None
     user: str | None = None  # accepted and ignored
     # llama.cpp server extensions.
-    top_k: int = Field(default=_ENGINE.top_k, ge=0)
+    top_k: int = Field(default=_ENGINE.top_k, ge=0, le=MAX_TOP_K)
     min_p: float = Field(default=_ENGINE.min_p, ge=0.0, le=1.0)
     repeat_penalty: float = Field(default=_ENGINE.repeat_penalty, gt=0.0)
     logit_bias: dict[str, float] | None = None
