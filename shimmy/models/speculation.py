@@ -43,6 +43,7 @@ WARM_UP_STEPS = 8  # the first steps after loading are slow, and say nothing of 
 OUTLIER = 3.0  # a step slower than this many times the expected is capped (the OS took the CPU)
 MIN_GAIN = 0.02  # a drafted token less likely than this to be accepted is never worth it
 CALIBRATION_SIZES = (1, 4, 16, 64)  # step sizes the engine times when it loads (~0.3 s)
+CALIBRATION_ROUNDS = 3  # ... each this many times, keeping the fastest
 
 
 class NgramIndex:
