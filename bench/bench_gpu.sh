@@ -10,6 +10,8 @@
 # makes SmolLM2-shaped models with random weights, and runs bench/bench_gpu.py.
 # Results land in $OUT (default /tmp/gpu-out): gpu.json and the servers' logs;
 # `python bench/bench_gpu.py --record gpu.json` then writes bench/RESULTS.md.
+# `bench/bench_gpu.sh memory` (there) checks the host/GPU memory split instead
+# (bench/gpu_memory.py: memory.json).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 GPU=${SHIMMY_GPU_DIR:-$PWD/.gpu}
@@ -83,6 +85,10 @@ run() {
         fi
         models+=(--model "$quant")
     done
+    if [ "${1:-bench}" = memory ]; then
+        python3 "$GPU/src/bench/gpu_memory.py" "${models[@]}" --out "$OUT/memory.json"
+        return
+    fi
     python3 "$GPU/src/bench/bench_gpu.py" "${models[@]}" --llama-server "$BUILD/build/bin/llama-server" \
         --rounds "${ROUNDS:-3}" --out "$OUT/gpu.json"
 }
@@ -90,5 +96,6 @@ run() {
 case "${1:-}" in
     prepare) prepare ;;
     run) run ;;
-    *) echo "usage: bench/bench_gpu.sh prepare|run" >&2; exit 2 ;;
+    memory) run memory ;;
+    *) echo "usage: bench/bench_gpu.sh prepare|run|memory" >&2; exit 2 ;;
 esac
