@@ -42,7 +42,7 @@ from shimmy.models.generation import (
     TokenLogprob,
     wake_readers,
 )
-from shimmy.models.memory import estimate_entry
+from shimmy.models.memory import MemoryEstimate, estimate_entry
 from shimmy.models.offload import Offload
 from shimmy.models.promptcache import PromptCache, common_prefix, continues_a_conversation
 from shimmy.models.slots import Slot, assign_slots, shared_tokens
@@ -123,7 +123,10 @@ class Engine:
         *,
         decode_lock: threading.Lock | None = None,
         on_finish: Callable[[Generation], None] | None = None,
+        placement: Placement | None = None,
     ) -> None:
+        """``placement``: where the model's memory goes, as the manager decided
+        before making room for it (placement.py); decided here when None."""
         self.entry = entry
         self.name = entry.name
         self.options = options
@@ -143,10 +146,9 @@ class Engine:
 
         rss_before = process_rss()
         started = time.perf_counter()
-        self._model, self._context, self.placement = _load(entry, options)
+        self._model, self._context, self.estimate, self.placement = _load(entry, options, placement)
         self.load_seconds = time.perf_counter() - started
         self.rss_delta = max(0, process_rss() - rss_before)
-        self.estimate = estimate_entry(entry, options)
         self.n_parallel = options.parallel
         self.n_ctx = self._context.n_ctx // options.parallel  # per request
         self._slots = [Slot(seq=i) for i in range(options.parallel)]
@@ -327,9 +329,6 @@ class Engine:
         """Host memory: the load's estimate (weights, the KV cache of every slot,
         compute buffers: memory.py) less what its GPU layers hold (placement.py),
         and the saved prompts."""
-        if self.estimate is None:
-            kv = self._model.kv_bytes_per_token(self.options.offload) * self._context.n_ctx
-            return self._model.size_bytes() + kv + self._prompt_cache.size_bytes
         return self.placement.host_bytes + self._prompt_cache.size_bytes
 
     @property
@@ -936,7 +935,9 @@ class Engine:
             self._finished(self._waiting.popleft(), reason, error)
 
 
-def _load(entry: ModelEntry, options: EngineOptions) -> tuple[Model, Context, Placement]:
+def _load(
+    entry: ModelEntry, options: EngineOptions, placement: Placement | None = None
+) -> tuple[Model, Context, MemoryEstimate, Placement]:
     if not entry.usable:
         raise ShimmyError(
             "model_invalid", f"Model '{entry.name}' cannot be used", entry.error or None
@@ -960,13 +961,13 @@ def _load(entry: ModelEntry, options: EngineOptions) -> tuple[Model, Context, Pl
 
     if options.parallel < 1:
         raise ShimmyError("invalid_request", "--parallel must be at least 1")
-    from shimmy.models.memory import estimate_entry
     from shimmy.models.placement import placement_for
 
     offload = options.offload
     estimate = estimate_entry(dataclasses.replace(entry, info=info), options)
     assert estimate is not None  # the header was just read
-    placement = placement_for(info, estimate, offload)
+    if placement is None:
+        placement = placement_for(info, estimate, offload)
     model = load_model(entry.name, entry.path, offload, placement.gpu_layers)
     per_slot = context_per_sequence(options.ctx_size, model.n_ctx_train or options.ctx_size)
     try:
@@ -981,7 +982,7 @@ def _load(entry: ModelEntry, options: EngineOptions) -> tuple[Model, Context, Pl
     except ShimmyError:
         model.close()
         raise
-    return model, context, placement
+    return model, context, estimate, placement
 
 
 def _choice(request: GenerationRequest, index: int) -> GenerationRequest:

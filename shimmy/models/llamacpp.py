@@ -136,9 +136,6 @@ class Model:
     def ptr(self) -> Any:
         return self._ptr
 
-    def size_bytes(self) -> int:
-        return int(llama_cpp.llama_model_size(self._ptr))
-
     def kv_bytes_per_token(self, offload: Offload | None = None) -> int:
         """KV cache bytes per token at the offload's cache types (every layer)."""
         n_layer = int(llama_cpp.llama_model_n_layer(self._ptr))

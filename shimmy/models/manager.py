@@ -244,7 +244,11 @@ class ModelManager:
             log.info("loading model %s from %s", entry.name, entry.path)
             try:
                 engine = Engine(
-                    entry, options, decode_lock=self._decode_lock, on_finish=self._count
+                    entry,
+                    options,
+                    decode_lock=self._decode_lock,
+                    on_finish=self._count,
+                    placement=placement,
                 )
             finally:
                 with self._lock:

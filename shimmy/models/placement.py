@@ -104,12 +104,6 @@ def placement_for(info: GGUFInfo, estimate: MemoryEstimate, offload: Offload) ->
     return place(info, estimate, offload, gpus)
 
 
-def gpu_layers_for(info: GGUFInfo, estimate: MemoryEstimate, offload: Offload) -> int:
-    """llama.cpp's ``n_gpu_layers`` for the model ``info`` describes, whose
-    weights and KV cache take what ``estimate`` (memory.py) says."""
-    return placement_for(info, estimate, offload).gpu_layers
-
-
 def layer_count(info: GGUFInfo) -> int:
     """The model's repeating layers (``ARCH.block_count``; 0 when the header has none)."""
     value = info.metadata.get(f"{info.architecture or ''}.block_count")

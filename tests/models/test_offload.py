@@ -140,7 +140,7 @@ def test_flags_reach_llama_cpp_model_and_context_parameters(
     )
     options = EngineOptions.from_settings(Settings(ctx_size=256, parallel=1, threads=2))
     with caplog.at_level(logging.WARNING):
-        model, context, _placement = _load(entry, _with(options, offload))
+        model, context, _estimate, _placement = _load(entry, _with(options, offload))
     context.close()
     model.close()
     assert seen["model"] == (0, 0, [1.0, 0.0])  # auto: no GPU here, so no layers
@@ -158,7 +158,7 @@ def test_gpu_layers_on_a_cpu_only_build_warn_once_and_run_on_the_cpu(
     estimate = MemoryEstimate(weights=10**8, kv_cache=10**6, compute=0, runtime=0)
     with caplog.at_level(logging.WARNING):
         for _ in range(3):
-            assert placement.gpu_layers_for(info, estimate, Offload(gpu_layers=-1)) == 0
+            assert placement.placement_for(info, estimate, Offload(gpu_layers=-1)).gpu_layers == 0
     assert caplog.text.count(placement.NO_GPU_WARNING) == 1
 
 
