@@ -38,9 +38,9 @@ class Suggestion:
 def suggest_model(available: int | None = None) -> Suggestion:
     """The largest suggested model that needs at most half the memory available
     (the machine keeps working beside it), else the smallest one."""
-    from shimmy.models.memory import available_memory, file_needs
+    from shimmy.models.memory import file_needs, system_memory
 
-    room = available_memory()[0] if available is None else available
+    room = system_memory().available if available is None else available
     chosen: Suggestion | None = None
     for repo, size in SUGGESTED_MODELS:
         if file_needs(size) <= room // 2:

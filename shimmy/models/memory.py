@@ -219,12 +219,6 @@ def system_memory(root: Path = Path("/")) -> SystemMemory:
     return SystemMemory(int(memory.available), int(memory.total), cgroup_memory(root))
 
 
-def available_memory() -> tuple[int, int]:
-    """(available, total) bytes this process may use now (:func:`system_memory`)."""
-    memory = system_memory()
-    return memory.available, memory.total
-
-
 @dataclass(frozen=True)
 class Resident:
     """A loaded model as the budget sees it."""
