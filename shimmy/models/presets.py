@@ -55,23 +55,12 @@ def preset_entries(
         if names_hub_model(preset.model):
             target, reason = _hub_target(preset.model, listed, alias_of)
             if target is None and not reason:
-                entries.append(_to_pull(preset))
+                entries.append(_stand_in(preset, pull=preset.model))
                 continue
         else:
             target, reason = _target(preset.model, listed, file_entry)
         if target is None:
-            entries.append(
-                ModelEntry(
-                    name=preset.name,
-                    path=_placeholder(preset.model),
-                    parts=(),
-                    source=PRESET_SOURCE,
-                    size=0,
-                    info=None,
-                    error=reason,
-                    origin=preset.model,
-                )
-            )
+            entries.append(_stand_in(preset, error=reason))
             continue
         entries.append(
             dataclasses.replace(target, name=preset.name, source=PRESET_SOURCE, origin=target.name)
@@ -84,23 +73,23 @@ def names_hub_model(model: str) -> bool:
     return model.lower().startswith(_HUB_PREFIXES)
 
 
-def _placeholder(model: str) -> Path:
-    return Path(model) if not names_hub_model(model) else Path("-")
-
-
-def _to_pull(preset: ModelPreset) -> ModelEntry:
-    """The entry of a preset whose Hugging Face model is not on this machine yet:
-    offered to clients, and pulled when first loaded (:attr:`ModelEntry.pull`)."""
+def _stand_in(
+    preset: ModelPreset, *, error: str | None = None, pull: str | None = None
+) -> ModelEntry:
+    """The entry of a preset whose model is not here: unusable with ``error``, or,
+    for a Hugging Face model not on this machine yet, offered to clients and
+    pulled when first loaded (``pull``: :attr:`ModelEntry.pull`)."""
+    on_hub = names_hub_model(preset.model)
     return ModelEntry(
         name=preset.name,
-        path=Path("-"),
+        path=Path("-") if on_hub else Path(preset.model),
         parts=(),
         source=PRESET_SOURCE,
         size=0,
         info=None,
-        error=None,
+        error=error,
         origin=preset.model,
-        pull=preset.model,
+        pull=pull,
     )
 
 
