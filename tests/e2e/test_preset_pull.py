@@ -12,6 +12,7 @@ import threading
 from pathlib import Path
 
 import httpx
+import openai
 import pytest
 
 from tests.e2e.harness import isolated_env, run_shimmy, start_server
@@ -75,6 +76,10 @@ def test_a_preset_is_pulled_on_first_use_once_and_a_failed_pull_is_clear(
             assert native["fresh"]["source"] == "preset" and native["fresh"]["size"] == 0
             assert "first used" in native["fresh"]["description"]
             assert "fresh" in {m["id"] for m in client.get("/v1/models").json()["data"]}
+            # ... as OpenAI's own SDK lists models.
+            with openai.OpenAI(base_url=f"{srv.url}/v1", api_key="unused") as sdk:
+                assert "fresh" in {m.id for m in sdk.models.list()}
+                assert sdk.models.retrieve("fresh").id == "fresh"
 
             # A client naming a hub model (one no preset names, or a preset's own
             # hub name) is not found: only the operator's config starts a pull.
