@@ -42,6 +42,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DEFAULT_ALIAS = "default"
+# One model load at a time in the process (placing it, making room, llama.cpp's
+# model and context): two loads of different models side by side crashed the
+# process in a later decode (a segfault in llama_decode, 3 runs in 8 of the
+# two-models e2e test). Generation on loaded models goes on meanwhile.
+_llama_load_lock = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -230,7 +235,8 @@ class ModelManager:
                 engine.last_used = time.monotonic()
                 return engine
             load_lock = self._load_locks.setdefault(entry.name, threading.Lock())
-        # Loads of one model are serialised; other models are not held up.
+        # Loads of one model wait for each other here; loads of different models
+        # wait for each other below (_llama_load_lock), after any first-use pull.
         with load_lock:
             with self._lock:
                 engine = self._engines.get(entry.name)
@@ -239,20 +245,21 @@ class ModelManager:
             if self._shutting_down:
                 raise ShimmyError("server_busy", "The server is shutting down")
             entry = self._on_disk(entry)
-            options, placement = self._place(entry, self._engine_options(entry.name))
-            self._make_room(entry, placement)
-            log.info("loading model %s from %s", entry.name, entry.path)
-            try:
-                engine = Engine(
-                    entry,
-                    options,
-                    decode_lock=self._decode_lock,
-                    on_finish=self._count,
-                    placement=placement,
-                )
-            finally:
-                with self._lock:
-                    self._loading.pop(entry.name, None)
+            with _llama_load_lock:
+                options, placement = self._place(entry, self._engine_options(entry.name))
+                self._make_room(entry, placement)
+                log.info("loading model %s from %s", entry.name, entry.path)
+                try:
+                    engine = Engine(
+                        entry,
+                        options,
+                        decode_lock=self._decode_lock,
+                        on_finish=self._count,
+                        placement=placement,
+                    )
+                finally:
+                    with self._lock:
+                        self._loading.pop(entry.name, None)
             with self._lock:
                 self._engines[entry.name] = engine
                 if self._shutting_down:  # shutdown began while this model loaded
