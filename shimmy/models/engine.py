@@ -50,7 +50,9 @@ from shimmy.models.speculation import (
     CALIBRATION_ROUNDS,
     CALIBRATION_SIZES,
     MAX_DRAFT,
+    MEMORY_NGRAM,
     DecodeCost,
+    DraftMemory,
     DraftOdds,
     NgramIndex,
     at_least,
@@ -159,7 +161,9 @@ class Engine:
         self.prompt_tokens_read = 0  # prompt tokens decoded since loading (not reused)
         self.drafted = 0  # speculative tokens decoded since loading
         self.accepted = 0  # of which the model produced the same
+        self.replayed = 0  # of those, drafted from an earlier reply (draft_memory)
         self.decode_cost = DecodeCost()  # what drafting costs on this machine
+        self.draft_memory = DraftMemory()  # earlier replies, to draft repeats of them
         self.max_draft = MAX_DRAFT  # tokens one slot drafts at most in one step
         info = entry.info
         self.template = ChatTemplate.for_model(
@@ -657,6 +661,8 @@ class Engine:
         slot.max_tokens = min(request.max_tokens, self.n_ctx - len(prompt))
         slot.drafts = NgramIndex(prompt) if self.options.spec else None
         slot.odds = DraftOdds()
+        slot.replay_odds = DraftOdds()
+        slot.judged_by = None
         slot.draft = []
         slot.guess = None
         generation.start()
@@ -791,13 +797,24 @@ class Engine:
                 slot.copy_from = None
 
     def _offer(self, slot: Slot) -> list[int]:
-        """The tokens ``slot`` could draft after its next one: what followed the
-        latest n-gram where the request's text had it before, within its
-        max_tokens (plan_drafts decides how many of them are worth decoding)."""
-        if slot.drafts is None:
-            return []
+        """The tokens ``slot`` could draft after its next one, within its
+        max_tokens (plan_drafts decides how many of them are worth decoding):
+        what followed the latest n-gram where the request's text had it before,
+        or what the model wrote next where an earlier reply had the latest
+        tokens; of the two, the source whose drafts have come true more often
+        for this slot (``slot.judged_by`` says which)."""
+        slot.judged_by = None
         most = min(self.max_draft, slot.max_tokens - slot.produced - 1)
-        return slot.drafts.draft(most) if most > 0 else []
+        if slot.drafts is None or slot.generation is None or most <= 0:
+            return []
+        own = slot.drafts.draft(most)
+        scope = slot.generation.request.cache_scope
+        replay = self.draft_memory.draft(scope, slot.drafts.tokens, most)
+        if replay and (not own or slot.replay_odds.chance >= slot.odds.chance):
+            slot.judged_by = slot.replay_odds
+            return replay
+        slot.judged_by = slot.odds if own else None
+        return own
 
     def _sample(self, slot: Slot) -> None:
         """Sample ``slot``'s next token, and with a draft each drafted position in
@@ -812,8 +829,8 @@ class Engine:
             # drafts of every slot follow all the slots' next tokens in the batch).
             logits_at = slot.logits_at if position == 0 else slot.draft_at + position - 1
             token = slot.sampler.sample(self._context, logits_at)
-            if guess is not None:  # no draft: was the guess right?
-                slot.odds.judged(1, int(token == guess))
+            if guess is not None and slot.judged_by is not None:  # no draft: was the guess right?
+                slot.judged_by.judged(1, int(token == guess))
             if not self._produce(slot, token, logits_at):
                 break  # the generation ended: the token is not in the cache
             if position < len(draft) and token == draft[position]:
@@ -828,7 +845,10 @@ class Engine:
                 del slot.cached[rejected:]
             self.drafted += len(draft)
             self.accepted += kept
-            slot.odds.judged(len(draft), kept)
+            if slot.judged_by is slot.replay_odds:
+                self.replayed += kept
+            if slot.judged_by is not None:
+                slot.judged_by.judged(len(draft), kept)
 
     def _produce(self, slot: Slot, token: int, logits_at: int) -> bool:
         """Hand ``token``, sampled from the logits at ``logits_at``, to the slot's
@@ -892,6 +912,10 @@ class Engine:
     def _release(self, slot: Slot) -> None:
         if slot.sampler is not None:
             slot.sampler.close()
+        if slot.drafts is not None and slot.generation is not None and slot.produced:
+            # The reply, with the prompt tokens that led into it.
+            reply = slot.drafts.tokens[-(slot.produced + MEMORY_NGRAM) :]
+            self.draft_memory.remember(slot.generation.request.cache_scope, reply)
         # Prompt tokens queued but never decoded are not in the cache.
         slot.generation = None
         slot.sampler = None

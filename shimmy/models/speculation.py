@@ -26,12 +26,21 @@ made), and :func:`plan_drafts` chooses how many tokens each slot drafts so that
 the step makes the most tokens per second it is expected to. Text that repeats
 nothing (no n-gram matches, or drafts that fail) drafts nothing, and a busy
 batch drafts only what is all but sure.
+
+Requests also repeat each other: a retried or regenerated request, an agent
+asking for the same edit again, the same question asked twice. The engine
+remembers what the model wrote for earlier requests (:class:`DraftMemory`, a
+few MB) and, where a request's latest tokens match a place in it at length,
+drafts what the model wrote next there. llama-server's ngram-mod keeps such a
+table across requests too; here it is kept apart per cache scope (one per API
+key), since how fast a reply comes would tell one client of another's text.
 """
 
 from __future__ import annotations
 
 import bisect
 import heapq
+from collections import OrderedDict
 from collections.abc import Sequence
 
 NGRAM = 6  # the longest n-gram matched to find where the text repeats itself
@@ -44,6 +53,10 @@ OUTLIER = 3.0  # a step slower than this many times the expected is capped (the 
 MIN_GAIN = 0.02  # a drafted token less likely than this to be accepted is never worth it
 CALIBRATION_SIZES = (1, 4, 16, 64)  # step sizes the engine times when it loads (~0.3 s)
 CALIBRATION_ROUNDS = 3  # ... each this many times, keeping the fastest
+# Earlier replies are drafted from only where this many latest tokens match: a
+# short match across different requests is chance (boilerplate, a code fence).
+MEMORY_NGRAM = 12
+MEMORY_TOKENS = 1 << 15  # tokens of earlier replies remembered per model (~4 MB)
 
 
 class NgramIndex:
@@ -86,6 +99,61 @@ class NgramIndex:
                     draft.append(draft[len(draft) - period])
                 return draft
         return []
+
+
+class DraftMemory:
+    """The model's replies to earlier requests (each with the :data:`MEMORY_NGRAM`
+    tokens of prompt that led into it), indexed by every n-gram of that length,
+    the oldest forgotten past :data:`MEMORY_TOKENS`. Only the engine's scheduler
+    thread uses it."""
+
+    def __init__(self, limit: int = MEMORY_TOKENS) -> None:
+        self.limit = limit
+        self.size = 0  # tokens remembered
+        self._texts: OrderedDict[int, tuple[str, list[int]]] = OrderedDict()
+        # hash of (scope, n-gram) -> text id << 32 | the position that followed it
+        self._at: dict[int, int] = {}
+        self._next_id = 0
+
+    def remember(self, scope: str, tokens: Sequence[int]) -> None:
+        """Keep ``tokens`` (a reply and what led into it), written for a request of
+        ``scope``."""
+        text = list(tokens[-self.limit :])
+        if len(text) <= MEMORY_NGRAM:
+            return
+        text_id = self._next_id
+        self._next_id += 1
+        self._texts[text_id] = (scope, text)
+        self.size += len(text)
+        for position in range(MEMORY_NGRAM, len(text)):
+            key = hash((scope, *text[position - MEMORY_NGRAM : position]))
+            self._at[key] = text_id << 32 | position
+        while self.size > self.limit:
+            self._forget_oldest()
+
+    def _forget_oldest(self) -> None:
+        text_id, (scope, text) = self._texts.popitem(last=False)
+        self.size -= len(text)
+        for position in range(MEMORY_NGRAM, len(text)):
+            key = hash((scope, *text[position - MEMORY_NGRAM : position]))
+            if self._at.get(key, -1) >> 32 == text_id:
+                del self._at[key]
+
+    def draft(self, scope: str, tokens: Sequence[int], length: int) -> list[int]:
+        """Up to ``length`` tokens that followed the latest :data:`MEMORY_NGRAM`
+        tokens of ``tokens`` in a remembered reply of ``scope``; empty if none
+        has them."""
+        if length <= 0 or len(tokens) < MEMORY_NGRAM:
+            return []
+        ngram = tuple(tokens[-MEMORY_NGRAM:])
+        found = self._at.get(hash((scope, *ngram)))
+        if found is None:
+            return []
+        text_scope, text = self._texts[found >> 32]
+        position = found & 0xFFFFFFFF
+        if text_scope != scope or tuple(text[position - MEMORY_NGRAM : position]) != ngram:
+            return []  # another n-gram with the same hash
+        return text[position : position + length]
 
 
 class DraftOdds:

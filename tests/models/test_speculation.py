@@ -6,9 +6,11 @@ from __future__ import annotations
 import pytest
 
 from shimmy.models.speculation import (
+    MEMORY_NGRAM,
     MIN_GAIN,
     WARM_UP_STEPS,
     DecodeCost,
+    DraftMemory,
     DraftOdds,
     NgramIndex,
     at_least,
@@ -39,6 +41,54 @@ def test_no_match_no_draft():
 def test_a_short_period_continues_itself():
     index = NgramIndex([7, 8, 9, 7, 8, 9, 7, 8])
     assert index.draft(7) == [9, 7, 8, 9, 7, 8, 9]
+
+
+def test_an_earlier_reply_is_drafted_where_the_latest_tokens_match_it():
+    memory = DraftMemory()
+    reply = list(range(100, 140))
+    memory.remember("", reply)
+    # A new request reaches the same place: the reply's next tokens are the draft.
+    text = [7, 8, *reply[:20]]
+    assert memory.draft("", text, 5) == reply[20:25]
+    assert memory.draft("", text, 100) == reply[20:]  # as much as the reply has
+    assert memory.draft("", text, 0) == []
+    # Fewer than MEMORY_NGRAM matching tokens is chance, not a repeat.
+    assert memory.draft("", [7, 8, *reply[20 - MEMORY_NGRAM + 1 : 20]], 5) == []
+    assert memory.draft("", reply[: MEMORY_NGRAM - 1], 5) == []
+
+
+def test_an_api_key_never_drafts_from_anothers_replies():
+    memory = DraftMemory()
+    reply = list(range(100, 140))
+    memory.remember("key-a", reply)
+    assert memory.draft("key-a", reply[:20], 3) == reply[20:23]
+    assert memory.draft("key-b", reply[:20], 3) == []
+    assert memory.draft("", reply[:20], 3) == []
+
+
+def test_the_newest_reply_wins_and_the_oldest_are_forgotten_past_the_limit():
+    memory = DraftMemory(limit=100)
+    lead = list(range(MEMORY_NGRAM))
+    memory.remember("", [*lead, 1, 2, 3])
+    memory.remember("", [*lead, 4, 5, 6])  # the same lead-in went on otherwise
+    assert memory.draft("", lead, 3) == [4, 5, 6]
+    for n in range(10):  # 10 x 40 tokens: the first texts are forgotten
+        memory.remember("", list(range(1000 * (n + 1), 1000 * (n + 1) + 40)))
+    assert memory.size <= 100
+    assert memory.draft("", lead, 3) == []
+    assert memory.draft("", list(range(10000, 10020)), 2) == [10020, 10021]
+    # Forgetting a text removes its entries, not a newer text's.
+    assert len(memory._at) <= memory.size
+
+
+def test_a_reply_too_short_to_match_is_not_kept_and_a_long_one_keeps_its_end():
+    memory = DraftMemory(limit=50)
+    memory.remember("", list(range(MEMORY_NGRAM)))
+    assert memory.size == 0
+    memory.remember("", list(range(200)))
+    assert memory.size == 50
+    assert memory.draft("", list(range(160, 180)), 2) == [180, 181]
+    assert memory.draft("", list(range(100, 120)), 2) == []
 
 
 def test_odds_follow_how_a_slots_drafts_fare():

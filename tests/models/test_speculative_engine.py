@@ -157,6 +157,28 @@ def test_the_cache_is_right_after_rejected_drafts(drafting, smollm2_path):
         )
 
 
+def test_a_repeated_request_drafts_the_earlier_reply(drafting, plain):
+    prompt = "List the days of the week, one per line."
+    first = run(drafting, prompt, cache_scope="key-a")
+    before = drafting.replayed
+    again = drafting.submit(
+        GenerationRequest(
+            drafting.chat_tokens([{"role": "user", "content": prompt}]),
+            max_tokens=160,
+            sampling=GREEDY,
+            cache_scope="key-a",
+        )
+    )
+    assert again.text(timeout=300) == first == run(plain, prompt)
+    # Most tokens of the reply came from drafts of the first reply (not the first
+    # token, nor those a step could not draft for max_tokens).
+    assert drafting.replayed - before >= 0.6 * again.completion_tokens
+    # Another API key's request gets the same text, never drafted from key-a's reply.
+    before = drafting.replayed
+    assert run(drafting, prompt, cache_scope="key-b") == first
+    assert drafting.replayed == before
+
+
 def test_a_generation_cancelled_mid_draft_frees_its_slot(drafting, plain):
     tokens = drafting.chat_tokens([{"role": "user", "content": PROMPTS[4]}])
     generation = drafting.submit(GenerationRequest(tokens, max_tokens=400, sampling=GREEDY))
