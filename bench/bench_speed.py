@@ -282,12 +282,22 @@ async def echo_round(server: ServerUnderTest, task: int) -> dict[str, float]:
     }
 
 
-async def chat_round(server: ServerUnderTest, clients: int) -> dict[str, float]:
+async def chat_round(server: ServerUnderTest, clients: int, seed: int = 1) -> dict[str, float]:
+    """``clients`` chats at once, client i sampling with ``seed`` + i: a request
+    sent again with the same seed gets the same text, which a server drafting
+    from its earlier replies (shimmy, llama-server's ngram-mod) would replay, so
+    no two requests of a run are the same."""
     async with client(clients) as c:
         started = time.perf_counter()
         streams = await asyncio.gather(
             *[
-                stream(c, server, user(PROMPTS[i % len(PROMPTS)]), 128, SAMPLING)
+                stream(
+                    c,
+                    server,
+                    user(PROMPTS[i % len(PROMPTS)]),
+                    128,
+                    {**SAMPLING, "seed": seed + i},
+                )
                 for i in range(clients)
             ]
         )
@@ -501,9 +511,9 @@ def main() -> int:
         peaks: dict[str, int] = {}
 
         def chat_both(server: ServerUnderTest, n: int) -> dict[str, float]:
-            one = asyncio.run(chat_round(server, 1))
+            one = asyncio.run(chat_round(server, 1, seed=1000 + 100 * n))
             with PeakRss(server) as peak:
-                eight = asyncio.run(chat_round(server, 8))
+                eight = asyncio.run(chat_round(server, 8, seed=2000 + 100 * n))
             peaks[server.name] = max(peaks.get(server.name, 0), peak.peak)
             return {
                 "tps_1": one["per_stream_tps"],
@@ -562,9 +572,11 @@ def main() -> int:
                 burst = rounds(servers, args.rounds, lambda s, n: asyncio.run(burst_round(s)), mode)
             else:
 
-                def scale_one(server: ServerUnderTest, _round: int) -> dict[str, float]:
+                def scale_one(server: ServerUnderTest, round_: int) -> dict[str, float]:
                     return {
-                        f"total_tps_{n}": asyncio.run(chat_round(server, n))["total_tps"]
+                        f"total_tps_{n}": asyncio.run(
+                            chat_round(server, n, seed=3000 + 100 * round_)
+                        )["total_tps"]
                         for n in (16, 32)
                     }
 

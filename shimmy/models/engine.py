@@ -830,7 +830,7 @@ class Engine:
             logits_at = slot.logits_at if position == 0 else slot.draft_at + position - 1
             token = slot.sampler.sample(self._context, logits_at)
             if guess is not None and slot.judged_by is not None:  # no draft: was the guess right?
-                slot.judged_by.judged(1, int(token == guess))
+                self._judge(slot, 1, int(token == guess))
             if not self._produce(slot, token, logits_at):
                 break  # the generation ended: the token is not in the cache
             if position < len(draft) and token == draft[position]:
@@ -847,8 +847,16 @@ class Engine:
             self.accepted += kept
             if slot.judged_by is slot.replay_odds:
                 self.replayed += kept
-            if slot.judged_by is not None:
-                slot.judged_by.judged(len(draft), kept)
+            self._judge(slot, len(draft), kept)
+
+    def _judge(self, slot: Slot, drafted: int, accepted: int) -> None:
+        """Count how the step's draft (or guess) fared in the odds of its source.
+        An earlier reply that the text has left is one text: how long it was
+        followed says nothing of where else it matches, so its odds start over."""
+        if slot.judged_by is slot.replay_odds and accepted < drafted:
+            slot.replay_odds = DraftOdds()
+        elif slot.judged_by is not None:
+            slot.judged_by.judged(drafted, accepted)
 
     def _produce(self, slot: Slot, token: int, logits_at: int) -> bool:
         """Hand ``token``, sampled from the logits at ``logits_at``, to the slot's
