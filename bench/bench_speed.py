@@ -442,6 +442,11 @@ def main() -> int:
     modes = ["echo", "chat", "long", "burst", "scale", "creep"]
     parser.add_argument("--modes", nargs="+", choices=modes, default=modes)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--every-llama-mode",
+        action="store_true",
+        help="echo: also llama-server's other n-gram modes (" + ", ".join(LLAMA_SPEC_MODES) + ")",
+    )
     parser.add_argument("--creep-requests", type=int, default=1000)
     parser.add_argument("--out", type=Path, default=REPO / "bench")
     args = parser.parse_args()
@@ -464,13 +469,22 @@ def main() -> int:
     chart: dict[str, dict[str, float]] = {}
 
     if "echo" in args.modes:
+        # Flash attention off beside the defaults: on a CPU it decodes faster at
+        # depth (RESULTS.md, "Flash attention on a CPU"). llama-server's other
+        # n-gram modes trailed ngram-mod in every earlier run (--every-llama-mode).
+        no_fa = ("--flash-attn", "off")
+        mod = ("--spec-type", "ngram-mod")
         servers = [
             shimmy_server(model, "shimmy --spec on", "--spec", "on"),
-            shimmy_server(model, "shimmy --spec off", "--spec", "off"),
+            shimmy_server(model, "shimmy --spec on -fa off", "--spec", "on", *no_fa),
+            shimmy_server(model, "shimmy --spec off -fa off", "--spec", "off", *no_fa),
             llama_server(binary, model, "llama-server"),
+            llama_server(binary, model, "llama-server ngram-mod", *mod),
+            llama_server(binary, model, "llama-server ngram-mod -fa off", *mod, "-fa", "off"),
             *[
                 llama_server(binary, model, f"llama-server {m}", "--spec-type", m)
                 for m in LLAMA_SPEC_MODES
+                if args.every_llama_mode and m != "ngram-mod"
             ],
         ]
         try:
@@ -503,9 +517,12 @@ def main() -> int:
         chart["echo, 1 client"] = {s.name: med(echo, s.name, "decode_tps") for s in servers}
 
     if "chat" in args.modes:
+        no_fa = ("--flash-attn", "off")
         servers = [
             shimmy_server(model, "shimmy --spec on", "--spec", "on"),
             shimmy_server(model, "shimmy --spec off", "--spec", "off"),
+            shimmy_server(model, "shimmy --spec on -fa off", "--spec", "on", *no_fa),
+            shimmy_server(model, "shimmy --spec off -fa off", "--spec", "off", *no_fa),
             llama_server(binary, model, "llama-server"),
         ]
         peaks: dict[str, int] = {}
@@ -541,7 +558,7 @@ def main() -> int:
                 f"{med(chat, s.name, 'total_tps_8'):.1f} | {med(chat, s.name, 'ttft_8'):.2f} | "
                 f"{peaks[s.name] / 1e6:.0f} |"
             )
-        on, off, llama = (s.name for s in servers)
+        on, off, on_no_fa, off_no_fa, llama = (s.name for s in servers)
         lines += [
             "",
             f"- spec on vs off: 1 client {paired(chat, on, off, 'tps_1'):.2f}x, "
@@ -550,7 +567,7 @@ def main() -> int:
                 f"- {name} vs llama-server: 1 client {paired(chat, name, llama, 'tps_1'):.2f}x "
                 f"(target >= 0.95), 8 clients {paired(chat, name, llama, 'total_tps_8'):.2f}x "
                 "(target >= 1.0)"
-                for name in (off, on)
+                for name in (off, on, off_no_fa, on_no_fa)
             ),
             f"- peak RSS at 8 clients, shimmy (--spec off, the default) minus llama-server: "
             f"{(peaks[off] - peaks[llama]) / 1e6:+.0f} MB (target <= +50 MB); with --spec on "
