@@ -164,7 +164,7 @@ class Engine:
         self.replayed = 0  # of those, drafted from an earlier reply (draft_memory)
         self.decode_cost = DecodeCost()  # what drafting costs on this machine
         self.draft_memory = DraftMemory()  # earlier replies, to draft repeats of them
-        self.max_draft = MAX_DRAFT  # tokens one slot drafts at most in one step
+        self.max_draft = MAX_DRAFT  # tokens drafted at most in one step, all slots together
         info = entry.info
         self.template = ChatTemplate.for_model(
             info.chat_template if info else None,
@@ -707,7 +707,12 @@ class Engine:
         # Then their drafts, verified in the same decode (shimmy/models/speculation.py).
         if self.options.spec:
             offers = [self._offer(slot) for slot in deciding]
-            room = batch.room - (self._context.n_batch // 2)
+            # At most max_draft drafted tokens in all: each asks for its logits,
+            # and llama.cpp's logits buffer grows to the most rows a step asked
+            # for and stays that size (vocabulary x 4 bytes a row: 196 KB on
+            # SmolLM2, 25 MB for 128 rows). A busy step gives its room to the
+            # drafts most likely to come true (plan_drafts).
+            room = min(self.max_draft, batch.room - (self._context.n_batch // 2))
             lengths = plan_drafts(
                 self.decode_cost,
                 len(deciding),

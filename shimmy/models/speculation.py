@@ -45,7 +45,7 @@ from collections.abc import Sequence
 
 NGRAM = 6  # the longest n-gram matched to find where the text repeats itself
 MIN_NGRAM = 2  # fall back to shorter matches down to this
-MAX_DRAFT = 64  # tokens drafted at most by one slot in one step (llama-server's ngram-mod: 48-64)
+MAX_DRAFT = 64  # tokens drafted at most in one step, by one slot or all (ngram-mod: 48-64)
 ODDS_MEMORY = 0.9  # how much of a slot's record each new judgement keeps
 COST_MEMORY = 0.9  # how much of a step size's timing each new step of that size keeps
 WARM_UP_STEPS = 8  # the first steps after loading are slow, and say nothing of drafts
