@@ -198,6 +198,16 @@ def shimmy_server(model: Path, name: str, *extra: str) -> ServerUnderTest:
     return ServerUnderTest(name, command, env=SHIMMY_ENV, port=port)
 
 
+def shimmy_without_flash_attention(model: Path) -> list[ServerUnderTest]:
+    """shimmy with --flash-attn off, drafting on and off: on a CPU it decodes faster
+    at depth (RESULTS.md, "Flash attention on a CPU")."""
+    off = ("--flash-attn", "off")
+    return [
+        shimmy_server(model, "shimmy --spec on -fa off", "--spec", "on", *off),
+        shimmy_server(model, "shimmy --spec off -fa off", "--spec", "off", *off),
+    ]
+
+
 # -- one streamed request -----------------------------------------------------------
 
 
@@ -469,15 +479,12 @@ def main() -> int:
     chart: dict[str, dict[str, float]] = {}
 
     if "echo" in args.modes:
-        # Flash attention off beside the defaults: on a CPU it decodes faster at
-        # depth (RESULTS.md, "Flash attention on a CPU"). llama-server's other
-        # n-gram modes trailed ngram-mod in every earlier run (--every-llama-mode).
-        no_fa = ("--flash-attn", "off")
+        # llama-server's other n-gram modes trailed ngram-mod in every earlier
+        # run (--every-llama-mode adds them).
         mod = ("--spec-type", "ngram-mod")
         servers = [
             shimmy_server(model, "shimmy --spec on", "--spec", "on"),
-            shimmy_server(model, "shimmy --spec on -fa off", "--spec", "on", *no_fa),
-            shimmy_server(model, "shimmy --spec off -fa off", "--spec", "off", *no_fa),
+            *shimmy_without_flash_attention(model),
             llama_server(binary, model, "llama-server"),
             llama_server(binary, model, "llama-server ngram-mod", *mod),
             llama_server(binary, model, "llama-server ngram-mod -fa off", *mod, "-fa", "off"),
@@ -517,12 +524,10 @@ def main() -> int:
         chart["echo, 1 client"] = {s.name: med(echo, s.name, "decode_tps") for s in servers}
 
     if "chat" in args.modes:
-        no_fa = ("--flash-attn", "off")
         servers = [
             shimmy_server(model, "shimmy --spec on", "--spec", "on"),
             shimmy_server(model, "shimmy --spec off", "--spec", "off"),
-            shimmy_server(model, "shimmy --spec on -fa off", "--spec", "on", *no_fa),
-            shimmy_server(model, "shimmy --spec off -fa off", "--spec", "off", *no_fa),
+            *shimmy_without_flash_attention(model),
             llama_server(binary, model, "llama-server"),
         ]
         peaks: dict[str, int] = {}

@@ -812,14 +812,18 @@ class Engine:
         most = min(self.max_draft, slot.max_tokens - slot.produced - 1)
         if slot.drafts is None or slot.generation is None or most <= 0:
             return []
-        own = slot.drafts.draft(most)
         scope = slot.generation.request.cache_scope
         replay = self.draft_memory.draft(scope, slot.drafts.tokens, most)
-        if replay and (not own or slot.replay_odds.chance >= slot.odds.chance):
+        if replay and slot.replay_odds.chance >= slot.odds.chance:
             slot.judged_by = slot.replay_odds
-            return replay
-        slot.judged_by = slot.odds if own else None
-        return own
+            return replay  # the request's own index need not be asked
+        own = slot.drafts.draft(most)
+        if own:
+            slot.judged_by = slot.odds
+            return own
+        if replay:
+            slot.judged_by = slot.replay_odds
+        return replay
 
     def _sample(self, slot: Slot) -> None:
         """Sample ``slot``'s next token, and with a draft each drafted position in
@@ -834,7 +838,7 @@ class Engine:
             # drafts of every slot follow all the slots' next tokens in the batch).
             logits_at = slot.logits_at if position == 0 else slot.draft_at + position - 1
             token = slot.sampler.sample(self._context, logits_at)
-            if guess is not None and slot.judged_by is not None:  # no draft: was the guess right?
+            if guess is not None:  # no draft: was the guess right?
                 self._judge(slot, 1, int(token == guess))
             if not self._produce(slot, token, logits_at):
                 break  # the generation ended: the token is not in the cache
