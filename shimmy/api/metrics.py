@@ -112,7 +112,7 @@ class _LiveState(Collector):
         )
         drafted = CounterMetricFamily(
             "shimmy_spec_drafted_tokens",
-            "Tokens drafted from the requests' own text (speculative decoding)",
+            "Tokens drafted from the requests' own text or earlier replies (speculative decoding)",
             labels=["model"],
         )
         accepted = CounterMetricFamily(
@@ -120,9 +120,15 @@ class _LiveState(Collector):
             "Drafted tokens the model produced itself",
             labels=["model"],
         )
+        replayed = CounterMetricFamily(
+            "shimmy_spec_replayed_tokens",
+            "Accepted drafted tokens that came from the model's earlier replies",
+            labels=["model"],
+        )
         for model in stats.loaded:
             drafted.add_metric([model.name], model.drafted_tokens)
             accepted.add_metric([model.name], model.accepted_tokens)
+            replayed.add_metric([model.name], model.replayed_tokens)
             queued.add_metric([model.name], model.queued)
             busy.add_metric([model.name], model.slots_busy)
             slots.add_metric([model.name], model.slots)
@@ -130,7 +136,18 @@ class _LiveState(Collector):
             saved.add_metric([model.name], model.saved_prompts)
             saved_bytes.add_metric([model.name], model.saved_prompt_bytes)
             reused.add_metric([model.name], model.saved_prompt_hits)
-        yield from (queued, busy, slots, memory, saved, saved_bytes, reused, drafted, accepted)
+        yield from (
+            queued,
+            busy,
+            slots,
+            memory,
+            saved,
+            saved_bytes,
+            reused,
+            drafted,
+            accepted,
+            replayed,
+        )
         yield GaugeMetricFamily("shimmy_models_loaded", "Loaded models", value=len(stats.loaded))
         yield GaugeMetricFamily(
             "shimmy_process_resident_bytes", "Process RSS", value=stats.rss_bytes

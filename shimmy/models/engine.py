@@ -51,11 +51,17 @@ from shimmy.models.speculation import (
     CALIBRATION_SIZES,
     MAX_DRAFT,
     MEMORY_NGRAM,
+    OWN,
+    REPLAY,
     DecodeCost,
+    Draft,
     DraftMemory,
     DraftOdds,
+    EngineOdds,
     NgramIndex,
+    OddsKey,
     at_least,
+    match_class,
     plan_drafts,
 )
 from shimmy.models.textstream import TextStream
@@ -164,6 +170,7 @@ class Engine:
         self.replayed = 0  # of those, drafted from an earlier reply (draft_memory)
         self.decode_cost = DecodeCost()  # what drafting costs on this machine
         self.draft_memory = DraftMemory()  # earlier replies, to draft repeats of them
+        self.draft_odds = EngineOdds()  # how often drafts come true, over all requests
         self.max_draft = MAX_DRAFT  # tokens drafted at most in one step, all slots together
         info = entry.info
         self.template = ChatTemplate.for_model(
@@ -660,8 +667,7 @@ class Engine:
         slot.produced = 0
         slot.max_tokens = min(request.max_tokens, self.n_ctx - len(prompt))
         slot.drafts = NgramIndex(prompt) if self.options.spec else None
-        slot.odds = DraftOdds()
-        slot.replay_odds = DraftOdds()
+        slot.odds = {}
         slot.judged_by = None
         slot.draft = []
         slot.guess = None
@@ -707,6 +713,7 @@ class Engine:
         # Then their drafts, verified in the same decode (shimmy/models/speculation.py).
         if self.options.spec:
             offers = [self._offer(slot) for slot in deciding]
+            chances = [self._chance(slot) for slot in deciding]
             # At most max_draft drafted tokens in all: each asks for its logits,
             # and llama.cpp's logits buffer grows to the most rows a step asked
             # for and stays that size (vocabulary x 4 bytes a row: 196 KB on
@@ -716,10 +723,7 @@ class Engine:
             lengths = plan_drafts(
                 self.decode_cost,
                 len(deciding),
-                [
-                    (slot.odds.chance, len(offer))
-                    for slot, offer in zip(deciding, offers, strict=True)
-                ],
+                [(chance, len(offer)) for chance, offer in zip(chances, offers, strict=True)],
                 room,
             )
             if self.options.draft_min:
@@ -806,24 +810,37 @@ class Engine:
         max_tokens (plan_drafts decides how many of them are worth decoding):
         what followed the latest n-gram where the request's text had it before,
         or what the model wrote next where an earlier reply had the latest
-        tokens; of the two, the source whose drafts have come true more often
-        for this slot (``slot.judged_by`` says which)."""
+        tokens; of the two, the one more likely to come true by its source and
+        length of match (``slot.judged_by`` says which)."""
         slot.judged_by = None
         most = min(self.max_draft, slot.max_tokens - slot.produced - 1)
         if slot.drafts is None or slot.generation is None or most <= 0:
             return []
         scope = slot.generation.request.cache_scope
-        replay = self.draft_memory.draft(scope, slot.drafts.tokens, most)
-        if replay and slot.replay_odds.chance >= slot.odds.chance:
-            slot.judged_by = slot.replay_odds
-            return replay  # the request's own index need not be asked
         own = slot.drafts.draft(most)
-        if own:
-            slot.judged_by = slot.odds
-            return own
-        if replay:
-            slot.judged_by = slot.replay_odds
-        return replay
+        replay = self.draft_memory.draft(scope, slot.drafts.tokens, most)
+        best: tuple[float, OddsKey, Draft] | None = None
+        for source, draft in ((REPLAY, replay), (OWN, own)):  # on a tie, the replay
+            if draft.tokens:
+                key = (source, match_class(draft.matched))
+                chance = self._odds(slot, key).chance
+                if best is None or chance > best[0]:
+                    best = (chance, key, draft)
+        if best is None:
+            return []
+        slot.judged_by = best[1]
+        return best[2].tokens
+
+    def _odds(self, slot: Slot, key: OddsKey) -> DraftOdds:
+        """The request's odds for drafts of ``key``, from the engine's at first."""
+        odds = slot.odds.get(key)
+        if odds is None:
+            odds = slot.odds[key] = self.draft_odds.for_request(key)
+        return odds
+
+    def _chance(self, slot: Slot) -> float:
+        """The chance that a token of the slot's offered draft comes true."""
+        return 0.0 if slot.judged_by is None else slot.odds[slot.judged_by].chance
 
     def _sample(self, slot: Slot) -> None:
         """Sample ``slot``'s next token, and with a draft each drafted position in
@@ -854,18 +871,16 @@ class Engine:
                 del slot.cached[rejected:]
             self.drafted += len(draft)
             self.accepted += kept
-            if slot.judged_by is slot.replay_odds:
+            if slot.judged_by is not None and slot.judged_by[0] == REPLAY:
                 self.replayed += kept
             self._judge(slot, len(draft), kept)
 
     def _judge(self, slot: Slot, drafted: int, accepted: int) -> None:
-        """Count how the step's draft (or guess) fared in the odds of its source.
-        An earlier reply that the text has left is one text: how long it was
-        followed says nothing of where else it matches, so its odds start over."""
-        if slot.judged_by is slot.replay_odds and accepted < drafted:
-            slot.replay_odds = DraftOdds()
-        elif slot.judged_by is not None:
-            slot.judged_by.judged(drafted, accepted)
+        """Count how the step's draft (or guess) fared, in the request's odds and
+        the engine's for its source and class of match."""
+        if slot.judged_by is not None:
+            slot.odds[slot.judged_by].judged(drafted, accepted)
+            self.draft_odds.judged(slot.judged_by, drafted, accepted)
 
     def _produce(self, slot: Slot, token: int, logits_at: int) -> bool:
         """Hand ``token``, sampled from the logits at ``logits_at``, to the slot's

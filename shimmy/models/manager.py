@@ -65,10 +65,12 @@ class LoadedModel:
     saved_prompts: int = 0
     saved_prompt_bytes: int = 0
     saved_prompt_hits: int = 0
-    # Speculative decoding: tokens drafted from the requests' own text, and how
-    # many of them the model produced itself (accepted).
+    # Speculative decoding: tokens drafted (from the requests' own text or earlier
+    # replies), how many of them the model produced itself (accepted), and how
+    # many of those came from earlier replies (replayed).
     drafted_tokens: int = 0
     accepted_tokens: int = 0
+    replayed_tokens: int = 0
     # Seconds until it is unloaded for being idle (None: never); while it is
     # busy, its whole keep-alive (the countdown starts when it goes idle).
     unloads_in: float | None = None
@@ -658,6 +660,7 @@ class ModelManager:
                 saved_prompt_hits=e.prompt_cache.hits,
                 drafted_tokens=e.drafted,
                 accepted_tokens=e.accepted,
+                replayed_tokens=e.replayed,
                 unloads_in=self.unloads_in(e.name),
                 gpu_memory_bytes=e.gpu_bytes,
             )

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from shimmy.models.generation import Generation
 from shimmy.models.promptcache import common_prefix
-from shimmy.models.speculation import DraftOdds, NgramIndex
+from shimmy.models.speculation import DraftOdds, NgramIndex, OddsKey
 from shimmy.models.textstream import TextStream
 
 if TYPE_CHECKING:
@@ -47,14 +47,13 @@ class Slot:
     # copies its KV cache once it has (the slot and the generation it runs then).
     copy_from: tuple[Slot, Generation] | None = None
     # Speculative decoding: the request's text indexed for drafts, how often the
-    # slot's drafts from it and from earlier replies (the engine's DraftMemory)
-    # come true, the odds this step's draft or guess is judged by, the draft
-    # decoded in this step (after next_token), or without one the token it would
-    # have drafted first.
+    # request's drafts from it and from earlier replies (the engine's DraftMemory)
+    # come true by source and class of match, the source and class this step's
+    # draft or guess is judged by, the draft decoded in this step (after
+    # next_token), or without one the token it would have drafted first.
     drafts: NgramIndex | None = None
-    odds: DraftOdds = field(default_factory=DraftOdds)
-    replay_odds: DraftOdds = field(default_factory=DraftOdds)
-    judged_by: DraftOdds | None = None
+    odds: dict[OddsKey, DraftOdds] = field(default_factory=dict)
+    judged_by: OddsKey | None = None
     draft: list[int] = field(default_factory=list)
     draft_at: int = -1  # batch index of the draft's first token
     guess: int | None = None

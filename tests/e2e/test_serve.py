@@ -380,6 +380,25 @@ def test_metrics_count_drafted_and_accepted_tokens(client):
     assert after[accepted] <= after[drafted]
 
 
+def test_metrics_count_tokens_replayed_from_an_earlier_reply(client):
+    """The same request sent twice: the second reply is drafted from the first
+    (the engine remembers its replies), and the replayed counter says so."""
+    replayed = ("shimmy_spec_replayed_tokens_total", (("model", MODEL),))
+    body = {
+        "model": MODEL,
+        "prompt": "Write two sentences about a lighthouse keeper and his cat.",
+        "max_tokens": 48,
+        "temperature": 0,
+        "repeat_penalty": 1.0,
+    }
+    assert client.post("/api/generate", json=body).status_code == 200
+    before = scrape(client)[replayed]
+    assert client.post("/api/generate", json=body).status_code == 200
+    after = scrape(client)
+    assert after[replayed] > before
+    assert after[replayed] <= after[("shimmy_spec_accepted_tokens_total", (("model", MODEL),))]
+
+
 # -- cancellation -----------------------------------------------------------
 
 

@@ -6,41 +6,83 @@ from __future__ import annotations
 import pytest
 
 from shimmy.models.speculation import (
+    MATCH_CAP,
     MEMORY_NGRAM,
     MIN_GAIN,
+    OWN,
+    REPLAY,
     WARM_UP_STEPS,
     DecodeCost,
     DraftMemory,
     DraftOdds,
+    EngineOdds,
     NgramIndex,
     at_least,
+    match_class,
     plan_drafts,
 )
 
 
 def test_a_draft_is_what_followed_the_latest_ngram_before():
     index = NgramIndex([1, 2, 3, 4, 5, 9, 9, 1, 2, 3])
-    assert index.draft(3) == [4, 5, 9]
+    assert index.draft(3).tokens == [4, 5, 9]
     index.extend([4, 7])  # the text went another way: the latest occurrence wins
     index.extend([1, 2, 3])
-    assert index.draft(2) == [4, 7]
+    assert index.draft(2).tokens == [4, 7]
 
 
 def test_the_longest_ngram_that_matches_is_used():
     # "2 3" last led to 8, but "1 2 3" (longer) last led to 4.
     index = NgramIndex([1, 2, 3, 4, 0, 2, 3, 8, 5, 1, 2, 3])
-    assert index.draft(1) == [4]
+    assert index.draft(1).tokens == [4]
 
 
 def test_no_match_no_draft():
-    assert NgramIndex([1, 2, 3, 4]).draft(4) == []
-    assert NgramIndex([1, 2, 3, 1, 2, 3]).draft(0) == []
-    assert NgramIndex([1]).draft(3) == []
+    assert NgramIndex([1, 2, 3, 4]).draft(4).tokens == []
+    assert NgramIndex([1, 2, 3, 1, 2, 3]).draft(0).tokens == []
+    assert NgramIndex([1]).draft(3).tokens == []
+
+
+def test_a_draft_says_how_far_back_the_text_matches_where_it_was_found():
+    # The latest 6 tokens match (the longest n-gram looked up), and 3 more before them.
+    text = [5, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 0, 2, 3, 4, 5, 6, 7, 8]
+    assert NgramIndex(text).draft(2) == ([9, 0], 7)
+    assert NgramIndex([1, 2, 3, 9, 2, 3]).draft(1) == ([9], 2)  # only "2 3"
+    # A long repeat is measured up to MATCH_CAP tokens back.
+    long = list(range(100))
+    assert NgramIndex([*long, *long]).draft(1).matched == MATCH_CAP
+    # An earlier reply: MEMORY_NGRAM tokens at least, more where the text has them.
+    memory = DraftMemory()
+    reply = list(range(100, 160))
+    memory.remember("", reply)
+    assert memory.draft("", [7, *reply[:20]], 1) == ([reply[20]], 20)
+    assert memory.draft("", [7, *reply[5:20]], 1).matched == 15
+    assert memory.draft("", reply[:50], 1).matched == MATCH_CAP
+
+
+def test_a_longer_match_is_a_likelier_draft_and_each_engine_learns_its_own():
+    assert [match_class(n) for n in (2, 3, 4, 7, 8, 15, 16, 31, 32)] == [0, 0, 1, 1, 2, 2, 3, 3, 4]
+    odds = EngineOdds()
+    chances = [odds.chance((OWN, klass)) for klass in range(5)]
+    assert chances == sorted(chances) and chances[0] < chances[-1]
+    # A request starts from the engine's odds, and learns on its own.
+    request = odds.for_request((OWN, 0))
+    assert request.chance == pytest.approx(chances[0])
+    for _ in range(5):
+        request.judged(4, 0)
+    assert request.chance < 0.3
+    assert odds.chance((OWN, 0)) == pytest.approx(chances[0])
+    # The engine's odds follow what every request's drafts of a class did.
+    for _ in range(300):
+        odds.judged((REPLAY, 2), 8, 1)
+    assert odds.chance((REPLAY, 2)) < 0.6
+    assert odds.for_request((REPLAY, 2)).chance < 0.6
+    assert odds.chance((OWN, 2)) == pytest.approx(chances[2])  # other keys unmoved
 
 
 def test_a_short_period_continues_itself():
     index = NgramIndex([7, 8, 9, 7, 8, 9, 7, 8])
-    assert index.draft(7) == [9, 7, 8, 9, 7, 8, 9]
+    assert index.draft(7).tokens == [9, 7, 8, 9, 7, 8, 9]
 
 
 def test_an_earlier_reply_is_drafted_where_the_latest_tokens_match_it():
@@ -49,21 +91,21 @@ def test_an_earlier_reply_is_drafted_where_the_latest_tokens_match_it():
     memory.remember("", reply)
     # A new request reaches the same place: the reply's next tokens are the draft.
     text = [7, 8, *reply[:20]]
-    assert memory.draft("", text, 5) == reply[20:25]
-    assert memory.draft("", text, 100) == reply[20:]  # as much as the reply has
-    assert memory.draft("", text, 0) == []
+    assert memory.draft("", text, 5).tokens == reply[20:25]
+    assert memory.draft("", text, 100).tokens == reply[20:]  # as much as the reply has
+    assert memory.draft("", text, 0).tokens == []
     # Fewer than MEMORY_NGRAM matching tokens is chance, not a repeat.
-    assert memory.draft("", [7, 8, *reply[20 - MEMORY_NGRAM + 1 : 20]], 5) == []
-    assert memory.draft("", reply[: MEMORY_NGRAM - 1], 5) == []
+    assert memory.draft("", [7, 8, *reply[20 - MEMORY_NGRAM + 1 : 20]], 5).tokens == []
+    assert memory.draft("", reply[: MEMORY_NGRAM - 1], 5).tokens == []
 
 
 def test_an_api_key_never_drafts_from_anothers_replies():
     memory = DraftMemory()
     reply = list(range(100, 140))
     memory.remember("key-a", reply)
-    assert memory.draft("key-a", reply[:20], 3) == reply[20:23]
-    assert memory.draft("key-b", reply[:20], 3) == []
-    assert memory.draft("", reply[:20], 3) == []
+    assert memory.draft("key-a", reply[:20], 3).tokens == reply[20:23]
+    assert memory.draft("key-b", reply[:20], 3).tokens == []
+    assert memory.draft("", reply[:20], 3).tokens == []
 
 
 def test_the_newest_reply_wins_and_the_oldest_are_forgotten_past_the_limit():
@@ -71,12 +113,12 @@ def test_the_newest_reply_wins_and_the_oldest_are_forgotten_past_the_limit():
     lead = list(range(MEMORY_NGRAM))
     memory.remember("", [*lead, 1, 2, 3])
     memory.remember("", [*lead, 4, 5, 6])  # the same lead-in went on otherwise
-    assert memory.draft("", lead, 3) == [4, 5, 6]
+    assert memory.draft("", lead, 3).tokens == [4, 5, 6]
     for n in range(10):  # 10 x 40 tokens: the first texts are forgotten
         memory.remember("", list(range(1000 * (n + 1), 1000 * (n + 1) + 40)))
     assert memory.size <= 100
-    assert memory.draft("", lead, 3) == []
-    assert memory.draft("", list(range(10000, 10020)), 2) == [10020, 10021]
+    assert memory.draft("", lead, 3).tokens == []
+    assert memory.draft("", list(range(10000, 10020)), 2).tokens == [10020, 10021]
     # Forgetting a text removes its entries, not a newer text's.
     assert len(memory._at) <= memory.size
 
@@ -87,8 +129,8 @@ def test_a_reply_too_short_to_match_is_not_kept_and_a_long_one_keeps_its_end():
     assert memory.size == 0
     memory.remember("", list(range(200)))
     assert memory.size == 50
-    assert memory.draft("", list(range(160, 180)), 2) == [180, 181]
-    assert memory.draft("", list(range(100, 120)), 2) == []
+    assert memory.draft("", list(range(160, 180)), 2).tokens == [180, 181]
+    assert memory.draft("", list(range(100, 120)), 2).tokens == []
 
 
 def test_odds_follow_how_a_slots_drafts_fare():
