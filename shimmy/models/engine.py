@@ -710,6 +710,11 @@ class Engine:
             slot.logits_at = batch.add(slot.next_token, len(slot.cached), slot.seq, True)
             slot.cached.append(slot.next_token)
             slot.next_token = None
+        # Each sequence's tokens in this step, in order of sequence id (llama.cpp
+        # splits a step into micro-batches by them: speculation.ubatch_sizes).
+        rows = [0] * len(self._slots)
+        for slot in deciding:
+            rows[slot.seq] = 1
         # Then their drafts, verified in the same decode (shimmy/models/speculation.py).
         if self.options.spec:
             offers = [self._offer(slot) for slot in deciding]
@@ -720,12 +725,11 @@ class Engine:
             # SmolLM2, 25 MB for 128 rows). A busy step gives its room to the
             # drafts most likely to come true (plan_drafts).
             room = min(self.max_draft, batch.room - (self._context.n_batch // 2))
-            lengths = plan_drafts(
-                self.decode_cost,
-                len(deciding),
-                [(chance, len(offer)) for chance, offer in zip(chances, offers, strict=True)],
-                room,
-            )
+            by_seq = [(0.0, 0)] * len(self._slots)
+            for slot, chance, offer in zip(deciding, chances, offers, strict=True):
+                by_seq[slot.seq] = (chance, len(offer))
+            plan = plan_drafts(self.decode_cost, rows, by_seq, room)
+            lengths = [plan[slot.seq] for slot in deciding]
             if self.options.draft_min:
                 lengths = at_least(
                     lengths, [len(offer) for offer in offers], self.options.draft_min, room
@@ -736,6 +740,7 @@ class Engine:
                 # drafted (its guess), to learn whether drafting would pay.
                 slot.guess = offer[0] if offer and not length else None
                 slot.draft_at = batch.n
+                rows[slot.seq] += len(slot.draft)
                 for token in slot.draft:
                     batch.add(token, len(slot.cached), slot.seq, True)
                     slot.cached.append(token)
@@ -775,7 +780,7 @@ class Engine:
             self._sample(slot)
         if not prompt_read and self.options.spec:
             # Steps that only generate tell what a drafted token costs.
-            self.decode_cost.observe(batch.n, time.monotonic() - started)
+            self.decode_cost.observe_step(rows, time.monotonic() - started)
         wake_readers(generation for _, generation in sampled)
         if prompt_read:  # steps that only generate are too many to log
             log.debug(

@@ -20,6 +20,7 @@ from shimmy.models.speculation import (
     at_least,
     match_class,
     plan_drafts,
+    ubatch_sizes,
 )
 
 
@@ -176,25 +177,56 @@ def test_a_slot_whose_drafts_come_true_drafts_as_long_as_long_steps_pay():
     # A small model on a CPU: a step of n tokens costs much more than one token,
     # but less per token the longer it is (ggml's batched matrix products).
     cpu = cost_of({1: 0.010, 2: 0.018, 4: 0.030, 8: 0.050, 16: 0.080, 32: 0.130, 64: 0.220})
-    assert plan_drafts(cpu, 1, [(0.5, 64)], 500) == [0]  # a coin toss never pays
-    assert plan_drafts(cpu, 1, [(0.99, 64)], 500)[0] >= 32  # nearly sure: a long draft
-    assert plan_drafts(cpu, 1, [(0.99, 5)], 500) == [5]  # never more than there is
-    assert plan_drafts(cpu, 1, [(0.99, 64)], 20) == [20]  # nor more than the batch holds
-    assert plan_drafts(DecodeCost(), 1, [(0.99, 64)], 500) == [0]  # nothing timed yet
+    assert plan_drafts(cpu, [1], [(0.5, 64)], 500) == [0]  # a coin toss never pays
+    assert plan_drafts(cpu, [1], [(0.99, 64)], 500)[0] >= 32  # nearly sure: a long draft
+    assert plan_drafts(cpu, [1], [(0.99, 5)], 500) == [5]  # never more than there is
+    assert plan_drafts(cpu, [1], [(0.99, 64)], 20) == [20]  # nor more than the batch holds
+    assert plan_drafts(DecodeCost(), [1], [(0.99, 64)], 500) == [0]  # nothing timed yet
 
 
 def test_where_steps_cost_the_same_whatever_their_size_drafts_are_nearly_free():
     flat = cost_of({1: 0.050, 64: 0.050})
-    assert plan_drafts(flat, 1, [(0.3, 64)], 500)[0] >= 3
+    assert plan_drafts(flat, [1], [(0.3, 64)], 500)[0] >= 3
     # each drafted token is still taken only while it is likely enough
-    assert sum(plan_drafts(flat, 1, [(0.3, 64)], 500)) < 64
-    assert plan_drafts(flat, 1, [(MIN_GAIN / 2, 64)], 500) == [0]
+    assert sum(plan_drafts(flat, [1], [(0.3, 64)], 500)) < 64
+    assert plan_drafts(flat, [1], [(MIN_GAIN / 2, 64)], 500) == [0]
 
 
 def test_a_busy_batch_gives_its_drafts_to_the_slots_most_likely_to_be_right():
     cpu = cost_of({1: 0.010, 8: 0.050, 16: 0.080, 32: 0.130, 64: 0.220})
-    lengths = plan_drafts(cpu, 8, [(0.95, 40), (0.2, 40), (0.0, 0)] + [(0.5, 0)] * 5, 500)
+    lengths = plan_drafts(cpu, [1] * 8, [(0.99, 64), (0.2, 64), (0.0, 0)] + [(0.5, 0)] * 5, 500)
     assert lengths[0] > 0 and lengths[1] == 0 and lengths[2:] == [0] * 6
+
+
+def test_a_step_is_computed_in_micro_batches_of_consecutive_sequences():
+    assert ubatch_sizes([1] * 8) == [8]
+    assert ubatch_sizes([2, 1, 1, 1]) == [4, 1]  # a draft: one more pass, of its tokens
+    assert ubatch_sizes([1, 4, 4, 1]) == [4, 6]
+    assert ubatch_sizes([1, 0, 1, 0, 1]) == [1, 1, 1]  # a gap splits the run
+    assert ubatch_sizes([0, 0, 5]) == [5]
+    assert ubatch_sizes([0, 0]) == []
+
+
+def test_a_draft_beside_other_sequences_pays_for_its_own_micro_batch():
+    # One sequence alone drafts where its drafts are likely; beside seven others
+    # (8 tokens in 50 ms), a one-token draft costs a pass of its own (10 ms), far
+    # more than the 50/8 ms a token of the shared pass costs.
+    cpu = cost_of({1: 0.010, 2: 0.018, 4: 0.030, 8: 0.050, 16: 0.080, 32: 0.130, 64: 0.220})
+    assert plan_drafts(cpu, [1], [(0.8, 64)], 500)[0] > 0
+    busy = plan_drafts(cpu, [1] * 8, [(0.8, 64)] + [(0.0, 0)] * 7, 500)
+    assert busy == [0] * 8
+    # Only a long draft that is all but sure pays there.
+    assert plan_drafts(cpu, [1] * 8, [(0.99, 64)] + [(0.0, 0)] * 7, 500)[0] >= 16
+
+
+def test_a_step_of_several_micro_batches_is_shared_among_them_by_their_costs():
+    cost = cost_of({1: 0.010, 8: 0.050})
+    for _ in range(WARM_UP_STEPS):
+        cost.observe_step([1] * 8, 0.050)
+    for _ in range(40):
+        cost.observe_step([2, 1, 1, 1, 1, 1, 1, 1], 0.090)  # 8 then 1: both 1.5x slower
+    assert cost.predict(8) == pytest.approx(0.075, rel=0.05)
+    assert cost.predict(1) == pytest.approx(0.015, rel=0.05)
 
 
 def test_draft_min_raises_each_slots_draft_while_the_batch_has_room():

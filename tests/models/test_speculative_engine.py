@@ -206,3 +206,56 @@ def test_a_generation_cancelled_mid_draft_frees_its_slot(drafting, plain):
     assert generation.finish_reason == "cancelled"
     eventually(lambda: drafting.idle, 30, what="the slot freed")
     assert run(drafting, PROMPTS[3]) == run(plain, PROMPTS[3])
+
+
+class CostlyDrafts(DecodeCost):
+    """A small model on a CPU: each drafted token costs 0.6 of a one-token step,
+    so only drafts likely to come true pay (fixed, not timed: the test does not
+    depend on how busy the machine is)."""
+
+    def observe(self, tokens: int, seconds: float, *, calibrating: bool = False) -> None:
+        pass
+
+    @property
+    def known(self) -> bool:
+        return True
+
+    def predict(self, tokens: int) -> float:
+        return 0.01 * (1 + 0.6 * (tokens - 1))
+
+
+def count_decodes(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """A list that gets an item at each of ``engine``'s decode steps from now on."""
+    steps: list[int] = []
+    decode = engine._context.decode
+
+    def counting_decode() -> None:
+        steps.append(1)
+        decode()
+
+    monkeypatch.setattr(engine._context, "decode", counting_decode)
+    return steps
+
+
+def test_a_repeated_request_drafts_the_earlier_reply_in_long_steps(smollm2_path, monkeypatch):
+    """Where drafts cost compute, a replay is sized by how often replays come
+    true, not by the request's own text (which repeats nothing here): the
+    second reply takes a few long steps."""
+    for _, engine in open_engine(smollm2_path, spec=True, parallel=1):
+        engine.decode_cost = CostlyDrafts()
+        engine.max_draft = 64
+        prompt = "Write a short paragraph about the history of tea."
+        first = run(engine, prompt, max_tokens=80, cache_scope="k")
+        steps = count_decodes(engine, monkeypatch)
+        replayed = engine.replayed
+        again = engine.submit(
+            GenerationRequest(
+                engine.chat_tokens([{"role": "user", "content": prompt}]),
+                max_tokens=80,
+                sampling=GREEDY,
+                cache_scope="k",
+            )
+        )
+        assert again.text(timeout=300) == first
+        assert engine.replayed - replayed >= 0.6 * again.completion_tokens
+        assert len(steps) <= again.completion_tokens / 4
