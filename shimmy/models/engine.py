@@ -494,6 +494,7 @@ class Engine:
             free,
             [prompt for _, prompt in starting],
             [generation.request.cache_scope for generation, _ in starting],
+            busy={s.seq for s in self._slots if not s.free},
         )
         # The other choices take the slots left, least recently used first.
         spare = sorted((s for s in free if s not in slots), key=lambda s: s.last_used)

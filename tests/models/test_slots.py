@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from shimmy.models.slots import Slot, assign_slots, choose_slot, continued_slot, shared_tokens
+from shimmy.models.slots import (
+    Slot,
+    assign_slots,
+    choose_slot,
+    continued_slot,
+    runs,
+    shared_tokens,
+)
 
 SYSTEM = list(range(1000, 1024))  # a 24-token system prompt every chat shares
 
@@ -42,6 +49,35 @@ def test_with_no_continuation_and_no_empty_slot_the_least_recently_used_goes() -
     recent = slot(0, [*SYSTEM, 7, 8, *range(300, 340)], last_used=9.0)
     old = slot(1, [*SYSTEM, 5, 6, *range(900, 1900)], last_used=2.0)
     assert choose_slot([recent, old], [*SYSTEM, 1, 2, 3]) is old
+
+
+def test_a_new_prompt_keeps_the_running_sequences_together() -> None:
+    # Sequences 0-2 run; slot 3 was used more recently than slot 6, but taking 6
+    # would leave a gap, and every step would then make two passes over the weights.
+    next_to_them = slot(3, [*SYSTEM, 7, *range(300, 340)], last_used=9.0)
+    far = slot(6, [*SYSTEM, 5, *range(900, 940)], last_used=1.0)
+    prompt = [*SYSTEM, *range(1, 9)]
+    assert choose_slot([far, next_to_them], prompt, busy={0, 1, 2}) is next_to_them
+    # With nothing running, the least recently used as before.
+    assert choose_slot([far, next_to_them], prompt) is far
+    # A chat's next turn still takes the slot holding it, gap or not.
+    chat = [*SYSTEM, 5, *range(900, 940)]
+    assert choose_slot([far, next_to_them], [*chat, 4], busy={0, 1, 2}) is far
+
+
+def test_prompts_starting_together_fill_a_gap_and_stay_together() -> None:
+    free = [slot(seq, [*SYSTEM, seq], last_used=10.0 - seq) for seq in (1, 4, 5, 6, 7)]
+    prompts = [[*SYSTEM, *range(90, 99)], [*SYSTEM, *range(80, 89)]]
+    got = assign_slots(free, prompts, busy={0, 2, 3})
+    assert sorted(s.seq for s in got) == [1, 4]
+    assert runs({0, 2, 3, *(s.seq for s in got)}) == 1
+
+
+def test_runs_of_consecutive_sequences() -> None:
+    assert runs(set()) == 0
+    assert runs({0, 1, 2}) == 1
+    assert runs({0, 2, 4, 6}) == 4
+    assert runs({1, 2, 5}) == 2
 
 
 def test_prompts_starting_together_keep_the_slots_they_continue() -> None:
