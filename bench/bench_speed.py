@@ -3,7 +3,7 @@ prompts under load, bursts, many clients and memory over a long run.
 
 One command, from the repo root after scripts/setup:
 
-    .venv/bin/python bench/bench_speed.py [--modes echo chat long burst scale creep]
+    .venv/bin/python bench/bench_speed.py [--modes echo chat long burst scale come-go creep]
 
 It uses bench_server.py's llama-server (built from the llama.cpp source vendored
 in llama-cpp-python, cached in ~/.cache/shimmy-bench) and runs each mode with the
@@ -25,6 +25,9 @@ Modes:
 - burst: 8 clients send at the same instant, each sending a second request as
   soon as its first ends (greedy, 128 tokens): median time to first token.
 - scale: 16 and 32 clients, total tokens/s.
+- come-go: 4 and 6 clients (of 8 slots) asking, reading, pausing and asking
+  again, replies of 16 to 96 tokens, so requests start and end at different
+  moments: total tokens/s.
 - creep: 1,000 one-shot requests, 8 at a time, 24-token replies: RSS growth.
 """
 
@@ -35,6 +38,7 @@ import asyncio
 import json
 import os
 import platform
+import random
 import statistics
 import sys
 import time
@@ -319,6 +323,37 @@ async def chat_round(server: ServerUnderTest, clients: int, seed: int = 1) -> di
     }
 
 
+COME_GO_SECONDS = 40  # how long each client keeps coming back, a round
+COME_GO_CLIENTS = (4, 6)
+
+
+async def come_go_round(server: ServerUnderTest, clients: int, seed: int) -> dict[str, float]:
+    """``clients`` users each asking, reading the reply, pausing and asking again
+    for COME_GO_SECONDS: replies of 16 to 96 tokens and pauses of up to half a
+    second, drawn from ``seed`` (the same for every server)."""
+    deadline = time.perf_counter() + COME_GO_SECONDS
+
+    async def one_user(c: httpx.AsyncClient, i: int) -> int:
+        draw = random.Random(seed * 100 + i)
+        tokens = 0
+        for n in range(1000):  # bounded; the deadline ends it long before
+            if time.perf_counter() >= deadline:
+                break
+            prompt = user(PROMPTS[(i + n) % len(PROMPTS)])
+            sampling = {**SAMPLING, "seed": seed + 1000 * i + n}
+            tokens += (
+                await stream(c, server, prompt, draw.randint(16, 96), sampling)
+            ).completion_tokens
+            await asyncio.sleep(draw.uniform(0.0, 0.5))
+        return tokens
+
+    async with client(clients) as c:
+        started = time.perf_counter()
+        totals = await asyncio.gather(*[one_user(c, i) for i in range(clients)])
+        wall = time.perf_counter() - started
+    return {"total_tps": sum(totals) / wall}
+
+
 def long_prompt(nonce: str) -> str:
     facts = " ".join(
         f"Record {i}: the ship {nonce}-{i} left port {i % 17} carrying {i * 7 % 101} crates "
@@ -449,7 +484,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    modes = ["echo", "chat", "long", "burst", "scale", "creep"]
+    modes = ["echo", "chat", "long", "burst", "scale", "come-go", "creep"]
     parser.add_argument("--modes", nargs="+", choices=modes, default=modes)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument(
@@ -582,7 +617,7 @@ def main() -> int:
         chart["chat, 1 client"] = {s.name: med(chat, s.name, "tps_1") for s in servers}
 
     pair = [shimmy_server(model, "shimmy"), llama_server(binary, model, "llama-server")]
-    for mode in ("long", "burst", "scale"):
+    for mode in ("long", "burst", "scale", "come-go"):
         if mode not in args.modes:
             continue
         servers = [shimmy_server(model, "shimmy"), llama_server(binary, model, "llama-server")]
@@ -592,6 +627,17 @@ def main() -> int:
                 long = rounds(servers, args.rounds, lambda s, n: asyncio.run(long_round(s)), mode)
             elif mode == "burst":
                 burst = rounds(servers, args.rounds, lambda s, n: asyncio.run(burst_round(s)), mode)
+            elif mode == "come-go":
+
+                def come_go_one(server: ServerUnderTest, round_: int) -> dict[str, float]:
+                    return {
+                        f"total_tps_{n}": asyncio.run(
+                            come_go_round(server, n, seed=4000 + 100 * round_)
+                        )["total_tps"]
+                        for n in COME_GO_CLIENTS
+                    }
+
+                come_go = rounds(servers, args.rounds, come_go_one, mode)
             else:
 
                 def scale_one(server: ServerUnderTest, round_: int) -> dict[str, float]:
@@ -661,6 +707,30 @@ def main() -> int:
             "- shimmy vs llama-server: "
             f"16 clients {paired(scale, ours, theirs, 'total_tps_16'):.2f}x, "
             f"32 clients {paired(scale, ours, theirs, 'total_tps_32'):.2f}x (target >= 1.0)",
+            "",
+        ]
+    if "come-go" in args.modes:
+        a, b = COME_GO_CLIENTS
+        lines += [
+            f"### {a} and {b} clients coming and going ({COME_GO_SECONDS} s a round)",
+            "",
+            run,
+            "",
+            "Each client asks, reads the reply (16 to 96 tokens), pauses up to half a "
+            "second and asks again, so requests start and end at different moments "
+            "(the server benchmark's prompts and sampling, the same draws for both).",
+            "",
+            f"| server | {a} clients total tok/s | {b} clients total tok/s |",
+            "|---|---|---|",
+            *(
+                f"| {n} | {med(come_go, n, f'total_tps_{a}'):.1f} | "
+                f"{med(come_go, n, f'total_tps_{b}'):.1f} |"
+                for n in names
+            ),
+            "",
+            "- shimmy vs llama-server: "
+            f"{a} clients {paired(come_go, ours, theirs, f'total_tps_{a}'):.2f}x, "
+            f"{b} clients {paired(come_go, ours, theirs, f'total_tps_{b}'):.2f}x",
             "",
         ]
     if "creep" in args.modes:
