@@ -19,13 +19,16 @@ with each token (a small model on a CPU) a short draft must be nearly certain to
 pay, yet a long one can pay again, since ggml multiplies a batch of many tokens
 at a lower cost per token than a batch of a few. So the engine times decode
 steps of 1 to 64 tokens when it loads and keeps timing its steps
-(:class:`DecodeCost`: the time of a step by its size, no formula assumed), each
-slot keeps the odds that its drafted tokens come true (:class:`DraftOdds`, fed
-by its real drafts and, while it does not draft, by the draft it would have
-made), and :func:`plan_drafts` chooses how many tokens each slot drafts so that
-the step makes the most tokens per second it is expected to. Text that repeats
-nothing (no n-gram matches, or drafts that fail) drafts nothing, and a busy
-batch drafts only what is all but sure.
+(:class:`DecodeCost`: the time of a micro-batch by its size, no formula
+assumed; a step of several requests is computed in several micro-batches, see
+:func:`ubatch_sizes`), the odds that a drafted token comes true are kept by
+source and by how far back the text matches where the draft was found
+(:class:`DraftOdds`, :class:`EngineOdds`: fed by real drafts and, while a slot
+does not draft, by the draft it would have made), and :func:`plan_drafts`
+chooses how many tokens each slot drafts so that the step makes the most tokens
+per second it is expected to. Text that repeats nothing (no n-gram matches, or
+drafts that fail) drafts nothing, and a busy batch drafts only what is all but
+sure.
 
 Requests also repeat each other: a retried or regenerated request, an agent
 asking for the same edit again, the same question asked twice. The engine
@@ -70,9 +73,10 @@ MATCH_CAP = 32
 # for replays of earlier replies (close to what was measured; each engine then
 # learns its own from every draft, and each request from its own).
 OWN, REPLAY = "own", "replay"
+# (A replay matches MEMORY_NGRAM tokens at least: its first two classes never occur.)
 PRIOR_CHANCE = {OWN: (0.8, 0.9, 0.93, 0.95, 0.97), REPLAY: (0.9, 0.9, 0.93, 0.95, 0.97)}
 PRIOR_WEIGHT = 4.0  # a request's odds start as this many judgements at the engine's odds
-ENGINE_ODDS_MEMORY = 0.99  # the engine's odds of a class: its last few hundred judgements
+ENGINE_ODDS_MEMORY = 0.99  # the engine's odds of a class: about its last hundred judgements
 
 
 class Draft(NamedTuple):
