@@ -4,7 +4,7 @@ right after rejected drafts."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import pytest
 
@@ -44,6 +44,9 @@ class CheapDrafts(DecodeCost):
     the machine it runs on)."""
 
     def observe(self, tokens: int, seconds: float, *, calibrating: bool = False) -> None:
+        pass
+
+    def observe_step(self, rows: Sequence[int], seconds: float) -> None:
         pass
 
     @property
@@ -208,17 +211,10 @@ def test_a_generation_cancelled_mid_draft_frees_its_slot(drafting, plain):
     assert run(drafting, PROMPTS[3]) == run(plain, PROMPTS[3])
 
 
-class CostlyDrafts(DecodeCost):
+class CostlyDrafts(CheapDrafts):
     """A small model on a CPU: each drafted token costs 0.6 of a one-token step,
     so only drafts likely to come true pay (fixed, not timed: the test does not
     depend on how busy the machine is)."""
-
-    def observe(self, tokens: int, seconds: float, *, calibrating: bool = False) -> None:
-        pass
-
-    @property
-    def known(self) -> bool:
-        return True
 
     def predict(self, tokens: int) -> float:
         return 0.01 * (1 + 0.6 * (tokens - 1))
