@@ -10,7 +10,7 @@ import pytest
 
 from shimmy.config import Settings
 from shimmy.models.engine import Engine
-from shimmy.models.generation import GenerationRequest, SamplingParams
+from shimmy.models.generation import Generation, GenerationRequest, SamplingParams
 from shimmy.models.manager import ModelManager
 from shimmy.models.registry import ModelRegistry
 from shimmy.models.speculation import DecodeCost
@@ -89,11 +89,15 @@ def plain(smollm2_path) -> Iterator[Engine]:
         yield engine
 
 
-def run(engine: Engine, prompt: str, **request: object) -> str:
+def start(engine: Engine, prompt: str, **request: object) -> Generation:
     tokens = engine.chat_tokens([{"role": "user", "content": prompt}])
     request.setdefault("sampling", GREEDY)
     request.setdefault("max_tokens", 160)
-    return engine.submit(GenerationRequest(tokens, **request)).text(timeout=300)  # type: ignore[arg-type]
+    return engine.submit(GenerationRequest(tokens, **request))  # type: ignore[arg-type]
+
+
+def run(engine: Engine, prompt: str, **request: object) -> str:
+    return start(engine, prompt, **request).text(timeout=300)
 
 
 @pytest.mark.parametrize("prompt", PROMPTS)
@@ -182,14 +186,7 @@ def test_a_repeated_request_drafts_the_earlier_reply(drafting, plain):
     prompt = "List the days of the week, one per line."
     first = run(drafting, prompt, cache_scope="key-a")
     before = drafting.replayed
-    again = drafting.submit(
-        GenerationRequest(
-            drafting.chat_tokens([{"role": "user", "content": prompt}]),
-            max_tokens=160,
-            sampling=GREEDY,
-            cache_scope="key-a",
-        )
-    )
+    again = start(drafting, prompt, cache_scope="key-a")
     assert again.text(timeout=300) == first == run(plain, prompt)
     # Most tokens of the reply came from drafts of the first reply (not the first
     # token, nor those a step could not draft for max_tokens).
@@ -244,14 +241,7 @@ def test_a_repeated_request_drafts_the_earlier_reply_in_long_steps(smollm2_path,
         first = run(engine, prompt, max_tokens=80, cache_scope="k")
         steps = count_decodes(engine, monkeypatch)
         replayed = engine.replayed
-        again = engine.submit(
-            GenerationRequest(
-                engine.chat_tokens([{"role": "user", "content": prompt}]),
-                max_tokens=80,
-                sampling=GREEDY,
-                cache_scope="k",
-            )
-        )
+        again = start(engine, prompt, max_tokens=80, cache_scope="k")
         assert again.text(timeout=300) == first
         assert engine.replayed - replayed >= 0.6 * again.completion_tokens
         assert len(steps) <= again.completion_tokens / 4
