@@ -718,8 +718,8 @@ class Engine:
             rows[slot.seq] = 1
         # Then their drafts, verified in the same decode (shimmy/models/speculation.py).
         if self.options.spec:
-            offers = [self._offer(slot) for slot in deciding]
-            chances = [self._chance(slot) for slot in deciding]
+            offered = [self._offer(slot) for slot in deciding]
+            offers = [tokens for _, tokens in offered]
             # At most max_draft drafted tokens in all: each asks for its logits,
             # and llama.cpp's logits buffer grows to the most rows a step asked
             # for and stays that size (vocabulary x 4 bytes a row: 196 KB on
@@ -727,7 +727,7 @@ class Engine:
             # drafts most likely to come true (plan_drafts).
             room = min(self.max_draft, batch.room - (self._context.n_batch // 2))
             by_seq = [(0.0, 0)] * len(self._slots)
-            for slot, chance, offer in zip(deciding, chances, offers, strict=True):
+            for slot, (chance, offer) in zip(deciding, offered, strict=True):
                 by_seq[slot.seq] = (chance, len(offer))
             plan = plan_drafts(self.decode_cost, rows, by_seq, room)
             lengths = [plan[slot.seq] for slot in deciding]
@@ -811,17 +811,18 @@ class Engine:
                 slot.logits_at = leader.logits_at
                 slot.copy_from = None
 
-    def _offer(self, slot: Slot) -> list[int]:
-        """The tokens ``slot`` could draft after its next one, within its
-        max_tokens (plan_drafts decides how many of them are worth decoding):
-        what followed the latest n-gram where the request's text had it before,
-        or what the model wrote next where an earlier reply had the latest
-        tokens; of the two, the one more likely to come true by its source and
-        length of match (``slot.judged_by`` says which)."""
+    def _offer(self, slot: Slot) -> tuple[float, list[int]]:
+        """The chance that a drafted token comes true, and the tokens ``slot``
+        could draft after its next one, within its max_tokens (plan_drafts
+        decides how many of them are worth decoding): what followed the latest
+        n-gram where the request's text had it before, or what the model wrote
+        next where an earlier reply had the latest tokens; of the two, the one
+        more likely to come true by its source and length of match
+        (``slot.judged_by`` says which)."""
         slot.judged_by = None
         most = min(self.max_draft, slot.max_tokens - slot.produced - 1)
         if slot.drafts is None or slot.generation is None or most <= 0:
-            return []
+            return 0.0, []
         scope = slot.generation.request.cache_scope
         own = slot.drafts.draft(most)
         replay = self.draft_memory.draft(scope, slot.drafts.tokens, most)
@@ -833,9 +834,9 @@ class Engine:
                 if best is None or chance > best[0]:
                     best = (chance, key, draft)
         if best is None:
-            return []
-        slot.judged_by = best[1]
-        return best[2].tokens
+            return 0.0, []
+        chance, slot.judged_by, draft = best
+        return chance, draft.tokens
 
     def _odds(self, slot: Slot, key: OddsKey) -> DraftOdds:
         """The request's odds for drafts of ``key``, from the engine's at first."""
@@ -843,10 +844,6 @@ class Engine:
         if odds is None:
             odds = slot.odds[key] = self.draft_odds.for_request(key)
         return odds
-
-    def _chance(self, slot: Slot) -> float:
-        """The chance that a token of the slot's offered draft comes true."""
-        return 0.0 if slot.judged_by is None else slot.odds[slot.judged_by].chance
 
     def _sample(self, slot: Slot) -> None:
         """Sample ``slot``'s next token, and with a draft each drafted position in
