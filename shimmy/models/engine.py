@@ -45,7 +45,7 @@ from shimmy.models.generation import (
 from shimmy.models.memory import MemoryEstimate, estimate_entry
 from shimmy.models.offload import Offload
 from shimmy.models.promptcache import PromptCache, common_prefix, continues_a_conversation
-from shimmy.models.slots import Slot, assign_slots, shared_tokens
+from shimmy.models.slots import Slot, assign_slots, gap_move, runs, shared_tokens
 from shimmy.models.speculation import (
     CALIBRATION_ROUNDS,
     CALIBRATION_SIZES,
@@ -119,6 +119,11 @@ ARRIVAL_GAP = 0.003
 ARRIVAL_WINDOW = 0.025
 # ... and up to this long while other requests for it are still being rendered.
 ARRIVAL_PREPARING = 0.2
+# Steps a gap between running sequences may last before a running request is
+# moved into it (see _close_a_gap): a new request would fill it for nothing, and
+# a move copies the request's KV state (on two cores about a step's time for a
+# few hundred tokens; the gap costs about a sixth of a step each step).
+GAP_PATIENCE = 3
 
 
 class Engine:
@@ -168,6 +173,8 @@ class Engine:
         self.drafted = 0  # speculative tokens decoded since loading
         self.accepted = 0  # of which the model produced the same
         self.replayed = 0  # of those, drafted from an earlier reply (draft_memory)
+        self.moves = 0  # running requests moved into a gap between others (_close_a_gap)
+        self._gap_steps = 0  # steps the running sequences have lain in more than one run
         self.decode_cost = DecodeCost()  # what drafting costs on this machine
         self.draft_memory = DraftMemory()  # earlier replies, to draft repeats of them
         self.draft_odds = EngineOdds()  # how often drafts come true, over all requests
@@ -369,6 +376,7 @@ class Engine:
             while self._receive():
                 self._admit()
                 if any(not s.free for s in self._slots):
+                    self._close_a_gap()
                     self._step()
         except Exception:  # a bug here must not hang every caller
             log.exception("engine %s scheduler crashed", self.name)
@@ -793,6 +801,61 @@ class Engine:
                 1000 * (time.monotonic() - started),
             )
 
+    def _close_a_gap(self) -> None:
+        """Move a running request into a free slot between others once the gap has
+        lasted GAP_PATIENCE steps (see :func:`~shimmy.models.slots.gap_move`).
+
+        llama.cpp computes a step in one micro-batch per run of consecutive
+        sequences, each a pass over the weights (speculation.ubatch_sizes): four
+        requests in slots 0, 2, 4 and 6 cost a step as much as eight. New requests
+        take the free slot that fills a gap (choose_slot), but a request that ends
+        between others leaves one until the next arrives. Only requests that are
+        generating move (not one still reading its prompt, nor a choice waiting
+        for its leader's)."""
+        busy = {s.seq for s in self._slots if not s.free}
+        if runs(busy) <= 1:
+            self._gap_steps = 0
+            return
+        self._gap_steps += 1
+        if self._gap_steps < GAP_PATIENCE:
+            return
+        movable = [s for s in self._slots if not s.free and not s.pending and s.copy_from is None]
+        move = gap_move(self._slots, movable)
+        if move is not None:
+            self._gap_steps = 0
+            self._move(*move)
+
+    def _move(self, running: Slot, free: Slot) -> None:
+        """Move the request ``running`` holds into ``free``'s sequence: its KV state
+        (Context.copy_sequence), and the two slots trade sequence ids. The
+        conversation ``free`` held is saved to the prompt cache first if the cache
+        wants it."""
+        if self._prompt_cache.wants(free.cached, 0, scope=free.scope):
+            self._save(free)
+        started = time.monotonic()
+        moved = self._context.copy_sequence(running.seq, free.seq)
+        free.cached = []
+        free.scope = ""
+        free.proven = False
+        free.unsaved = False
+        if not moved:  # only a lost optimisation: the request stays where it is
+            log.warning("engine %s could not move a sequence", self.name)
+            self._context.forget(free.seq, 0)
+            return
+        self._context.forget(running.seq, 0)
+        old, new = running.seq, free.seq
+        running.seq, free.seq = new, old
+        self._slots[new], self._slots[old] = running, free
+        self.moves += 1
+        log.debug(
+            "engine %s: moved the %d tokens of sequence %d to %d in %.1f ms",
+            self.name,
+            len(running.cached),
+            old,
+            new,
+            1000 * (time.monotonic() - started),
+        )
+
     def _copy_read_prompts(self, running: Sequence[Slot]) -> None:
         """Give each waiting choice its leader's prompt once the leader has read it
         (this step decoded its last prompt token): a copy of the KV cache, and the
@@ -806,10 +869,15 @@ class Engine:
                 slot.copy_from = None
                 slot.pending = list(slot.generation.request.prompt_tokens)
             elif leader.logits_at >= 0 and leader.produced == 0 and not leader.pending:
-                self._context.copy_sequence(leader.seq, slot.seq)
+                slot.copy_from = None
+                if not self._context.copy_sequence(leader.seq, slot.seq):
+                    log.warning("engine %s could not copy a prompt's cache", self.name)
+                    self._context.forget(slot.seq, 0)
+                    slot.cached = []
+                    slot.pending = list(slot.generation.request.prompt_tokens)
+                    continue
                 slot.cached = list(leader.cached)
                 slot.logits_at = leader.logits_at
-                slot.copy_from = None
 
     def _offer(self, slot: Slot) -> tuple[float, list[int]]:
         """The chance that a drafted token comes true, and the tokens ``slot``

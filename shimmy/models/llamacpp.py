@@ -288,10 +288,20 @@ class Context:
         pointer = llama_cpp.llama_get_logits_ith(self._ptr, index)
         return np.ctypeslib.as_array(pointer, shape=(n_vocab,))
 
-    def copy_sequence(self, source: int, target: int) -> None:
-        """Make ``target`` hold what ``source`` holds (the copy of a stream's KV
-        buffer is made by llama.cpp before the next decode)."""
-        llama_cpp.llama_memory_seq_cp(self.memory, source, target, 0, -1)
+    def copy_sequence(self, source: int, target: int) -> bool:
+        """Make ``target`` hold what ``source`` holds, now, by way of host memory;
+        false if llama.cpp refused (``target``'s state is then unknown).
+
+        Not ``llama_memory_seq_cp``: between two sequences' KV streams it copies
+        the whole stream (every cell, however few are used) and only at the next
+        decode, until which reading or writing either sequence's state (saving a
+        finished one to the prompt cache, restoring another into it) would see or
+        be overwritten by the wrong one."""
+        try:
+            state = self.save_sequence(source)
+        except ShimmyError:
+            return False
+        return self.restore_sequence(target, state)
 
     def forget(self, seq: int, start: int) -> None:
         """Drop the cached tokens of ``seq`` from position ``start`` on."""

@@ -107,6 +107,41 @@ def choose_slot(
     )
 
 
+def gap_move(slots: Sequence[Slot], movable: Collection[Slot]) -> tuple[Slot, Slot] | None:
+    """A running slot of ``movable`` and a free slot to move its request into,
+    such that the running sequences then lie in fewer runs of consecutive ids
+    (:func:`runs`); None when no move lowers them.
+
+    A request that ends between others leaves a gap that costs every later step
+    a micro-batch of its own until a new request fills it. Of the moves that
+    leave the fewest runs, one into a free slot holding nothing is taken first
+    (no conversation to save), then into the least recently used; of requests,
+    the one with the fewest cached tokens (the least to copy)."""
+    busy = {s.seq for s in slots if not s.free}
+    now = runs(busy)
+    best: tuple[tuple[int, bool, float, int, int, int], Slot, Slot] | None = None
+    for source in movable:
+        if source.free:
+            continue
+        for target in slots:
+            if not target.free:
+                continue
+            after = runs((busy - {source.seq}) | {target.seq})
+            if after >= now:
+                continue
+            key = (
+                after,
+                bool(target.cached),
+                target.last_used,
+                len(source.cached),
+                source.seq,
+                target.seq,
+            )
+            if best is None or key < best[0]:
+                best = (key, source, target)
+    return None if best is None else (best[1], best[2])
+
+
 def continued_slot(free: Sequence[Slot], prompt: Sequence[int], scope: str = "") -> Slot | None:
     """The free slot of ``scope`` whose cache ``prompt`` continues, the longest
     shared prefix first; None if there is none."""

@@ -365,6 +365,52 @@ def test_a_prompt_whose_slot_was_taken_comes_back_from_host_memory(smollm2_path,
         manager.close()
 
 
+@pytest.mark.parametrize("spec", [False, True])
+def test_a_request_moves_into_the_gap_another_left_and_writes_the_same_text(smollm2_path, spec):
+    """Three requests side by side; the middle one ends first. After a few steps
+    one of the others moves into its slot (llama.cpp computes each run of
+    consecutive sequences in a pass of its own), and both write exactly what they
+    write alone, with drafts or without."""
+    settings = Settings(model=str(smollm2_path), ctx_size=512, parallel=4, keep_alive=-1, spec=spec)
+    manager = ModelManager(settings, ModelRegistry([smollm2_path]))
+    try:
+        engine = manager.engine(None)
+        topics = ["the sea", "a mountain", "the moon"]
+        prompts = [
+            engine.chat_tokens([{"role": "user", "content": f"Describe {t}."}]) for t in topics
+        ]
+        lengths = [40, 2, 40]
+
+        def request(i: int, scope: str = "") -> GenerationRequest:
+            return GenerationRequest(
+                prompts[i], max_tokens=lengths[i], sampling=GREEDY, cache_scope=scope
+            )
+
+        # Alone, in another cache scope: the run below reuses none of it.
+        alone = [engine.submit(request(i, "alone")).text(timeout=60) for i in range(3)]
+        together = [engine.submit(request(i)) for i in range(3)]
+        texts = [g.text(timeout=60) for g in together]
+        assert together[1].completion_tokens == 2
+        assert engine.moves == 1
+        assert texts == alone
+        # The two long ones ended in neighbouring slots.
+        ends = [
+            s.seq
+            for s in engine._slots
+            if s.scope == "" and any(s.cached[: len(prompts[i])] == prompts[i] for i in (0, 2))
+        ]
+        assert len(ends) == 2 and abs(ends[0] - ends[1]) == 1
+        # A move that llama.cpp refuses leaves the request where it was.
+        failing = engine._context.copy_sequence
+        engine._context.copy_sequence = lambda source, target: False  # type: ignore[method-assign]
+        again = [engine.submit(request(i, "again")) for i in range(3)]
+        assert [g.text(timeout=60) for g in again] == alone
+        assert engine.moves == 1
+        engine._context.copy_sequence = failing  # type: ignore[method-assign]
+    finally:
+        manager.close()
+
+
 def test_one_shot_requests_do_not_fill_host_memory_but_a_conversation_stays(smollm2_path):
     """A server of one-shot requests keeps only the newest few of them on trial
     (their memory does not creep towards --cache-ram), while a conversation that
@@ -600,6 +646,23 @@ def test_choices_share_the_prompt_and_each_is_what_it_would_be_alone(engine):
     assert texts == alone
     assert len(set(texts)) > 1
     assert all(c.completion_tokens == 20 and c.prompt_tokens == len(tokens) for c in choices)
+
+
+def test_a_choice_whose_copy_fails_reads_the_prompt_itself(engine, monkeypatch):
+    tokens = engine.chat_tokens([{"role": "user", "content": "Name a river."}])
+    request = GenerationRequest(tokens, max_tokens=8, sampling=SamplingParams(1.0, seed=7))
+    monkeypatch.setattr(engine._context, "copy_sequence", lambda source, target: False)
+    read_before = engine.prompt_tokens_read
+    texts = [c.text(timeout=120) for c in engine.submit_choices(request, 2)]
+    assert engine.prompt_tokens_read - read_before >= len(tokens)  # read again, not copied
+    monkeypatch.undo()
+    alone = [
+        engine.submit(
+            GenerationRequest(tokens, max_tokens=8, sampling=SamplingParams(1.0, seed=7 + i))
+        ).text(timeout=120)
+        for i in range(2)
+    ]
+    assert texts == alone
 
 
 def test_greedy_choices_are_alike_and_a_cancelled_one_does_not_stop_the_others(engine):

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from shimmy.models.generation import Generation, GenerationRequest
 from shimmy.models.slots import (
     Slot,
     assign_slots,
     choose_slot,
     continued_slot,
+    gap_move,
     runs,
     shared_tokens,
 )
@@ -16,6 +18,45 @@ SYSTEM = list(range(1000, 1024))  # a 24-token system prompt every chat shares
 
 def slot(seq: int, cached: list[int], last_used: float = 0.0) -> Slot:
     return Slot(seq=seq, cached=list(cached), last_used=last_used)
+
+
+def running(seq: int, cached: list[int]) -> Slot:
+    busy = slot(seq, cached)
+    busy.generation = Generation(GenerationRequest([1, 2, 3]), "m")
+    return busy
+
+
+def test_a_request_moves_into_the_gap_another_left() -> None:
+    # Sequence 2 ended between 0-1 and 3: one request moves so that all run in one
+    # run. Moving 0 or 3 both do; 3 holds fewer tokens (less to copy).
+    slots = [running(0, list(range(60))), running(1, list(range(50)))]
+    slots += [slot(2, list(range(40)), last_used=5.0), running(3, list(range(30)))]
+    slots += [slot(seq, [], last_used=1.0) for seq in range(4, 8)]
+    source, target = gap_move(slots, [s for s in slots if not s.free]) or (None, None)
+    assert (source, target) == (slots[3], slots[2])
+    assert runs({0, 1, 2}) == 1
+    # Already together: no move.
+    together = [running(0, [1]), running(1, [2]), slot(2, []), slot(3, [])]
+    assert gap_move(together, together[:2]) is None
+
+
+def test_a_move_goes_to_an_empty_slot_before_one_holding_a_conversation() -> None:
+    # 0 and 4 run; moving 4 next to 0 into 1 (a conversation) or moving 0 next to
+    # 4 into 3 (empty) both make one run: the empty one costs no save.
+    slots = [running(0, list(range(10))), slot(1, [7, 7, 7]), slot(2, [8, 8]), slot(3, [])]
+    slots += [running(4, list(range(200)))]
+    assert gap_move(slots, [slots[0], slots[4]]) == (slots[0], slots[3])
+    # Of conversations, the least recently used goes.
+    slots[3].cached = [9]
+    slots[1].last_used, slots[3].last_used = 1.0, 2.0
+    assert gap_move(slots, [slots[0], slots[4]]) == (slots[4], slots[1])
+
+
+def test_only_movable_requests_move() -> None:
+    # 0 and 2 run; only 2 may move (0 is reading its prompt, say): into 1.
+    slots = [running(0, [1]), slot(1, [5]), running(2, [2]), slot(3, [])]
+    assert gap_move(slots, [slots[2]]) == (slots[2], slots[1])
+    assert gap_move(slots, []) is None
 
 
 def test_a_later_turn_takes_the_slot_holding_its_chat() -> None:
