@@ -175,6 +175,94 @@ ECHO_TASKS = [
         "quantity",
         "units",
     ),
+    (
+        '''def grade_students(scores, weights, pass_mark):
+    """Weight each student's scores, rank them and say who passed."""
+    results = []
+    for student, marks in scores.items():
+        weighted = 0.0
+        for subject, mark in marks.items():
+            weighted = weighted + mark * weights.get(subject, 1.0)
+        total_weight = sum(weights.get(subject, 1.0) for subject in marks)
+        average = weighted / total_weight if total_weight else 0.0
+        results.append({"student": student, "average": round(average, 1),
+                        "passed": average >= pass_mark})
+    results.sort(key=lambda result: result["average"], reverse=True)
+    for rank, result in enumerate(results, start=1):
+        result["rank"] = rank
+    passed = [result["student"] for result in results if result["passed"]]
+    return results, passed
+''',
+        "weighted",
+        "score_sum",
+    ),
+    (
+        '''def plan_route(stops, distances, start, fuel_per_km, tank):
+    """Visit every stop, always driving to the nearest one not yet seen."""
+    route = [start]
+    fuel = tank
+    refills = 0
+    here = start
+    left = set(stops) - {start}
+    while left:
+        nearest = min(left, key=lambda stop: distances[here][stop])
+        needed = distances[here][nearest] * fuel_per_km
+        if needed > fuel:
+            refills = refills + 1
+            fuel = tank
+        fuel = fuel - needed
+        route.append(nearest)
+        left.remove(nearest)
+        here = nearest
+    total = sum(distances[a][b] for a, b in zip(route, route[1:]))
+    return route, total, refills
+''',
+        "nearest",
+        "next_stop",
+    ),
+    (
+        '''def count_words(documents, stop_words, top):
+    """Count the words of the documents, leaving out the stop words."""
+    counts = {}
+    lengths = []
+    for document in documents:
+        words = document.lower().replace(",", " ").replace(".", " ").split()
+        lengths.append(len(words))
+        for word in words:
+            if word in stop_words or len(word) < 3:
+                continue
+            counts[word] = counts.get(word, 0) + 1
+    ranked = sorted(counts.items(), key=lambda pair: (-pair[1], pair[0]))
+    mean_length = sum(lengths) / len(lengths) if lengths else 0
+    return {"top": ranked[:top], "distinct": len(counts),
+            "mean_length": round(mean_length, 1)}
+''',
+        "counts",
+        "word_counts",
+    ),
+    (
+        '''def check_bookings(bookings, capacity, blocked_days):
+    """Accept the bookings that fit, day by day, and explain the others."""
+    taken = {}
+    accepted = []
+    rejected = []
+    for booking in bookings:
+        day = booking["day"]
+        guests = booking["guests"]
+        if day in blocked_days:
+            rejected.append((booking["name"], "closed that day"))
+            continue
+        if taken.get(day, 0) + guests > capacity:
+            rejected.append((booking["name"], "full"))
+            continue
+        taken[day] = taken.get(day, 0) + guests
+        accepted.append(booking["name"])
+    busiest = max(taken, key=taken.get) if taken else None
+    return accepted, rejected, busiest
+''',
+        "guests",
+        "party_size",
+    ),
 ]
 
 
