@@ -366,7 +366,9 @@ def test_a_prompt_whose_slot_was_taken_comes_back_from_host_memory(smollm2_path,
 
 
 @pytest.mark.parametrize("spec", [False, True])
-def test_a_request_moves_into_the_gap_another_left_and_writes_the_same_text(smollm2_path, spec):
+def test_a_request_moves_into_the_gap_another_left_and_writes_the_same_text(
+    smollm2_path, spec, monkeypatch
+):
     """Three requests side by side; the middle one ends first. After a few steps
     one of the others moves into its slot (llama.cpp computes each run of
     consecutive sequences in a pass of its own), and both write exactly what they
@@ -401,12 +403,17 @@ def test_a_request_moves_into_the_gap_another_left_and_writes_the_same_text(smol
         ]
         assert len(ends) == 2 and abs(ends[0] - ends[1]) == 1
         # A move that llama.cpp refuses leaves the request where it was.
-        failing = engine._context.copy_sequence
+        copy = engine._context.copy_sequence
         engine._context.copy_sequence = lambda source, target: False  # type: ignore[method-assign]
-        again = [engine.submit(request(i, "again")) for i in range(3)]
+        again = [engine.submit(request(i, "refused")) for i in range(3)]
         assert [g.text(timeout=60) for g in again] == alone
         assert engine.moves == 1
-        engine._context.copy_sequence = failing  # type: ignore[method-assign]
+        engine._context.copy_sequence = copy  # type: ignore[method-assign]
+        # A request whose KV state is over the bound does not move.
+        monkeypatch.setattr(engine_module, "MOVE_MAX_BYTES", 0)
+        again = [engine.submit(request(i, "too big")) for i in range(3)]
+        assert [g.text(timeout=60) for g in again] == alone
+        assert engine.moves == 1
     finally:
         manager.close()
 
