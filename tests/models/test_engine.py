@@ -632,6 +632,18 @@ def test_repeat_last_n_zero_turns_the_penalties_off(engine):
 # -- several choices of one request (n > 1) --------------------------------------------------
 
 
+def seeded_alone(engine, tokens: list[int], max_tokens: int, seed: int, count: int) -> list[str]:
+    """The texts of ``count`` requests sent one at a time with seeds seed, seed + 1, ..."""
+    return [
+        engine.submit(
+            GenerationRequest(
+                tokens, max_tokens=max_tokens, sampling=SamplingParams(1.0, seed=seed + i)
+            )
+        ).text(timeout=120)
+        for i in range(count)
+    ]
+
+
 def test_choices_share_the_prompt_and_each_is_what_it_would_be_alone(engine):
     """Three seeded choices: the prompt is read once (the others copy its KV
     cache), choice i samples with seed + i, and each gives exactly the text a
@@ -644,13 +656,7 @@ def test_choices_share_the_prompt_and_each_is_what_it_would_be_alone(engine):
     assert all(c.choices == tuple(choices) for c in choices)
     texts = [c.text(timeout=120) for c in choices]
     assert engine.prompt_tokens_read - read_before <= len(tokens)  # read once, not three times
-    alone = [
-        engine.submit(
-            GenerationRequest(tokens, max_tokens=20, sampling=SamplingParams(1.0, seed=40 + i))
-        ).text(timeout=120)
-        for i in range(3)
-    ]
-    assert texts == alone
+    assert texts == seeded_alone(engine, tokens, 20, seed=40, count=3)
     assert len(set(texts)) > 1
     assert all(c.completion_tokens == 20 and c.prompt_tokens == len(tokens) for c in choices)
 
@@ -663,13 +669,7 @@ def test_a_choice_whose_copy_fails_reads_the_prompt_itself(engine, monkeypatch):
     texts = [c.text(timeout=120) for c in engine.submit_choices(request, 2)]
     assert engine.prompt_tokens_read - read_before >= len(tokens)  # read again, not copied
     monkeypatch.undo()
-    alone = [
-        engine.submit(
-            GenerationRequest(tokens, max_tokens=8, sampling=SamplingParams(1.0, seed=7 + i))
-        ).text(timeout=120)
-        for i in range(2)
-    ]
-    assert texts == alone
+    assert texts == seeded_alone(engine, tokens, 8, seed=7, count=2)
 
 
 def test_greedy_choices_are_alike_and_a_cancelled_one_does_not_stop_the_others(engine):
