@@ -482,8 +482,7 @@ class Engine:
             if not slot.unsaved:
                 continue
             slot.unsaved = False
-            if self._prompt_cache.wants(slot.cached, 0, scope=slot.scope):
-                self._save(slot)
+            if self._save(slot):
                 return True
         return False
 
@@ -562,8 +561,7 @@ class Engine:
         tokens ``prompt`` then may reuse (none of another scope's)."""
         cache = self._prompt_cache
         keep = shared_tokens(slot, prompt, scope)
-        if cache.wants(slot.cached, keep, scope=slot.scope):
-            self._save(slot)
+        self._save(slot, keep)
         started = time.monotonic()
         saved = cache.take(prompt, keep, scope=scope)
         if saved is None:
@@ -585,8 +583,12 @@ class Engine:
         slot.cached = []
         return 0
 
-    def _save(self, slot: Slot) -> None:
-        """Copy the conversation ``slot`` holds into the prompt cache."""
+    def _save(self, slot: Slot, keep: int = 0) -> bool:
+        """Copy the conversation ``slot`` holds into the prompt cache, if the cache
+        wants it (beyond the first ``keep`` tokens, which the request taking the
+        slot reuses in place); false if it does not."""
+        if not self._prompt_cache.wants(slot.cached, keep, scope=slot.scope):
+            return False
         started = time.monotonic()
         try:
             self._prompt_cache.add(
@@ -605,6 +607,7 @@ class Engine:
                 slot.seq,
                 1000 * (time.monotonic() - started),
             )
+        return True
 
     def _start(self, slot: Slot, generation: Generation, prompt: list[int], reuse: int) -> None:
         """Run ``generation`` in ``slot``, whose first ``reuse`` cached tokens are
@@ -637,8 +640,7 @@ class Engine:
     ) -> None:
         """Run another choice of ``leader``'s request in ``slot``: it reads no prompt
         but copies the leader's KV cache once the leader has read it."""
-        if self._prompt_cache.wants(slot.cached, 0, scope=slot.scope):
-            self._save(slot)
+        self._save(slot)
         self._context.forget(slot.seq, 0)
         slot.cached = []
         slot.scope = generation.request.cache_scope
@@ -838,8 +840,7 @@ class Engine:
         (Context.copy_sequence), and the two slots trade sequence ids. The
         conversation ``free`` held is saved to the prompt cache first if the cache
         wants it."""
-        if self._prompt_cache.wants(free.cached, 0, scope=free.scope):
-            self._save(free)
+        self._save(free)
         started = time.monotonic()
         moved = self._context.copy_sequence(running.seq, free.seq)
         free.cached = []
