@@ -403,12 +403,11 @@ def test_a_request_moves_into_the_gap_another_left_and_writes_the_same_text(
         ]
         assert len(ends) == 2 and abs(ends[0] - ends[1]) == 1
         # A move that llama.cpp refuses leaves the request where it was.
-        copy = engine._context.copy_sequence
-        engine._context.copy_sequence = lambda source, target: False  # type: ignore[method-assign]
+        monkeypatch.setattr(engine._context, "copy_sequence", lambda source, target: False)
         again = [engine.submit(request(i, "refused")) for i in range(3)]
         assert [g.text(timeout=60) for g in again] == alone
         assert engine.moves == 1
-        engine._context.copy_sequence = copy  # type: ignore[method-assign]
+        monkeypatch.undo()
         # A request whose KV state is over the bound does not move.
         monkeypatch.setattr(engine_module, "MOVE_MAX_BYTES", 0)
         again = [engine.submit(request(i, "too big")) for i in range(3)]
