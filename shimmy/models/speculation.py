@@ -43,12 +43,17 @@ from __future__ import annotations
 
 import bisect
 import heapq
+from array import array
 from collections import OrderedDict
 from collections.abc import Sequence
 from typing import NamedTuple
 
-NGRAM = 6  # the longest n-gram matched to find where the text repeats itself
-MIN_NGRAM = 2  # fall back to shorter matches down to this
+MIN_NGRAM = 2  # tokens that must match at least for a draft from the request's own text
+# Where the latest two tokens occurred before, the latest this many places are
+# compared (the one matching furthest back wins): a pair as common as a line
+# break and an indent occurs hundreds of times in a long prompt, and each place
+# compared costs about a microsecond of the scheduler's time a step.
+CANDIDATES = 32
 MAX_DRAFT = 64  # tokens drafted at most in one step, by one slot or all (ngram-mod: 48-64)
 ODDS_MEMORY = 0.9  # how much of a slot's record each new judgement keeps
 COST_MEMORY = 0.9  # how much of a step size's timing each new step of that size keeps
@@ -110,45 +115,61 @@ def matched_back(earlier: Sequence[int], end: int, latest: Sequence[int], known:
 
 
 class NgramIndex:
-    """The tokens of one request so far, indexed so that the continuation of the
-    latest n-gram's previous occurrence is found in constant time."""
+    """The tokens of one request so far, indexed so that the places where its
+    latest tokens occurred before are found at once: for each pair of consecutive
+    tokens the place it occurred last, and for each place the one before it where
+    the same pair occurred (a hash chain, as zlib finds its matches). About 4
+    bytes a token besides the tokens themselves (a dict of n-gram tuples took
+    ~600), and a long prompt is indexed in a few milliseconds."""
 
     def __init__(self, tokens: Sequence[int] = ()) -> None:
         self.tokens: list[int] = []
-        # n-gram -> the position of the token that followed its latest occurrence
-        self._next: list[dict[tuple[int, ...], int]] = [{} for _ in range(NGRAM - MIN_NGRAM + 1)]
+        # pair of tokens (the first << 32 | the second) -> the position of the
+        # token that followed its latest occurrence
+        self._latest: dict[int, int] = {}
+        # position -> the position that followed the same pair's occurrence before (-1: none)
+        self._before = array("i")
         self.extend(tokens)
 
     def extend(self, tokens: Sequence[int]) -> None:
         """Append ``tokens`` (accepted text: the prompt, then what was generated)."""
+        text, latest, before = self.tokens, self._latest, self._before
         for token in tokens:
-            position = len(self.tokens)
-            for offset, table in enumerate(self._next):
-                n = NGRAM - offset
-                if position >= n:
-                    table[tuple(self.tokens[position - n : position])] = position
-            self.tokens.append(token)
+            if len(text) >= MIN_NGRAM:
+                pair = text[-2] << 32 | text[-1]
+                before.append(latest.get(pair, -1))
+                latest[pair] = len(text)
+            else:
+                before.append(-1)
+            text.append(token)
 
     def draft(self, length: int) -> Draft:
-        """Up to ``length`` tokens that followed the latest n-gram where it occurred
-        before (the longest n-gram that matches); no tokens when none does."""
-        if length <= 0:
-            return NO_DRAFT
+        """Up to ``length`` tokens that followed the place where the latest tokens
+        occurred before, the one matching furthest back (the latest of those); no
+        tokens when the latest two never occurred before."""
         tokens = self.tokens
-        for offset, table in enumerate(self._next):
-            n = NGRAM - offset
-            if len(tokens) < n:
-                continue
-            start = table.get(tuple(tokens[-n:]))
-            if start is not None:
-                draft = tokens[start : start + length]
-                # Text that repeats with a short period (a list, a loop) runs into
-                # its own end: the period continues it.
-                period = len(tokens) - start
-                while len(draft) < length:
-                    draft.append(draft[len(draft) - period])
-                return Draft(draft, matched_back(tokens, start, tokens, n))
-        return NO_DRAFT
+        if length <= 0 or len(tokens) < MIN_NGRAM:
+            return NO_DRAFT
+        place = self._latest.get(tokens[-2] << 32 | tokens[-1], -1)
+        best, best_matched = -1, 0
+        for _ in range(CANDIDATES):
+            if place < 0:
+                break
+            matched = matched_back(tokens, place, tokens, MIN_NGRAM)
+            if matched > best_matched:
+                best, best_matched = place, matched
+                if matched == MATCH_CAP:
+                    break
+            place = self._before[place]
+        if best < 0:
+            return NO_DRAFT
+        draft = tokens[best : best + length]
+        # Text that repeats with a short period (a list, a loop) runs into its
+        # own end: the period continues it.
+        period = len(tokens) - best
+        while len(draft) < length:
+            draft.append(draft[len(draft) - period])
+        return Draft(draft, best_matched)
 
 
 class DraftMemory:

@@ -38,6 +38,19 @@ def test_the_longest_ngram_that_matches_is_used():
     assert index.draft(1).tokens == [4]
 
 
+def test_the_place_that_matches_furthest_back_wins_over_a_later_one():
+    head = [10, 11, 12, 13, 14, 15, 16, 17]
+    # The latest 8 tokens occurred whole at the start (then 1 followed), and their
+    # last 6 occurred again later (then 2 followed): the longer match is the
+    # likelier guess, however recent the shorter one.
+    text = [*head, 1, 5, 6, *head[2:], 2, 7, *head]
+    assert NgramIndex(text).draft(1) == ([1], 8)
+    # A text as long as a prompt indexes its pairs in a flat array: no n-gram
+    # tuples (about 4 bytes a token besides the tokens).
+    index = NgramIndex(list(range(5000)) * 2)
+    assert len(index._latest) == 5000 and index._before.itemsize == 4
+
+
 def test_no_match_no_draft():
     assert NgramIndex([1, 2, 3, 4]).draft(4).tokens == []
     assert NgramIndex([1, 2, 3, 1, 2, 3]).draft(0).tokens == []
