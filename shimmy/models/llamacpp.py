@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import mmap
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -308,9 +309,10 @@ class Context:
         llama_cpp.llama_memory_seq_rm(self.memory, seq, start, -1)
 
     def save_sequence(self, seq: int) -> Any:
-        """A copy of the KV state of ``seq`` in host memory (a ctypes byte array)."""
+        """A copy of the KV state of ``seq`` in host memory (a ctypes byte array,
+        see :func:`host_buffer`)."""
         size = llama_cpp.llama_state_seq_get_size(self._ptr, seq)
-        data = (ctypes.c_uint8 * size)()
+        data = host_buffer(size)
         written = llama_cpp.llama_state_seq_get_data(self._ptr, data, size, seq)
         if written != size:
             raise ShimmyError("generation_failed", "llama.cpp could not copy a sequence")
@@ -326,6 +328,21 @@ class Context:
         if self._ptr:
             llama_cpp.llama_free(self._ptr)
             self._ptr = None
+
+
+def host_buffer(size: int) -> Any:
+    """A zeroed ctypes byte array of ``size`` bytes in an anonymous memory mapping
+    of its own, given back to the system the moment the array is dropped.
+
+    Saved KV states are megabytes each (24 MB for 1,000 tokens of SmolLM2), and
+    the prompt cache drops them in any order. From malloc, glibc keeps a freed
+    block in its heap while newer blocks sit above it, so a server that had
+    saved and dropped conversations for a while held 20 MB more than its cache
+    did (bench/RESULTS.md, "Servers compared"); a mapping has no neighbours."""
+    if size <= 0:
+        return (ctypes.c_uint8 * 0)()
+    # The array keeps the mapping alive (from_buffer holds a reference to it).
+    return (ctypes.c_uint8 * size).from_buffer(mmap.mmap(-1, size))
 
 
 class EmbeddingContext:

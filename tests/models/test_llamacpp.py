@@ -54,3 +54,33 @@ def test_a_prompt_of_many_tokens_decodes_with_this_build(smollm2_path: Path) -> 
     )
     assert child.returncode == 0, (child.returncode, child.stderr[-2000:])
     assert int(child.stdout) > 64
+
+
+# Saved states of 4 and 24 MB, the older ones dropped in any order while newer
+# ones are kept (as the prompt cache does), in a fresh process.
+CHURN = """
+import ctypes, random, psutil
+from shimmy.models.llamacpp import host_buffer
+def rss(): return psutil.Process().memory_info().rss
+random.seed(1)
+base = rss()
+held = []
+for _ in range(60):
+    size = random.choice([4, 4, 4, 24, 24]) * 1_000_000 + random.randrange(100_000)
+    buffer = host_buffer(size)
+    ctypes.memset(buffer, 1, size)
+    held.append(buffer)
+    while sum(len(b) for b in held) > 120_000_000:
+        held.pop(random.randrange(len(held) // 2 + 1))
+print(sum(len(b) for b in held), rss() - base)
+"""
+
+
+def test_saved_states_give_their_memory_back_when_dropped_in_any_order():
+    # From malloc, this churn left the process 53 MB over what it held.
+    result = subprocess.run(
+        [sys.executable, "-c", CHURN], capture_output=True, text=True, timeout=120, check=True
+    )
+    held, grown = (int(n) for n in result.stdout.split())
+    assert 90_000_000 < held <= 120_000_000
+    assert grown < held + 12_000_000
