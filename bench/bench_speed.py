@@ -29,6 +29,9 @@ Modes:
   again, replies of 16 to 96 tokens, so requests start and end at different
   moments: total tokens/s.
 - creep: 1,000 one-shot requests, 8 at a time, 24-token replies: RSS growth.
+- neighbours: 1-client chat on a shimmy that also serves a second model and
+  embeddings (each round, before the chat) against a shimmy that serves the chat
+  alone: tokens/s.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ import json
 import os
 import platform
 import random
+import shutil
 import statistics
 import sys
 import time
@@ -411,6 +415,43 @@ async def chat_round(server: ServerUnderTest, clients: int, seed: int = 1) -> di
     }
 
 
+NEIGHBOUR = "smollm2-twin"  # a copy of the model file under another name: a second model
+
+
+def neighbour_folder(model: Path) -> Path:
+    """A folder holding the second model: a copy of ``model`` named NEIGHBOUR."""
+    folder = CACHE / "neighbours"
+    folder.mkdir(parents=True, exist_ok=True)
+    copy = folder / f"{NEIGHBOUR}.gguf"
+    if not copy.exists() or copy.stat().st_size != model.stat().st_size:
+        shutil.copyfile(model, copy)
+    return folder
+
+
+async def neighbours_round(server: ServerUnderTest, seed: int, busy: bool) -> dict[str, float]:
+    """With ``busy``, first the second model answers and the first makes an
+    embedding (not timed): other threads of the server then have run llama.cpp,
+    as they do where an app embeds its documents and chats with two models. Then
+    three 1-client chats, one after another: their median tokens/s."""
+    if busy:
+        async with client(1) as c:
+            for path, body in (
+                (
+                    "/v1/chat/completions",
+                    {
+                        "model": NEIGHBOUR,
+                        "messages": user("Say hello."),
+                        "max_tokens": 8,
+                        **SAMPLING,
+                    },
+                ),
+                ("/v1/embeddings", {"model": server.model_field, "input": "I like cats."}),
+            ):
+                (await c.post(server.url + path, json=body)).raise_for_status()
+    rates = [(await chat_round(server, 1, seed=seed + i))["per_stream_tps"] for i in range(3)]
+    return {"tps": statistics.median(rates)}
+
+
 COME_GO_SECONDS = 40  # how long each client keeps coming back, a round
 COME_GO_CLIENTS = (4, 6)
 
@@ -572,7 +613,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    modes = ["echo", "chat", "long", "burst", "scale", "come-go", "creep"]
+    modes = ["echo", "chat", "long", "burst", "scale", "come-go", "creep", "neighbours"]
     parser.add_argument("--modes", nargs="+", choices=modes, default=modes)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument(
@@ -844,6 +885,39 @@ def main() -> int:
             ),
             "",
             "- target: shimmy's growth under 100 MB",
+            "",
+        ]
+    if "neighbours" in args.modes:
+        alone = shimmy_server(model, "shimmy, the chat alone")
+        beside = shimmy_server(
+            model,
+            "shimmy, beside a second model and embeddings",
+            "--model-dirs",
+            str(neighbour_folder(model)),
+        )
+        try:
+            started([alone, beside])
+            near = rounds(
+                [alone, beside],
+                args.rounds,
+                lambda server, n: asyncio.run(
+                    neighbours_round(server, 3000 + 100 * n, busy=server is beside)
+                ),
+                "neighbours",
+            )
+        finally:
+            stopped([alone, beside])
+        lines += [
+            "### A second model and embeddings beside a chat (1 client, 128 tokens)",
+            "",
+            run,
+            "",
+            "| server | 1 client tok/s |",
+            "|---|---|",
+            *(f"| {n} | {med(near, n, 'tps'):.1f} |" for n in near),
+            "",
+            f"- beside / alone: {paired(near, beside.name, alone.name, 'tps'):.2f}x "
+            "(target >= 0.95)",
             "",
         ]
     blocks = ["### " + block.strip("\n") for block in "\n".join(lines).split("### ")[1:]]

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from shimmy.errors import ShimmyError
+from shimmy.models import compute
 from shimmy.models.grammar import init_grammar_sampler
 from shimmy.models.llama_bindings import llama_cpp
 from shimmy.models.offload import Offload
@@ -276,7 +277,7 @@ class Context:
         return self._ptr
 
     def decode(self) -> None:
-        result = llama_cpp.llama_decode(self._ptr, self.batch.raw)
+        result = compute.run(llama_cpp.llama_decode, self._ptr, self.batch.raw)
         if result != 0:
             # 1: no KV slot for the batch; <0: a hard error. Either way this step failed.
             raise ShimmyError("generation_failed", "llama.cpp failed to decode", f"code {result}")
@@ -374,7 +375,7 @@ class EmbeddingContext:
             # Every input token is an output in embedding mode (llama.cpp would
             # override the flags otherwise, with a warning per input).
             self._batch.add(token, position, 0, True)
-        result = llama_cpp.llama_decode(self._ptr, self._batch.raw)
+        result = compute.run(llama_cpp.llama_decode, self._ptr, self._batch.raw)
         if result != 0:
             raise ShimmyError("generation_failed", "Embedding failed", f"llama.cpp code {result}")
         vector = llama_cpp.llama_get_embeddings_seq(self._ptr, 0)
