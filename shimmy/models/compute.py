@@ -65,7 +65,7 @@ def _compute_thread() -> threading.Thread:
 
 def run(function: Callable[..., T], *args: Any) -> T:
     """``function(*args)`` on the compute thread; its result, or its exception."""
-    thread = _compute_thread()
+    thread = _thread or _compute_thread()
     if threading.current_thread() is thread:
         return function(*args)
     job = _Job(function, args)
