@@ -46,7 +46,9 @@ def client(server) -> Iterator[openai.OpenAI]:
 @pytest.fixture(scope="module")
 def tokenizer(smollm2_path):
     """llama.cpp's tokenizer for the same file, to check the usage figures."""
-    from llama_cpp import Llama
+    # From its module: where shimmy imported llama_cpp first in this process, the
+    # package holds only the bindings (shimmy/models/llama_bindings.py).
+    from llama_cpp.llama import Llama
 
     llama = Llama(model_path=str(smollm2_path), vocab_only=True, verbose=False)
     yield lambda text: llama.tokenize(text.encode(), add_bos=True, special=True)
