@@ -29,6 +29,10 @@ Modes:
   again, replies of 16 to 96 tokens, so requests start and end at different
   moments: total tokens/s.
 - creep: 1,000 one-shot requests, 8 at a time, 24-token replies: RSS growth.
+- deep-echo: 1 client asks for a ~1,600-token module (the echo's eight
+  functions) back with one name changed, then sends it again; every server
+  freshly started each round, so the first request is the first after loading:
+  shimmy with and without --spec against llama-server by default and ngram-mod.
 - neighbours: 1-client chat on a shimmy that also serves a second model and
   embeddings (each round, before the chat) against a shimmy that serves the chat
   alone: tokens/s.
@@ -279,6 +283,24 @@ def echo_prompt(task: int) -> str:
     )
 
 
+# Names renamed in the deep echo's module, one pair a round (each occurs in
+# several of its functions).
+DEEP_RENAMES = [("total", "grand_total"), ("report", "summary"), ("results", "outcomes")]
+
+
+def deep_echo_prompt(task: int) -> str:
+    """The echo's eight functions as one module (~1,600 tokens), in an order and
+    with a name to change that depend on ``task``."""
+    shift = task % len(ECHO_TASKS)
+    code = "\n\n".join(c for c, _, _ in ECHO_TASKS[shift:] + ECHO_TASKS[:shift])
+    old, new = DEEP_RENAMES[task % len(DEEP_RENAMES)]
+    return (
+        f"Here is a Python module:\n\n```python\n{code}```\n\n"
+        f"Return the whole module with the variable `{old}` renamed to `{new}`. "
+        "Reply with the code only."
+    )
+
+
 # -- servers -------------------------------------------------------------------------
 
 
@@ -375,11 +397,16 @@ def user(text: str) -> list[dict]:
 # -- the modes: each returns one round's figures for one server ------------------------
 
 
-async def echo_round(server: ServerUnderTest, task: int) -> dict[str, float]:
+async def echo_round(
+    server: ServerUnderTest,
+    task: int,
+    prompt: Callable[[int], str] = echo_prompt,
+    tokens: int = 400,
+) -> dict[str, float]:
     """The round's task, new to the server, then the same request again."""
     async with client() as c:
-        fresh = await stream(c, server, user(echo_prompt(task)), 400, GREEDY)
-        again = await stream(c, server, user(echo_prompt(task)), 400, GREEDY)
+        fresh = await stream(c, server, user(prompt(task)), tokens, GREEDY)
+        again = await stream(c, server, user(prompt(task)), tokens, GREEDY)
     return {
         "decode_tps": fresh.decode_tps,
         "tokens": fresh.completion_tokens,
@@ -613,7 +640,17 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    modes = ["echo", "chat", "long", "burst", "scale", "come-go", "creep", "neighbours"]
+    modes = [
+        "echo",
+        "deep-echo",
+        "chat",
+        "long",
+        "burst",
+        "scale",
+        "come-go",
+        "creep",
+        "neighbours",
+    ]
     parser.add_argument("--modes", nargs="+", choices=modes, default=modes)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument(
@@ -686,6 +723,54 @@ def main() -> int:
             )
         lines.append("")
         chart["echo, 1 client"] = {s.name: med(echo, s.name, "decode_tps") for s in servers}
+
+    if "deep-echo" in args.modes:
+        mod = ("--spec-type", "ngram-mod")
+        deep_names = [
+            "shimmy --spec on",
+            "shimmy --spec off",
+            "llama-server",
+            "llama-server ngram-mod",
+        ]
+        deep: dict[str, list[dict[str, float]]] = {name: [] for name in deep_names}
+        for n in range(args.rounds):
+            servers = [
+                shimmy_server(model, deep_names[0], "--spec", "on"),
+                shimmy_server(model, deep_names[1], "--spec", "off"),
+                llama_server(binary, model, deep_names[2]),
+                llama_server(binary, model, deep_names[3], *mod),
+            ]
+            try:
+                started(servers)  # fresh each round: the first request is the first deep one
+                for server in servers[n % len(servers) :] + servers[: n % len(servers)]:
+                    figures = asyncio.run(echo_round(server, n, deep_echo_prompt, 300))
+                    deep[server.name].append(figures)
+                    shown = ", ".join(f"{k} {v:.3f}" for k, v in figures.items())
+                    print(f"deep-echo round {n + 1} {server.name}: {shown}", file=sys.stderr)
+            finally:
+                stopped(servers)
+        lines += [
+            "### Deep echo, 1 client (a ~1,600-token module returned with a name changed)",
+            "",
+            run,
+            "",
+            "Every server starts afresh each round, so the first request is the first "
+            "after loading; then the same request again.",
+            "",
+            "| server | new: decode tok/s | tokens | shimmy --spec on vs this "
+            "| again: decode tok/s | tokens | shimmy --spec on vs this |",
+            "|---|---|---|---|---|---|---|",
+            *(
+                f"| {name} | {med(deep, name, 'decode_tps'):.1f} | "
+                f"{med(deep, name, 'tokens'):.0f} | "
+                f"{paired(deep, deep_names[0], name, 'decode_tps'):.2f}x | "
+                f"{med(deep, name, 'again_tps'):.1f} | "
+                f"{med(deep, name, 'again_tokens'):.0f} | "
+                f"{paired(deep, deep_names[0], name, 'again_tps'):.2f}x |"
+                for name in deep_names
+            ),
+            "",
+        ]
 
     if "chat" in args.modes:
         servers = [
