@@ -47,13 +47,10 @@ from shimmy.models.offload import Offload
 from shimmy.models.promptcache import PromptCache, common_prefix, continues_a_conversation
 from shimmy.models.slots import Slot, assign_slots, gap_move, runs, shared_tokens
 from shimmy.models.speculation import (
-    CALIBRATION_ROUNDS,
-    CALIBRATION_SIZES,
     MAX_DRAFT,
     MEMORY_NGRAM,
     OWN,
     REPLAY,
-    DecodeCost,
     Draft,
     DraftMemory,
     DraftOdds,
@@ -64,6 +61,7 @@ from shimmy.models.speculation import (
     match_class,
     plan_drafts,
 )
+from shimmy.models.stepcost import CALIBRATION_ROUNDS, CALIBRATION_SIZES, DecodeCost
 from shimmy.models.textstream import TextStream
 
 if TYPE_CHECKING:
@@ -719,16 +717,18 @@ class Engine:
         running = [s for s in self._slots if s.generation is not None]
         # Running sequences first, so a long prompt never stalls their streams.
         deciding = [s for s in running if s.next_token is not None]
+        # Each sequence's tokens in this step, in order of sequence id (llama.cpp
+        # splits a step into micro-batches by them: stepcost.micro_batches), and
+        # how many it holds cached before it (what each of its tokens attends to).
+        rows = [0] * len(self._slots)
+        depths = [0] * len(self._slots)
         for slot in deciding:
             assert slot.next_token is not None
+            rows[slot.seq] = 1
+            depths[slot.seq] = len(slot.cached)
             slot.logits_at = batch.add(slot.next_token, len(slot.cached), slot.seq, True)
             slot.cached.append(slot.next_token)
             slot.next_token = None
-        # Each sequence's tokens in this step, in order of sequence id (llama.cpp
-        # splits a step into micro-batches by them: speculation.ubatch_sizes).
-        rows = [0] * len(self._slots)
-        for slot in deciding:
-            rows[slot.seq] = 1
         # Then their drafts, verified in the same decode (shimmy/models/speculation.py).
         if self.options.spec:
             offered = [self._offer(slot) for slot in deciding]
@@ -742,7 +742,7 @@ class Engine:
             by_seq = [(0.0, 0)] * len(self._slots)
             for slot, (chance, offer) in zip(deciding, offered, strict=True):
                 by_seq[slot.seq] = (chance, len(offer))
-            plan = plan_drafts(self.decode_cost, rows, by_seq, room)
+            plan = plan_drafts(self.decode_cost, rows, by_seq, room, depths)
             lengths = [plan[slot.seq] for slot in deciding]
             if self.options.draft_min:
                 lengths = at_least(
@@ -794,7 +794,7 @@ class Engine:
             self._sample(slot)
         if not prompt_read and self.options.spec:
             # Steps that only generate tell what a drafted token costs.
-            self.decode_cost.observe_step(rows, time.monotonic() - started)
+            self.decode_cost.observe_step(rows, time.monotonic() - started, depths)
         wake_readers(generation for _, generation in sampled)
         if prompt_read:  # steps that only generate are too many to log
             log.debug(
@@ -811,7 +811,7 @@ class Engine:
         lasted GAP_PATIENCE steps (see :func:`~shimmy.models.slots.gap_move`).
 
         llama.cpp computes a step in one micro-batch per run of consecutive
-        sequences, each a pass over the weights (speculation.ubatch_sizes): four
+        sequences, each a pass over the weights (stepcost.micro_batches): four
         requests in slots 0, 2, 4 and 6 cost a step as much as eight. New requests
         take the free slot that fills a gap (choose_slot), but a request that ends
         between others leaves one until the next arrives. Only requests that are

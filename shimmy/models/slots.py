@@ -82,7 +82,7 @@ def runs(busy: Collection[int]) -> int:
     """How many runs of consecutive sequence ids ``busy`` holds. Each run is a
     micro-batch of its own in every step (llama.cpp computes a batch of per-
     sequence KV streams in runs of consecutive sequences:
-    :func:`shimmy.models.speculation.ubatch_sizes`), a pass over the weights: on
+    :func:`shimmy.models.stepcost.micro_batches`), a pass over the weights: on
     two CPU cores sequences 0, 2, 4 and 6 take 54 ms a token, 0 to 3 take 31."""
     return sum(1 for seq in busy if seq - 1 not in busy)
 

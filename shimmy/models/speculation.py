@@ -19,9 +19,9 @@ with each token (a small model on a CPU) a short draft must be nearly certain to
 pay, yet a long one can pay again, since ggml multiplies a batch of many tokens
 at a lower cost per token than a batch of a few. So the engine times decode
 steps of 1 to 64 tokens when it loads and keeps timing its steps
-(:class:`DecodeCost`: the time of a micro-batch by its size, no formula
-assumed; a step of several requests is computed in several micro-batches, see
-:func:`ubatch_sizes`), the odds that a drafted token comes true are kept by
+(shimmy/models/stepcost.py: the time of a micro-batch by its size and the
+depth of its caches, no formula assumed for the size; a step of several
+requests is computed in several micro-batches), the odds that a drafted token comes true are kept by
 source and by how far back the text matches where the draft was found
 (:class:`DraftOdds`, :class:`EngineOdds`: fed by real drafts and, while a slot
 does not draft, by the draft it would have made), and :func:`plan_drafts`
@@ -48,6 +48,8 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from typing import NamedTuple
 
+from shimmy.models.stepcost import DecodeCost, step_cost
+
 # A draft from the request's own text needs its latest two tokens to have
 # occurred before. Of the places where they did, the latest this many are
 # compared (the one matching furthest back wins): a pair as common as a line
@@ -56,12 +58,7 @@ from typing import NamedTuple
 CANDIDATES = 32
 MAX_DRAFT = 64  # tokens drafted at most in one step, by one slot or all (ngram-mod: 48-64)
 ODDS_MEMORY = 0.9  # how much of a slot's record each new judgement keeps
-COST_MEMORY = 0.9  # how much of a step size's timing each new step of that size keeps
-WARM_UP_STEPS = 8  # the first steps after loading are slow, and say nothing of drafts
-OUTLIER = 3.0  # a step slower than this many times the expected is capped (the OS took the CPU)
 MIN_GAIN = 0.02  # a drafted token less likely than this to be accepted is never worth it
-CALIBRATION_SIZES = (1, 4, 16, 64)  # step sizes the engine times when it loads (~0.3 s)
-CALIBRATION_ROUNDS = 3  # ... each this many times, keeping the fastest
 # Earlier replies are drafted from only where this many latest tokens match: a
 # short match across different requests is chance (boilerplate, a code fence).
 MEMORY_NGRAM = 12
@@ -281,85 +278,6 @@ class EngineOdds:
         self._odds[key].judged(drafted, accepted)
 
 
-class DecodeCost:
-    """What a decode step costs by its number of tokens: the mean time of the
-    steps of each size seen (recent steps weighing most), timed by the engine
-    when it loads (:data:`CALIBRATION_SIZES`) and on every step that only
-    generates; sizes not seen are read off the line between the nearest seen
-    ones (and beyond the largest, its slope)."""
-
-    def __init__(self) -> None:
-        self._weight: dict[int, float] = {}
-        self._seconds: dict[int, float] = {}
-        self._sizes: list[int] = []  # the sizes seen, in order
-        self._steps = 0
-
-    def observe(self, tokens: int, seconds: float, *, calibrating: bool = False) -> None:
-        """A step of one micro-batch of ``tokens`` tokens took ``seconds`` (see
-        :meth:`observe_step`; ``calibrating``: timed by the engine at load, kept
-        as it is)."""
-        if calibrating:
-            self._record(tokens, seconds)
-        else:
-            self.observe_step([tokens], seconds)
-
-    def observe_step(self, rows: Sequence[int], seconds: float) -> None:
-        """A step with ``rows`` tokens of each sequence took ``seconds``, shared
-        among its micro-batches by their expected times. The first steps are
-        ignored (loading's are slow) and a step far slower than expected is
-        capped (the operating system took the CPU)."""
-        sizes = ubatch_sizes(rows)
-        if not sizes:
-            return
-        self._steps += 1
-        if self._steps <= WARM_UP_STEPS:
-            return
-        expected = [self.predict(size) for size in sizes]
-        total = sum(expected)
-        if total > 0:
-            seconds = min(seconds, OUTLIER * total)
-        if len(sizes) == 1:
-            self._record(sizes[0], seconds)
-        elif total > 0:
-            for size, share in zip(sizes, expected, strict=True):
-                self._record(size, seconds * share / total)
-
-    def _record(self, tokens: int, seconds: float) -> None:
-        if tokens not in self._weight:
-            bisect.insort(self._sizes, tokens)
-            self._weight[tokens] = 0.0
-            self._seconds[tokens] = 0.0
-        weight = self._weight[tokens] * COST_MEMORY + 1.0
-        self._seconds[tokens] += (seconds - self._seconds[tokens]) / weight
-        self._weight[tokens] = weight
-
-    @property
-    def known(self) -> bool:
-        """Whether any step was timed."""
-        return bool(self._sizes)
-
-    def predict(self, tokens: int) -> float:
-        """The expected seconds of a step of ``tokens`` tokens (0 before any step)."""
-        sizes, times = self._sizes, self._seconds
-        if not sizes:
-            return 0.0
-        if tokens in times:
-            return times[tokens]
-        at = bisect.bisect_left(sizes, tokens)
-        if at == 0:
-            return times[sizes[0]]  # fewer tokens than any step seen: no cheaper
-        if at == len(sizes):
-            last = sizes[-1]
-            if len(sizes) == 1:
-                return times[last] * tokens / last
-            before = sizes[-2]
-            slope = max(0.0, (times[last] - times[before]) / (last - before))
-            return times[last] + slope * (tokens - last)
-        low, high = sizes[at - 1], sizes[at]
-        share = (tokens - low) / (high - low)
-        return times[low] + share * (times[high] - times[low])
-
-
 def at_least(
     lengths: Sequence[int], available: Sequence[int], minimum: int, room: int
 ) -> list[int]:
@@ -374,36 +292,12 @@ def at_least(
     return raised
 
 
-def ubatch_sizes(rows: Sequence[int]) -> list[int]:
-    """The sizes (in tokens) of the micro-batches llama.cpp computes a step in,
-    given each sequence's tokens in the step in order of sequence id (0 for one
-    not in it). With a KV stream per sequence, a micro-batch holds a run of
-    consecutive sequence ids and the same number of tokens of each (llama.cpp's
-    sequential equal split), and each costs a pass over the weights: on two CPU
-    cores, 8 sequences of one token each take 54 ms, the same with one of them
-    drafting a token 68 ms, and sequences 0, 2, 4 and 6 as long as all eight."""
-    left = list(rows)
-    sizes: list[int] = []
-    while True:
-        first = next((i for i, n in enumerate(left) if n > 0), None)
-        if first is None:
-            return sizes
-        last = first
-        while last + 1 < len(left) and left[last + 1] > 0:
-            last += 1
-        each = min(left[first : last + 1])
-        for i in range(first, last + 1):
-            left[i] -= each
-        sizes.append(each * (last - first + 1))
-
-
-def step_cost(cost: DecodeCost, rows: Sequence[int]) -> float:
-    """The expected seconds of a step with ``rows`` tokens of each sequence."""
-    return sum(cost.predict(size) for size in ubatch_sizes(rows))
-
-
 def plan_drafts(
-    cost: DecodeCost, rows: Sequence[int], offers: Sequence[tuple[float, int]], room: int
+    cost: DecodeCost,
+    rows: Sequence[int],
+    offers: Sequence[tuple[float, int]],
+    room: int,
+    depths: Sequence[float] | None = None,
 ) -> list[int]:
     """How many tokens each sequence drafts in a step that decodes ``rows``
     tokens of each anyway (in order of sequence id): ``offers`` holds each one's
@@ -411,8 +305,9 @@ def plan_drafts(
     sequence's j-th drafted token is accepted with chance q to the power j, so
     the drafts are taken most likely first, and as many of them as make the
     step's expected tokens per second, (tokens + expected accepted) / its time,
-    the highest; the time counts the micro-batches the drafts add
-    (:func:`ubatch_sizes`). At most ``room`` tokens in all."""
+    the highest; the time counts the micro-batches the drafts add and how deep
+    each sequence's cache is (``depths``, in tokens: shimmy/models/stepcost.py).
+    At most ``room`` tokens in all."""
     lengths = [0] * len(offers)
     if not cost.known or room <= 0:
         return lengths
@@ -421,7 +316,7 @@ def plan_drafts(
     heapq.heapify(heap)
     base = sum(rows)
     step = list(rows)
-    best_rate = base / max(step_cost(cost, step), 1e-9)
+    best_rate = base / max(step_cost(cost, step, depths), 1e-9)
     best_count = 0
     expected = 0.0
     taken: list[int] = []
@@ -436,7 +331,7 @@ def plan_drafts(
         q, available = offers[slot]
         if position < available:
             heapq.heappush(heap, (-(q ** (position + 1)), slot, position + 1))
-        rate = (base + expected) / max(step_cost(cost, step), 1e-9)
+        rate = (base + expected) / max(step_cost(cost, step, depths), 1e-9)
         if rate > best_rate:
             best_rate, best_count = rate, len(taken)
     for slot in taken[:best_count]:

@@ -14,8 +14,6 @@ from shimmy.models.speculation import (
     MIN_GAIN,
     OWN,
     REPLAY,
-    WARM_UP_STEPS,
-    DecodeCost,
     DraftMemory,
     DraftOdds,
     EngineOdds,
@@ -23,8 +21,8 @@ from shimmy.models.speculation import (
     at_least,
     match_class,
     plan_drafts,
-    ubatch_sizes,
 )
+from shimmy.models.stepcost import DecodeCost
 
 
 def test_a_draft_is_what_followed_the_latest_ngram_before():
@@ -183,24 +181,6 @@ def cost_of(times: dict[int, float]) -> DecodeCost:
     return cost
 
 
-def test_a_step_costs_what_steps_of_its_size_took_and_between_them_a_line():
-    cost = DecodeCost()
-    assert not cost.known and cost.predict(4) == 0.0
-    for _ in range(WARM_UP_STEPS):
-        cost.observe(1, 5.0)  # loading's first steps are slow: not counted
-    assert not cost.known
-    cost = cost_of({1: 0.010, 4: 0.022, 16: 0.040})
-    assert cost.predict(1) == 0.010
-    assert cost.predict(2) == pytest.approx(0.014)  # between 1 and 4
-    assert cost.predict(10) == pytest.approx(0.031)  # between 4 and 16
-    assert cost.predict(28) == pytest.approx(0.058)  # past 16: the last slope (1.5 ms a token)
-    for _ in range(WARM_UP_STEPS + 30):
-        cost.observe(4, 0.030)  # steps of 4 now take longer: the mean follows
-    assert cost.predict(4) == pytest.approx(0.030, abs=0.001)
-    cost.observe(4, 100.0)  # the machine was busy elsewhere: capped, not believed
-    assert cost.predict(4) < 0.04
-
-
 def test_a_slot_whose_drafts_come_true_drafts_as_long_as_long_steps_pay():
     # A small model on a CPU: a step of n tokens costs much more than one token,
     # but less per token the longer it is (ggml's batched matrix products).
@@ -226,15 +206,6 @@ def test_a_busy_batch_gives_its_drafts_to_the_slots_most_likely_to_be_right():
     assert lengths[0] > 0 and lengths[1] == 0 and lengths[2:] == [0] * 6
 
 
-def test_a_step_is_computed_in_micro_batches_of_consecutive_sequences():
-    assert ubatch_sizes([1] * 8) == [8]
-    assert ubatch_sizes([2, 1, 1, 1]) == [4, 1]  # a draft: one more pass, of its tokens
-    assert ubatch_sizes([1, 4, 4, 1]) == [4, 6]
-    assert ubatch_sizes([1, 0, 1, 0, 1]) == [1, 1, 1]  # a gap splits the run
-    assert ubatch_sizes([0, 0, 5]) == [5]
-    assert ubatch_sizes([0, 0]) == []
-
-
 def test_a_draft_beside_other_sequences_pays_for_its_own_micro_batch():
     # One sequence alone drafts where its drafts are likely; beside seven others
     # (8 tokens in 50 ms), a one-token draft costs a pass of its own (10 ms), far
@@ -245,16 +216,6 @@ def test_a_draft_beside_other_sequences_pays_for_its_own_micro_batch():
     assert busy == [0] * 8
     # Only a long draft that is all but sure pays there.
     assert plan_drafts(cpu, [1] * 8, [(0.99, 64)] + [(0.0, 0)] * 7, 500)[0] >= 16
-
-
-def test_a_step_of_several_micro_batches_is_shared_among_them_by_their_costs():
-    cost = cost_of({1: 0.010, 8: 0.050})
-    for _ in range(WARM_UP_STEPS):
-        cost.observe_step([1] * 8, 0.050)
-    for _ in range(40):
-        cost.observe_step([2, 1, 1, 1, 1, 1, 1, 1], 0.090)  # 8 then 1: both 1.5x slower
-    assert cost.predict(8) == pytest.approx(0.075, rel=0.05)
-    assert cost.predict(1) == pytest.approx(0.015, rel=0.05)
 
 
 def test_draft_min_raises_each_slots_draft_while_the_batch_has_room():

@@ -13,7 +13,7 @@ from shimmy.models.engine import Engine
 from shimmy.models.generation import Generation, GenerationRequest, SamplingParams
 from shimmy.models.manager import ModelManager
 from shimmy.models.registry import ModelRegistry
-from shimmy.models.speculation import DecodeCost
+from shimmy.models.stepcost import DecodeCost
 from tests.waiting import eventually
 
 pytestmark = pytest.mark.model
@@ -43,17 +43,21 @@ class CheapDrafts(DecodeCost):
     that these tests verify many drafts (the engine drafts only what pays on
     the machine it runs on)."""
 
-    def observe(self, tokens: int, seconds: float, *, calibrating: bool = False) -> None:
+    def observe(
+        self, tokens: int, seconds: float, *, depth: float = 0.0, calibrating: bool = False
+    ) -> None:
         pass
 
-    def observe_step(self, rows: Sequence[int], seconds: float) -> None:
+    def observe_step(
+        self, rows: Sequence[int], seconds: float, depths: Sequence[float] | None = None
+    ) -> None:
         pass
 
     @property
     def known(self) -> bool:
         return True
 
-    def predict(self, tokens: int) -> float:
+    def predict(self, tokens: int, depth: float = 0.0, tiled: bool | None = None) -> float:
         return 0.01
 
 
@@ -213,7 +217,7 @@ class CostlyDrafts(CheapDrafts):
     so only drafts likely to come true pay (fixed, not timed: the test does not
     depend on how busy the machine is)."""
 
-    def predict(self, tokens: int) -> float:
+    def predict(self, tokens: int, depth: float = 0.0, tiled: bool | None = None) -> float:
         return 0.01 * (1 + 0.6 * (tokens - 1))
 
 
