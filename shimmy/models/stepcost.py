@@ -200,11 +200,14 @@ class DecodeCost:
         known = self.known
         for batch, share in zip(batches, expected, strict=True):
             part = seconds if len(batches) == 1 else seconds * share / total
+            family = self._families[batch.tiled]
+            new = batch.tokens not in family.lines
             first = self.predict(batch.tokens, 0.0, batch.tiled) if known else part
-            line = self._families[batch.tiled].line(batch.tokens, first)
+            line = family.line(batch.tokens, first)
+            was_deep = line.deep
             line.add(batch.depth / DEPTH_UNIT, part)
-        for family in self._families.values():
-            family.lend_slopes()
+            if new or was_deep or line.deep:  # a slope others lean on, or a new size
+                family.lend_slopes()
 
     @property
     def known(self) -> bool:
