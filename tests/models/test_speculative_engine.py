@@ -8,6 +8,7 @@ from collections.abc import Iterator, Sequence
 
 import pytest
 
+import shimmy.models.engine as engine_module
 from shimmy.config import Settings
 from shimmy.models.engine import Engine
 from shimmy.models.generation import Generation, GenerationRequest, SamplingParams
@@ -249,3 +250,47 @@ def test_a_repeated_request_drafts_the_earlier_reply_in_long_steps(smollm2_path,
         assert again.text(timeout=300) == first
         assert engine.replayed - replayed >= 0.6 * again.completion_tokens
         assert len(steps) <= again.completion_tokens / 4
+
+
+def test_steps_are_planned_and_timed_at_the_depth_of_each_slots_cache(drafting, monkeypatch):
+    """The cost of a step grows with how many tokens its sequences hold
+    (shimmy/models/stepcost.py): each step's plan and timing get, per sequence,
+    the tokens it held before the step, from the prompt's length on."""
+    planned: list[list[float]] = []
+    timed: list[tuple[list[int], list[float]]] = []
+    plan = engine_module.plan_drafts
+
+    def planning(
+        cost: DecodeCost,
+        rows: Sequence[int],
+        offers: Sequence[tuple[float, int]],
+        room: int,
+        depths: Sequence[float] | None = None,
+    ) -> list[int]:
+        assert depths is not None
+        planned.append(list(depths))
+        return plan(cost, rows, offers, room, depths)
+
+    def timing(rows: Sequence[int], seconds: float, depths: Sequence[float] | None = None) -> None:
+        assert depths is not None
+        timed.append((list(rows), list(depths)))
+
+    monkeypatch.setattr(engine_module, "plan_drafts", planning)
+    monkeypatch.setattr(drafting.decode_cost, "observe_step", timing)
+    tokens = drafting.chat_tokens([{"role": "user", "content": PROMPTS[1]}])
+    generation = drafting.submit(
+        GenerationRequest(tokens, max_tokens=60, sampling=GREEDY, cache_scope="depths")
+    )
+    generation.text(timeout=300)
+    assert generation.completion_tokens == 60 and timed and len(planned) >= len(timed)
+    # One sequence generated: its depth in each step, the others' 0 (the step
+    # that read the prompt generated nothing).
+    generating = [step for step in planned if any(step)]
+    assert all(sum(1 for d in step if d) == 1 for step in generating)
+    depths = [max(step) for step in generating]
+    assert depths[0] == len(tokens)  # the first token after the prompt
+    assert depths == sorted(depths) and len(set(depths)) == len(depths)
+    assert depths[-1] < len(tokens) + 60
+    for rows, step_depths in timed:
+        seq = next(i for i, n in enumerate(rows) if n)
+        assert step_depths[seq] in depths
