@@ -61,7 +61,12 @@ from shimmy.models.speculation import (
     match_class,
     plan_drafts,
 )
-from shimmy.models.stepcost import CALIBRATION_ROUNDS, CALIBRATION_SIZES, DecodeCost
+from shimmy.models.stepcost import (
+    CALIBRATION_ROUNDS,
+    CALIBRATION_SIZES,
+    LOGITS_TIMED,
+    DecodeCost,
+)
 from shimmy.models.textstream import TextStream
 
 if TYPE_CHECKING:
@@ -396,26 +401,46 @@ class Engine:
         request). A first one-token step warms up and is not kept; each size is
         timed CALIBRATION_ROUNDS times, in turns, and its fastest kept: a busy
         machine (another program, a test suite) slows some steps, and one slowed
-        large step would stop drafts of that size from being tried at all."""
+        large step would stop drafts of that size from being tried at all.
+
+        Steps larger than LOGITS_TIMED are timed with the last token's logits
+        alone, plus what the others' would cost (measured at LOGITS_TIMED rows
+        with and without them): llama.cpp's logits buffers grow to the most rows
+        a step asked for and keep that size, and 64 rows of them are ~25 MB of
+        resident memory that a server whose requests never draft long should
+        not carry."""
         context, batch = self._context, self._context.batch
         token = self._model.single_token(" the") or 0
         sizes = [n for n in CALIBRATION_SIZES if n <= min(context.n_batch, batch.room)]
-        fastest: dict[int, float] = {}
-        for keep, round_sizes in ((False, sizes[:1]), *[(True, sizes)] * CALIBRATION_ROUNDS):
-            for n in round_sizes:
+        # (tokens, whether every token asks for its logits)
+        steps = [(n, n <= LOGITS_TIMED) for n in sizes]
+        if any(n > LOGITS_TIMED for n in sizes) and LOGITS_TIMED in sizes:
+            steps.append((LOGITS_TIMED, False))
+        fastest: dict[tuple[int, bool], float] = {}
+        warm_up = [(sizes[0], True)]
+        for keep, round_steps in ((False, warm_up), *[(True, steps)] * CALIBRATION_ROUNDS):
+            for n, every in round_steps:
                 batch.clear()
                 for position in range(n):
-                    batch.add(token, position, 0, True)
+                    batch.add(token, position, 0, every or position == n - 1)
                 started = time.monotonic()
                 with self._decode_lock:
                     context.decode()
                 if keep:
                     took = time.monotonic() - started
-                    fastest[n] = min(took, fastest.get(n, took))
+                    fastest[n, every] = min(took, fastest.get((n, every), took))
                 context.forget(0, 0)
         batch.clear()
-        for n, seconds in fastest.items():
-            self.decode_cost.observe(n, seconds, calibrating=True)
+        per_logits_row = 0.0
+        if (LOGITS_TIMED, False) in fastest:
+            with_all = fastest[LOGITS_TIMED, True] - fastest[LOGITS_TIMED, False]
+            per_logits_row = max(0.0, with_all / (LOGITS_TIMED - 1))
+        for (n, every), seconds in fastest.items():
+            if every:
+                self.decode_cost.observe(n, seconds, calibrating=True)
+            elif n > LOGITS_TIMED:
+                seconds += (n - 1) * per_logits_row
+                self.decode_cost.observe(n, seconds, calibrating=True)
 
     def _receive(self) -> bool:
         """Move submissions into the waiting line; block only when there is no work.

@@ -33,6 +33,7 @@ WARM_UP_STEPS = 8  # the first steps after loading are slow, and say nothing of 
 OUTLIER = 3.0  # a step slower than this many times the expected is capped (the OS took the CPU)
 CALIBRATION_SIZES = (1, 4, 16, 64)  # step sizes the engine times when it loads (~0.3 s)
 CALIBRATION_ROUNDS = 3  # ... each this many times, keeping the fastest
+LOGITS_TIMED = 16  # ... the larger ones with one token's logits, the rest's added (see Engine)
 DEPTH_UNIT = 1000.0  # depths are counted in thousands of cached tokens in the fits
 # A step whose caches hold fewer tokens than this (in DEPTH_UNIT) times its
 # size's cost with an empty cache (the line's intercept); a deeper one, what

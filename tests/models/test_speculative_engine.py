@@ -10,11 +10,12 @@ import pytest
 
 import shimmy.models.engine as engine_module
 from shimmy.config import Settings
+from shimmy.models import llamacpp
 from shimmy.models.engine import Engine
 from shimmy.models.generation import Generation, GenerationRequest, SamplingParams
 from shimmy.models.manager import ModelManager
 from shimmy.models.registry import ModelRegistry
-from shimmy.models.stepcost import DecodeCost
+from shimmy.models.stepcost import CALIBRATION_SIZES, LOGITS_TIMED, DecodeCost
 from tests.waiting import eventually
 
 pytestmark = pytest.mark.model
@@ -294,3 +295,31 @@ def test_steps_are_planned_and_timed_at_the_depth_of_each_slots_cache(drafting, 
     for rows, step_depths in timed:
         seq = next(i for i, n in enumerate(rows) if n)
         assert step_depths[seq] in depths
+
+
+def test_the_load_time_timing_asks_for_few_rows_of_logits(smollm2_path, monkeypatch):
+    """llama.cpp's logits buffers grow to the most rows a step asked logits for
+    and stay that size: the timing at load asks for LOGITS_TIMED rows at most,
+    and the larger steps' costs still count every row's logits."""
+    asked: list[tuple[int, int]] = []  # (tokens, rows with logits) of each step
+    decode = llamacpp.Context.decode
+
+    def counting(context: llamacpp.Context) -> None:
+        batch = context.batch
+        asked.append((batch.n, sum(1 for i in range(batch.n) if batch._logits[i])))
+        decode(context)
+
+    monkeypatch.setattr(llamacpp.Context, "decode", counting)
+    settings = Settings(
+        model=str(smollm2_path), ctx_size=2048, keep_alive=-1, spec=True, parallel=1
+    )
+    manager = ModelManager(settings, ModelRegistry([smollm2_path]))
+    try:
+        engine = manager.engine(None)
+        eventually(lambda: engine.decode_cost.known, 120, what="the load-time timing")
+        assert max(tokens for tokens, _ in asked) == max(CALIBRATION_SIZES)
+        assert max(rows for _, rows in asked) == LOGITS_TIMED
+        cost = engine.decode_cost
+        assert cost.predict(LOGITS_TIMED) < cost.predict(max(CALIBRATION_SIZES))
+    finally:
+        manager.close()
