@@ -21,8 +21,9 @@ at a lower cost per token than a batch of a few. So the engine times decode
 steps of 1 to 64 tokens when it loads and keeps timing its steps
 (shimmy/models/stepcost.py: the time of a micro-batch by its size and the
 depth of its caches, no formula assumed for the size; a step of several
-requests is computed in several micro-batches), the odds that a drafted token comes true are kept by
-source and by how far back the text matches where the draft was found
+requests is computed in several micro-batches), the odds that a drafted token
+comes true are kept by source and by how far back the text matches where the
+draft was found
 (:class:`DraftOdds`, :class:`EngineOdds`: fed by real drafts and, while a slot
 does not draft, by the draft it would have made), and :func:`plan_drafts`
 chooses how many tokens each slot drafts so that the step makes the most tokens

@@ -167,16 +167,14 @@ class DecodeCost:
         self._families = {False: _Family(), True: _Family()}  # by tiled
         self._steps = 0
 
-    def observe(
-        self, tokens: int, seconds: float, *, depth: float = 0.0, calibrating: bool = False
-    ) -> None:
-        """A step of one sequence's ``tokens`` tokens, ``depth`` tokens deep,
-        took ``seconds`` (see :meth:`observe_step`; ``calibrating``: timed by the
-        engine at load with an empty cache, kept as the size's intercept)."""
+    def observe(self, tokens: int, seconds: float, *, calibrating: bool = False) -> None:
+        """A step of one sequence's ``tokens`` tokens, with an empty cache, took
+        ``seconds`` (see :meth:`observe_step`; ``calibrating``: timed by the
+        engine at load, kept as the size's intercept)."""
         if calibrating:
             self._families[tokens >= FLASH_TILE].line(tokens, seconds).intercept = seconds
         else:
-            self.observe_step([tokens], seconds, [depth])
+            self.observe_step([tokens], seconds)
 
     def observe_step(
         self, rows: Sequence[int], seconds: float, depths: Sequence[float] | None = None
@@ -202,9 +200,11 @@ class DecodeCost:
         for batch, share in zip(batches, expected, strict=True):
             part = seconds if len(batches) == 1 else seconds * share / total
             family = self._families[batch.tiled]
-            new = batch.tokens not in family.lines
-            first = self.predict(batch.tokens, 0.0, batch.tiled) if known else part
-            line = family.line(batch.tokens, first)
+            line = family.lines.get(batch.tokens)
+            new = line is None
+            if line is None:  # starts at what the sizes around it cost
+                first = self.predict(batch.tokens, 0.0, batch.tiled) if known else part
+                line = family.line(batch.tokens, first)
             was_deep = line.deep
             line.add(batch.depth / DEPTH_UNIT, part)
             if new or was_deep or line.deep:  # a slope others lean on, or a new size
@@ -260,11 +260,6 @@ def micro_batches(rows: Sequence[int], depths: Sequence[float] | None = None) ->
         count = last - first + 1
         depth = sum(depths[first : last + 1]) / count if depths else 0.0
         batches.append(MicroBatch(each * count, depth, each >= FLASH_TILE))
-
-
-def ubatch_sizes(rows: Sequence[int]) -> list[int]:
-    """The sizes (in tokens) of a step's micro-batches (:func:`micro_batches`)."""
-    return [batch.tokens for batch in micro_batches(rows)]
 
 
 def step_cost(

@@ -45,9 +45,7 @@ class CheapDrafts(DecodeCost):
     that these tests verify many drafts (the engine drafts only what pays on
     the machine it runs on)."""
 
-    def observe(
-        self, tokens: int, seconds: float, *, depth: float = 0.0, calibrating: bool = False
-    ) -> None:
+    def observe(self, tokens: int, seconds: float, *, calibrating: bool = False) -> None:
         pass
 
     def observe_step(

@@ -10,13 +10,16 @@ from shimmy.models.stepcost import (
     DecodeCost,
     micro_batches,
     step_cost,
-    ubatch_sizes,
 )
 
 # Measured on SmolLM2 on two cores with flash attention on (ms by step size, at
 # an empty cache and 1,600 tokens deep).
 SHALLOW = {1: 9.8, 2: 12.7, 4: 18.7, 8: 30.7, 16: 57.4, 32: 111.2, 64: 206.7}
 DEEP = {1: 29.5, 2: 48.4, 4: 92.7, 8: 161.8, 16: 315.1, 32: 624.0, 64: 336.5}
+
+
+def ubatch_sizes(rows: list[int]) -> list[int]:
+    return [batch.tokens for batch in micro_batches(rows)]
 
 
 def cost_of(times: dict[int, float]) -> DecodeCost:
